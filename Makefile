@@ -1,0 +1,33 @@
+# `make serve`: set up .venv and start the server on the default model (all-MiniLM-L6-v2).
+# `make test`:  set up .venv and run the whole suite (what CI runs through .ci/run).
+# `make install`: the set-up alone; idempotent.
+
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip --disable-pip-version-check -q
+STAMP  := $(VENV)/.installed
+# The unmodified 1.10.0 client from PyPI, kept apart (it would shadow ours): tests run it
+# in subprocesses with this folder on PYTHONPATH.
+STOCK_CLIENT := $(VENV)/stock-client
+
+.PHONY: install serve test clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml Makefile
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	# The CPU build of torch first: an unpinned torch pulled in by a dependency is a multi-GB CUDA build.
+	$(PIP) install torch==2.13.0
+	$(PIP) install -e '.[server,test]'
+	$(PIP) install --no-deps --target $(STOCK_CLIENT) --upgrade bert-serving-client==1.10.0
+	touch $(STAMP)
+
+serve: install
+	$(VENV)/bin/bert-serving-start $(ARGS)
+
+test: install
+	HF_HUB_OFFLINE=1 $(PY) -m pytest $(PYTEST_ARGS)
+
+clean:
+	rm -rf $(VENV) build src/*.egg-info

@@ -1,0 +1,285 @@
+"""The in-process encoder: texts -> vectors, with no server. The server's workers run it too.
+
+    from bert_serving.model import Encoder
+    encoder = Encoder.load("/models/uncased_L-12_H-768_A-12")   # or Encoder.load() for MiniLM
+    vectors = encoder.encode(["First do it", "then do it right"])
+
+`EncoderSettings` holds what a user chooses (``None``/``"auto"``: the model decides);
+`resolve` turns it into a `ModelSpec`, every choice fixed and checked, without loading weights;
+`Encoder` loads the weights and runs `embed` on `Features`.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from ..errors import ConfigurationError
+from .bert import BertConfig, BertModel
+from .features import Features, plan_batches
+from .loading import ModelSource, load_weights, locate_model
+from .pooling import PoolingStrategy, pool
+from .tokenization import Tokenizer
+
+__all__ = ["Encoder", "EncoderSettings", "ModelSpec", "resolve"]
+
+logger = logging.getLogger(__name__)
+
+AUTO = "auto"
+
+
+@dataclass(frozen=True)
+class EncoderSettings:
+    """The model-side flags of ``bert-serving-start``; ``None`` or ``"auto"`` = the model's default."""
+
+    model_dir: str | None = None
+    tuned_model_dir: str | None = None
+    ckpt_name: str = "bert_model.ckpt"
+    config_name: str = "bert_config.json"
+    max_seq_len: int | None | str = AUTO  # a number, None for dynamic, or "auto"
+    do_lower_case: bool | None = None
+    pooling_strategy: PoolingStrategy | None = None
+    pooling_layer: tuple[int, ...] | None = None
+    mask_cls_sep: bool = False
+    no_special_token: bool = False
+    no_position_embeddings: bool = False
+    normalize: bool | None = None
+    fixed_embed_length: bool = False
+    show_tokens: bool = False
+    fp16: bool = False
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A model with every encoding choice fixed; cheap to build and to send to a worker."""
+
+    source: ModelSource
+    config: BertConfig
+    max_seq_len: int | None  # None: dynamic, capped by max_position_embeddings
+    do_lower_case: bool
+    pooling_strategy: PoolingStrategy
+    pooling_layer: tuple[int, ...]
+    mask_cls_sep: bool
+    no_special_token: bool
+    no_position_embeddings: bool
+    normalize: bool
+    fixed_embed_length: bool
+    show_tokens: bool
+    fp16: bool
+    output_layers: tuple[int, ...] = field(init=False)  # 1-based hidden-state indices
+
+    def __post_init__(self) -> None:
+        n = self.config.num_hidden_layers
+        layers = []
+        for index in self.pooling_layer:
+            if not -n <= index < n:
+                raise ConfigurationError(
+                    f"-pooling_layer {index} is out of range: this model has {n} layers, "
+                    f"so use -{n}..-1 (counting from the last) or 0..{n - 1}"
+                )
+            layers.append(index + n + 1 if index < 0 else index + 1)
+        object.__setattr__(self, "output_layers", tuple(layers))
+
+    @property
+    def num_layers_needed(self) -> int:
+        """Layers past the deepest pooled one are never computed."""
+        if self.pooling_strategy is PoolingStrategy.CLS_POOLED:
+            return self.config.num_hidden_layers
+        return max(self.output_layers)
+
+    @property
+    def max_length(self) -> int:
+        """Longest sequence the model sees, special tokens included."""
+        return self.config.max_position_embeddings if self.max_seq_len is None else self.max_seq_len
+
+    @property
+    def dim(self) -> int:
+        if self.pooling_strategy is PoolingStrategy.CLS_POOLED:
+            return self.config.hidden_size
+        width = self.config.hidden_size * len(self.pooling_layer)
+        return 2 * width if self.pooling_strategy is PoolingStrategy.REDUCE_MEAN_MAX else width
+
+    @property
+    def dtype(self) -> np.dtype:
+        return np.dtype(np.float16 if self.fp16 else np.float32)
+
+    def tokenizer(self) -> Tokenizer:
+        options = dict(
+            max_length=self.max_length,
+            mask_cls_sep=self.mask_cls_sep,
+            no_special_token=self.no_special_token,
+        )
+        if self.source.tokenizer_path is not None:
+            return Tokenizer.from_file(self.source.tokenizer_path, force_cased=not self.do_lower_case, **options)
+        return Tokenizer.from_vocab(self.source.vocab_path, lowercase=self.do_lower_case, **options)
+
+    def output_buffer(self, lengths: np.ndarray) -> np.ndarray:
+        """Zeros shaped like the result for sequences of these lengths: ``[N, D]``, or
+        ``[N, T, D]`` for NONE (T = max_seq_len; when dynamic, the longest sequence, or
+        max_position_embeddings with -fixed_embed_length)."""
+        n = len(lengths)
+        if not self.pooling_strategy.per_token:
+            return np.zeros((n, self.dim), dtype=self.dtype)
+        if self.max_seq_len is not None:
+            t = self.max_seq_len
+        elif self.fixed_embed_length:
+            t = self.config.max_position_embeddings
+        else:
+            t = int(lengths.max(initial=0))
+        return np.zeros((n, t, self.dim), dtype=self.dtype)
+
+    @staticmethod
+    def place(buffer: np.ndarray, rows: np.ndarray, block: np.ndarray, lengths: np.ndarray) -> None:
+        """Write a batch's output ``block`` into ``buffer`` at ``rows``."""
+        if buffer.ndim == 2:
+            buffer[rows] = block
+            return
+        for row, vectors, length in zip(rows, block, lengths):
+            buffer[row, :length] = vectors[:length]
+
+    def describe(self) -> dict[str, object]:
+        """The effective settings, as SHOW_CONFIG and the startup log report them."""
+        return {
+            "model_name": self.source.name,
+            "model_layout": self.source.layout,
+            "checkpoint": str(self.source.weights_path),
+            "max_seq_len": self.max_seq_len,
+            "do_lower_case": self.do_lower_case,
+            "pooling_strategy": self.pooling_strategy.value,
+            "pooling_strategy_name": self.pooling_strategy.name,
+            "pooling_layer": list(self.pooling_layer),
+            "mask_cls_sep": self.mask_cls_sep,
+            "no_special_token": self.no_special_token,
+            "no_position_embeddings": self.no_position_embeddings,
+            "normalize": self.normalize,
+            "fixed_embed_length": self.fixed_embed_length,
+            "show_tokens_to_client": self.show_tokens,
+            "fp16": self.fp16,
+            "output_dim": self.dim,
+            "num_layers_computed": self.num_layers_needed,
+            "max_position_embeddings": self.config.max_position_embeddings,
+        }
+
+
+def resolve(settings: EncoderSettings) -> ModelSpec:
+    """Find the model and fix every choice; raises `ConfigurationError` on any conflict."""
+    source = locate_model(
+        settings.model_dir,
+        tuned_model_dir=settings.tuned_model_dir,
+        ckpt_name=settings.ckpt_name,
+        config_name=settings.config_name,
+    )
+    config = BertConfig.from_json(source.config_path)
+    defaults = source.defaults
+    max_seq_len = defaults.max_seq_len if settings.max_seq_len == AUTO else settings.max_seq_len
+    if max_seq_len is not None:
+        if settings.max_seq_len == AUTO:
+            max_seq_len = min(max_seq_len, config.max_position_embeddings)
+        elif max_seq_len > config.max_position_embeddings:
+            raise ConfigurationError(
+                f"-max_seq_len {max_seq_len} exceeds this model's max_position_embeddings "
+                f"({config.max_position_embeddings}); use at most {config.max_position_embeddings} or NONE"
+            )
+        if max_seq_len <= 3:
+            raise ConfigurationError(f"-max_seq_len must be > 3 (room for [CLS] and [SEP]), got {max_seq_len}")
+    strategy = settings.pooling_strategy or defaults.pooling_strategy
+    normalize = defaults.normalize if settings.normalize is None else settings.normalize
+    if strategy.per_token and normalize:
+        if settings.normalize:
+            raise ConfigurationError("-normalize applies to sentence vectors; it cannot be combined with NONE pooling")
+        normalize = False
+    return ModelSpec(
+        source=source,
+        config=config,
+        max_seq_len=max_seq_len,
+        do_lower_case=defaults.do_lower_case if settings.do_lower_case is None else settings.do_lower_case,
+        pooling_strategy=strategy,
+        pooling_layer=tuple(settings.pooling_layer or defaults.pooling_layer),
+        mask_cls_sep=settings.mask_cls_sep,
+        no_special_token=settings.no_special_token,
+        no_position_embeddings=settings.no_position_embeddings,
+        normalize=normalize,
+        fixed_embed_length=settings.fixed_embed_length,
+        show_tokens=settings.show_tokens,
+        fp16=settings.fp16,
+    )
+
+
+class Encoder:
+    """A loaded model: `embed` for batches of `Features`, `encode` for lists of texts."""
+
+    def __init__(self, spec: ModelSpec, *, device: str | None = None) -> None:
+        self.spec = spec
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        if self.device.type == "cuda" and not torch.cuda.is_available():
+            raise ConfigurationError(f"device {device} requested but CUDA is not available; use -cpu")
+        self.half = spec.fp16 and self.device.type == "cuda"
+        if spec.fp16 and not self.half:
+            logger.warning("-fp16 computes in half precision on GPUs only; on %s it computes in fp32 "
+                           "and returns float16 vectors", self.device)
+        self.tokenizer = spec.tokenizer()
+        self.model = self._build_model()
+
+    @classmethod
+    def load(cls, model_dir: str | None = None, *, device: str | None = None, **settings) -> Encoder:
+        """Resolve and load a model in one call; ``settings`` are `EncoderSettings` fields."""
+        return cls(resolve(EncoderSettings(model_dir=model_dir, **settings)), device=device)
+
+    def _build_model(self) -> BertModel:
+        spec = self.spec
+        override = " (override by fine-tuned model)" if spec.source.fine_tuned else ""
+        logger.info("checkpoint%s: %s", override, spec.source.weights_path)
+        weights = load_weights(spec.source)
+        model = BertModel(
+            spec.config,
+            num_layers=spec.num_layers_needed,
+            with_pooler=spec.pooling_strategy is PoolingStrategy.CLS_POOLED,
+            use_position_embeddings=not spec.no_position_embeddings,
+        )
+        model.load_hf_state_dict(weights, str(spec.source.weights_path))
+        model.eval().requires_grad_(False)
+        if self.half:
+            model.half()
+        logger.info("loaded %s (%s, %d of %d layers) on %s", spec.source.name, spec.source.layout,
+                    spec.num_layers_needed, spec.config.num_hidden_layers, self.device)
+        return model.to(self.device)
+
+    @property
+    def dim(self) -> int:
+        return self.spec.dim
+
+    def embed(self, features: Features) -> np.ndarray:
+        """One forward pass: ``[B, D]`` vectors, or ``[B, T, D]`` (T: longest in the batch) for NONE."""
+        ids, types, attention, pool_mask = (torch.from_numpy(a).to(self.device) for a in features.padded())
+        lengths = torch.from_numpy(features.lengths).to(self.device)
+        with torch.inference_mode():
+            layers, pooled = self.model(ids, types, attention, self.spec.output_layers)
+            out = pool(layers, pool_mask, lengths, self.spec.pooling_strategy, pooled)
+            if self.spec.normalize:
+                out = torch.nn.functional.normalize(out.float(), dim=-1)
+            return out.to(torch.float16 if self.spec.fp16 else torch.float32).cpu().numpy()
+
+    def encode(
+        self,
+        texts: Sequence[str] | Sequence[Sequence[str]],
+        *,
+        is_tokenized: bool | None = None,
+        show_tokens: bool = False,
+        max_batch_tokens: int = 16384,
+        max_batch_size: int = 256,
+    ) -> np.ndarray | tuple[np.ndarray, list[list[str]]]:
+        """Vectors for ``texts`` in order, batched by length; as a 1.10.0 server would answer."""
+        if is_tokenized is None:
+            is_tokenized = isinstance(texts, list) and bool(texts) and all(isinstance(t, list) for t in texts)
+        features = self.tokenizer.encode(list(texts), is_tokenized, keep_tokens=show_tokens)
+        lengths = features.lengths
+        result = self.spec.output_buffer(lengths)
+        for rows in plan_batches(lengths, max_batch_tokens, max_batch_size):
+            self.spec.place(result, rows, self.embed(features.take(rows)), lengths[rows])
+        if show_tokens:
+            return result, [list(t) for t in features.tokens]
+        return result

@@ -1,0 +1,126 @@
+"""`Features`: token ids of many sequences, packed flat. What tokenization produces, what the
+batcher slices and merges across requests, and what the model consumes, all in one shape.
+
+Sequence ``i`` occupies ``input_ids[offsets[i]:offsets[i + 1]]``; no padding is stored.
+Numpy only, so it crosses process boundaries as a few raw buffers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+
+__all__ = ["Features", "plan_batches"]
+
+
+@dataclass(frozen=True)
+class Features:
+    input_ids: np.ndarray  # int32 [total]
+    type_ids: np.ndarray  # int8 [total], 0 for segment A (with [CLS] and its [SEP]), 1 for B
+    pool_mask: np.ndarray  # bool [total], the positions pooling sees (-mask_cls_sep clears [CLS]/[SEP])
+    offsets: np.ndarray  # int64 [n + 1]
+    tokens: tuple[tuple[str, ...], ...] | None = None  # word pieces, kept for -show_tokens_to_client
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    @property
+    def lengths(self) -> np.ndarray:
+        return np.diff(self.offsets)
+
+    @property
+    def num_tokens(self) -> int:
+        return int(self.offsets[-1])
+
+    @classmethod
+    def from_lists(
+        cls,
+        ids: Sequence[Sequence[int]],
+        type_ids: Sequence[Sequence[int]],
+        pool_mask: Sequence[Sequence[bool]],
+        tokens: Sequence[Sequence[str]] | None = None,
+    ) -> Features:
+        offsets = np.zeros(len(ids) + 1, dtype=np.int64)
+        np.cumsum([len(x) for x in ids], out=offsets[1:])
+        flat = lambda rows, dtype: np.fromiter(  # noqa: E731
+            (v for row in rows for v in row), dtype=dtype, count=int(offsets[-1])
+        )
+        return cls(
+            input_ids=flat(ids, np.int32),
+            type_ids=flat(type_ids, np.int8),
+            pool_mask=flat(pool_mask, np.bool_),
+            offsets=offsets,
+            tokens=None if tokens is None else tuple(tuple(t) for t in tokens),
+        )
+
+    def take(self, rows: Sequence[int] | np.ndarray) -> Features:
+        """The sequences at ``rows``, in that order."""
+        return Features.concat([self], [rows])
+
+    @staticmethod
+    def concat(parts: Sequence[Features], rows: Sequence[Sequence[int] | np.ndarray] | None = None) -> Features:
+        """Rows of several `Features` (all rows when ``rows`` is None) as one `Features`."""
+        starts, ends, sources = [], [], []
+        for index, part in enumerate(parts):
+            picked = np.arange(len(part)) if rows is None else np.asarray(rows[index], dtype=np.int64)
+            starts.append(part.offsets[picked])
+            ends.append(part.offsets[picked + 1])
+            sources.append(np.full(len(picked), index))
+        start, end, source = np.concatenate(starts), np.concatenate(ends), np.concatenate(sources)
+        lengths = end - start
+        offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
+        np.cumsum(lengths, out=offsets[1:])
+
+        def gather(name: str) -> np.ndarray:
+            arrays = [getattr(p, name) for p in parts]
+            if len(parts) == 1:
+                base, shift = arrays[0], np.zeros(1, dtype=np.int64)
+            else:
+                base = np.concatenate(arrays)
+                shift = np.zeros(len(parts), dtype=np.int64)
+                np.cumsum([len(a) for a in arrays[:-1]], out=shift[1:])
+            index = np.repeat(start + shift[source] - offsets[:-1], lengths) + np.arange(offsets[-1])
+            return base[index]
+
+        tokens = None
+        if all(p.tokens is not None for p in parts):
+            tokens = tuple(parts[s].tokens[r] for s, r in zip(source, _row_ids(parts, rows)))
+        return Features(gather("input_ids"), gather("type_ids"), gather("pool_mask"), offsets, tokens)
+
+    def padded(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """``[B, T]`` arrays (ids, type ids, attention mask, pool mask), T the longest sequence."""
+        lengths = self.lengths
+        b, t = len(lengths), int(lengths.max(initial=0))
+        rows = np.repeat(np.arange(b), lengths)
+        cols = np.arange(self.num_tokens) - np.repeat(self.offsets[:-1], lengths)
+        ids = np.zeros((b, t), dtype=np.int64)
+        types = np.zeros((b, t), dtype=np.int64)
+        attention = np.zeros((b, t), dtype=np.bool_)
+        pool = np.zeros((b, t), dtype=np.bool_)
+        ids[rows, cols] = self.input_ids
+        types[rows, cols] = self.type_ids
+        attention[rows, cols] = True
+        pool[rows, cols] = self.pool_mask
+        return ids, types, attention, pool
+
+
+def _row_ids(parts: Sequence[Features], rows) -> list[int]:
+    if rows is None:
+        return [r for p in parts for r in range(len(p))]
+    return [int(r) for picked in rows for r in picked]
+
+
+def plan_batches(lengths: np.ndarray, max_batch_tokens: int, max_batch_size: int) -> list[np.ndarray]:
+    """Row indices cut into batches, longest first, each within ``max_batch_tokens`` padded
+    tokens (rows x longest row) and ``max_batch_size`` rows; a row longer than the budget
+    still gets a batch of its own."""
+    order = np.argsort(-lengths, kind="stable")
+    batches, start = [], 0
+    while start < len(order):
+        longest = max(int(lengths[order[start]]), 1)
+        size = max(1, min(max_batch_size, max_batch_tokens // longest))
+        batches.append(order[start : start + size])
+        start += size
+    return batches

@@ -1,0 +1,80 @@
+"""The original server's pooling strategies (bert-as-service ``graph.py``), minus its bugs.
+
+Differences from 1.10.0, all deliberate:
+- ``-mask_cls_sep`` removes [CLS]/[SEP] from pooling only. The original also hid them from
+  attention, feeding the model a mask it was never trained with.
+- ``LAST_TOKEN`` is the last real token ([SEP]) whatever the mask; the original landed on the
+  second-to-last word piece under ``-mask_cls_sep``.
+- ``REDUCE_MAX`` over a sequence with nothing left to pool gives zeros, not -1e30.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+
+import torch
+
+__all__ = ["PoolingStrategy", "pool"]
+
+
+class PoolingStrategy(Enum):
+    # values are the original's: SHOW_CONFIG reports them as ints
+    NONE = 0
+    REDUCE_MAX = 1
+    REDUCE_MEAN = 2
+    REDUCE_MEAN_MAX = 3
+    FIRST_TOKEN = 4
+    LAST_TOKEN = 5
+    CLS_TOKEN = 4  # alias of FIRST_TOKEN
+    SEP_TOKEN = 5  # alias of LAST_TOKEN
+    CLS_POOLED = 6
+
+    def __str__(self) -> str:
+        return self.name
+
+    @classmethod
+    def from_string(cls, value: str) -> PoolingStrategy:
+        try:
+            return cls[value.strip().upper()]
+        except KeyError:
+            names = ", ".join(cls.__members__)
+            raise ValueError(f"unknown pooling strategy {value!r}; choose one of {names}") from None
+
+    @property
+    def per_token(self) -> bool:
+        """True when the output keeps one vector per token (``[N, T, D]``)."""
+        return self is PoolingStrategy.NONE
+
+
+def pool(
+    layers: list[torch.Tensor],
+    pool_mask: torch.Tensor,
+    lengths: torch.Tensor,
+    strategy: PoolingStrategy,
+    pooled_output: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Pool hidden states ``[B, T, H]`` of one or more layers (concatenated on H, in order).
+
+    ``pool_mask`` is bool ``[B, T]``: the positions mean/max pooling and NONE keep.
+    ``lengths`` is ``[B]``: real tokens per sequence (LAST_TOKEN's position + 1).
+    """
+    if strategy is PoolingStrategy.CLS_POOLED:
+        if pooled_output is None:
+            raise ValueError("CLS_POOLED needs the pooler output")
+        return pooled_output
+    hidden = layers[0] if len(layers) == 1 else torch.cat(layers, dim=-1)
+    mask = pool_mask.unsqueeze(-1)
+    if strategy is PoolingStrategy.NONE:
+        return hidden * mask
+    if strategy is PoolingStrategy.FIRST_TOKEN:
+        return hidden[:, 0]
+    if strategy is PoolingStrategy.LAST_TOKEN:
+        return hidden[torch.arange(hidden.shape[0], device=hidden.device), lengths - 1]
+    mean = (hidden * mask).sum(dim=1) / (mask.sum(dim=1) + 1e-10)
+    if strategy is PoolingStrategy.REDUCE_MEAN:
+        return mean
+    maximum = hidden.masked_fill(~mask, float("-inf")).amax(dim=1)
+    maximum = torch.where(mask.any(dim=1), maximum, torch.zeros_like(maximum))
+    if strategy is PoolingStrategy.REDUCE_MAX:
+        return maximum
+    return torch.cat([mean, maximum], dim=-1)  # REDUCE_MEAN_MAX

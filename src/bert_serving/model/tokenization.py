@@ -1,0 +1,184 @@
+"""Texts -> `Features`, exactly as the original server tokenized, on the `tokenizers` library.
+
+The rules (bert-as-service ``extract_features.py``):
+- raw text goes through BERT's basic tokenizer and WordPiece; uncased with accent stripping
+  unless ``-cased_tokenization``; CJK characters become single tokens;
+- ``"A ||| B"`` is a sentence pair, split at the last ``" ||| "``; in pre-tokenized input the
+  token ``"|||"`` splits at its first occurrence;
+- pre-tokenized input (lists of tokens) is not split or lower-cased; a token missing from the
+  vocabulary becomes ``[UNK]``;
+- single sequences keep their first ``max_len - 2`` word pieces; pairs drop the last word piece
+  of the longer side (of B on a tie) until ``len(A) + len(B) <= max_len - 3``;
+- ``-no_special_token`` sends pre-tokenized single sequences without [CLS]/[SEP], truncated to
+  ``max_len``; it does not apply to raw text (the original crashed on it there).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Sequence
+
+from tokenizers import Tokenizer as _Backend
+from tokenizers import models, normalizers, pre_tokenizers
+
+from ..errors import ConfigurationError, InvalidRequestError
+from .features import Features
+
+__all__ = ["Tokenizer", "check_texts"]
+
+_PAIR = re.compile(r"^(.*) \|\|\| (.*)$")
+_PAIR_TOKEN = "|||"
+
+
+def check_texts(texts: object, is_tokenized: bool) -> None:
+    """Raise `InvalidRequestError` unless ``texts`` is a non-empty list of non-blank strings
+    (``is_tokenized``: of non-empty lists of non-blank strings)."""
+    if not isinstance(texts, list):
+        raise InvalidRequestError(f"texts must be a list, got {type(texts).__name__}")
+    if not texts:
+        raise InvalidRequestError("texts must not be empty")
+    for i, text in enumerate(texts):
+        if is_tokenized:
+            if not isinstance(text, list) or not text:
+                raise InvalidRequestError(f"texts[{i}] must be a non-empty list of tokens, got {text!r:.80}")
+            for j, token in enumerate(text):
+                if not isinstance(token, str) or not token.strip():
+                    raise InvalidRequestError(f"texts[{i}][{j}] must be a non-blank string, got {token!r:.80}")
+        elif not isinstance(text, str):
+            raise InvalidRequestError(f"texts[{i}] must be a string, got {type(text).__name__}")
+        elif not text.strip():
+            raise InvalidRequestError(f"texts[{i}] is empty or blank; every text needs at least one character")
+
+
+class Tokenizer:
+    """Turns a request's texts into `Features` under the server's length and mask settings."""
+
+    def __init__(
+        self,
+        backend: _Backend,
+        *,
+        max_length: int,
+        mask_cls_sep: bool = False,
+        no_special_token: bool = False,
+    ) -> None:
+        backend.no_truncation()
+        backend.no_padding()
+        self._backend = backend
+        self._vocab = backend.get_vocab()
+        ids = {}
+        for name in ("[CLS]", "[SEP]", "[UNK]"):
+            if name not in self._vocab:
+                raise ConfigurationError(f"the vocabulary has no {name} token; is this a BERT vocabulary?")
+            ids[name] = self._vocab[name]
+        self.cls_id, self.sep_id, self.unk_id = ids["[CLS]"], ids["[SEP]"], ids["[UNK]"]
+        if max_length < 4:
+            raise ConfigurationError(f"max_seq_len must be > 3 (room for [CLS] x [SEP] y [SEP]), got {max_length}")
+        self.max_length = max_length
+        self.mask_cls_sep = mask_cls_sep
+        self.no_special_token = no_special_token
+
+    @classmethod
+    def from_vocab(cls, vocab_path: Path, *, lowercase: bool, **options) -> Tokenizer:
+        """Google's FullTokenizer over ``vocab.txt``."""
+        try:
+            vocab = models.WordPiece.read_file(str(vocab_path))
+        except Exception as exc:  # tokenizers raises a bare Exception on I/O errors
+            raise ConfigurationError(f"cannot read vocabulary {vocab_path}: {exc}") from None
+        backend = _Backend(models.WordPiece(vocab, unk_token="[UNK]", max_input_chars_per_word=100))
+        backend.normalizer = _bert_normalizer(lowercase)
+        backend.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+        return cls(backend, **options)
+
+    @classmethod
+    def from_file(cls, tokenizer_json: Path, *, force_cased: bool = False, **options) -> Tokenizer:
+        """A Hugging Face ``tokenizer.json``; ``force_cased`` turns off its lower-casing."""
+        try:
+            backend = _Backend.from_file(str(tokenizer_json))
+        except Exception as exc:
+            raise ConfigurationError(f"cannot read tokenizer {tokenizer_json}: {exc}") from None
+        if force_cased:
+            backend.normalizer = _bert_normalizer(False)
+        return cls(backend, **options)
+
+    @property
+    def vocab_size(self) -> int:
+        return self._backend.get_vocab_size()
+
+    def encode(
+        self, texts: Sequence[str] | Sequence[Sequence[str]], is_tokenized: bool = False, *, keep_tokens: bool = False
+    ) -> Features:
+        """Features of ``texts`` (with their word pieces if ``keep_tokens``); raises
+        `InvalidRequestError` on malformed input."""
+        check_texts(texts, is_tokenized)
+        if is_tokenized:
+            segments = [self._split_tokens(tokens) for tokens in texts]
+        else:
+            segments = self._wordpieces(texts)
+        special_tokens = not (is_tokenized and self.no_special_token)
+        return self._features(segments, special_tokens, keep_tokens)
+
+    def _split_tokens(self, tokens: Sequence[str]) -> tuple[list[int], list[int] | None]:
+        ids = [self._vocab.get(t, self.unk_id) for t in tokens]
+        if _PAIR_TOKEN in tokens:
+            j = tokens.index(_PAIR_TOKEN)
+            return ids[:j], ids[j + 1 :]
+        return ids, None
+
+    def _wordpieces(self, texts: Sequence[str]) -> list[tuple[list[int], list[int] | None]]:
+        pieces: list[str] = []
+        is_pair: list[bool] = []
+        for text in texts:
+            line = text.strip()
+            match = _PAIR.match(line)
+            if match:
+                pieces.extend(match.groups())
+            else:
+                pieces.append(line)
+            is_pair.append(match is not None)
+        encoded = iter(self._backend.encode_batch_fast(pieces, add_special_tokens=False))
+        return [(next(encoded).ids, next(encoded).ids if pair else None) for pair in is_pair]
+
+    def _features(
+        self, segments: list[tuple[list[int], list[int] | None]], special_tokens: bool, keep_tokens: bool
+    ) -> Features:
+        cls_, sep, limit, keep = self.cls_id, self.sep_id, self.max_length, not self.mask_cls_sep
+        all_ids, all_types, all_masks = [], [], []
+        for a, b in segments:
+            if b is None and not special_tokens:
+                ids = a[:limit]
+                types, mask = [0] * len(ids), [True] * len(ids)
+            elif b is None:
+                a = a[: limit - 2]
+                ids = [cls_, *a, sep]
+                types = [0] * len(ids)
+                mask = [keep, *([True] * len(a)), keep]
+            else:
+                a, b = _truncate_pair(a, b, limit - 3)
+                ids = [cls_, *a, sep, *b, sep]
+                types = [0] * (len(a) + 2) + [1] * (len(b) + 1)
+                mask = [keep, *([True] * len(a)), keep, *([True] * len(b)), keep]
+            all_ids.append(ids)
+            all_types.append(types)
+            all_masks.append(mask)
+        tokens = None
+        if keep_tokens:
+            tokens = [[self._backend.id_to_token(i) for i in ids] for ids in all_ids]
+        return Features.from_lists(all_ids, all_types, all_masks, tokens)
+
+
+def _truncate_pair(a: list[int], b: list[int], max_total: int) -> tuple[list[int], list[int]]:
+    """Google's ``_truncate_seq_pair``: pop from the longer side (B on a tie)."""
+    a, b = list(a), list(b)
+    while len(a) + len(b) > max_total:
+        if len(a) > len(b):
+            a.pop()
+        else:
+            b.pop()
+    return a, b
+
+
+def _bert_normalizer(lowercase: bool) -> normalizers.Normalizer:
+    return normalizers.BertNormalizer(
+        clean_text=True, handle_chinese_chars=True, strip_accents=lowercase, lowercase=lowercase
+    )

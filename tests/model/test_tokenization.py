@@ -1,0 +1,107 @@
+"""The original server's tokenization rules on the `tokenizers` library."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from bert_serving.errors import InvalidRequestError
+from bert_serving.model import EncoderSettings, resolve
+from bert_serving.model.tokenization import Tokenizer
+
+
+def tokenizer(tiny_bert: Path, folder: str = "google", **settings) -> Tokenizer:
+    settings.setdefault("max_seq_len", 16)
+    return resolve(EncoderSettings(model_dir=str(tiny_bert / folder), **settings)).tokenizer()
+
+
+def tokens(tok: Tokenizer, texts, is_tokenized: bool = False) -> list[list[str]]:
+    return [list(t) for t in tok.encode(texts, is_tokenized, keep_tokens=True).tokens]
+
+
+@pytest.mark.parametrize("folder", ["google", "hf"])
+def test_fixture_sentences_tokenize_as_the_original(tiny_bert, expected, folder) -> None:
+    # vocab.txt (Google) and tokenizer.json (HF) give the same word pieces
+    features = tokenizer(tiny_bert, folder).encode(expected["sentences"], keep_tokens=True)
+    assert [list(t) for t in features.tokens] == expected["tokens"]
+    ids, types, attention, _ = features.padded()
+    width = ids.shape[1]
+    assert (ids == expected["input_ids"][:, :width]).all()
+    assert (types == expected["token_type_ids"][:, :width]).all()
+    assert (attention == expected["input_mask"][:, :width].astype(bool)).all()
+
+
+def test_uncased_strips_accents_and_cased_keeps_them(tiny_bert) -> None:
+    assert tokens(tokenizer(tiny_bert), ["Café Hello"]) == [["[CLS]", "caf", "##e", "hello", "[SEP]"]]
+    cased = tokenizer(tiny_bert, do_lower_case=False)
+    # the tiny vocabulary is lower-case: cased words are unknown
+    assert tokens(cased, ["Café hello"]) == [["[CLS]", "[UNK]", "hello", "[SEP]"]]
+    assert tokens(tokenizer(tiny_bert, "hf", do_lower_case=False), ["Hello"]) == [["[CLS]", "[UNK]", "[SEP]"]]
+
+
+def test_cjk_characters_are_single_tokens(tiny_bert) -> None:
+    assert tokens(tokenizer(tiny_bert), ["中文test"]) == [["[CLS]", "中", "文", "test", "[SEP]"]]
+
+
+def test_pairs_split_at_the_last_separator(tiny_bert) -> None:
+    features = tokenizer(tiny_bert).encode(["the cat ||| sat ||| the mat"], keep_tokens=True)
+    assert list(features.tokens[0]) == ["[CLS]", "the", "cat", "|", "|", "|", "sat", "[SEP]", "the", "mat", "[SEP]"]
+    assert features.type_ids.tolist() == [0] * 8 + [1] * 3
+    # without the spaces around it, ||| is just text
+    assert tokens(tokenizer(tiny_bert), ["cat|||mat"])[0][:2] == ["[CLS]", "cat"]
+
+
+def test_pretokenized_input_is_looked_up_not_split(tiny_bert) -> None:
+    tok = tokenizer(tiny_bert)
+    got = tokens(tok, [["first", "do", "it"], ["Hello", "unbelievable", "|||", "the", "cat"]], is_tokenized=True)
+    assert got == [
+        ["[CLS]", "first", "do", "it", "[SEP]"],
+        ["[CLS]", "[UNK]", "[UNK]", "[SEP]", "the", "cat", "[SEP]"],
+    ]
+
+
+def test_single_sequences_keep_their_first_word_pieces(tiny_bert) -> None:
+    tok = tokenizer(tiny_bert, max_seq_len=6)
+    assert tokens(tok, ["the quick brown fox jumps over"]) == [["[CLS]", "the", "quick", "brown", "fox", "[SEP]"]]
+
+
+def test_pairs_drop_from_the_longer_side_and_from_b_on_ties(tiny_bert) -> None:
+    tok = tokenizer(tiny_bert, max_seq_len=8)  # room for 5 word pieces
+    longer_a = tokens(tok, [["the", "cat", "sat", "on", "the", "|||", "mat", "dog"]], is_tokenized=True)[0]
+    assert longer_a == ["[CLS]", "the", "cat", "sat", "[SEP]", "mat", "dog", "[SEP]"]
+    tied = tok.encode([["the", "cat", "sat", "|||", "on", "the", "mat"]], True, keep_tokens=True)
+    assert list(tied.tokens[0]) == ["[CLS]", "the", "cat", "sat", "[SEP]", "on", "the", "[SEP]"]
+
+
+def test_no_special_token_applies_to_pretokenized_single_sequences(tiny_bert) -> None:
+    tok = tokenizer(tiny_bert, max_seq_len=5, no_special_token=True)
+    assert tokens(tok, [["the", "cat", "sat", "on", "the", "mat"]], is_tokenized=True) == [["the", "cat", "sat", "on", "the"]]
+    assert tokens(tok, ["the cat sat on"]) == [["[CLS]", "the", "cat", "sat", "[SEP]"]]
+    assert tokens(tok, [["the", "|||", "cat"]], is_tokenized=True) == [["[CLS]", "the", "[SEP]", "cat", "[SEP]"]]
+
+
+def test_mask_cls_sep_clears_special_positions_from_the_pool_mask(tiny_bert) -> None:
+    features = tokenizer(tiny_bert, mask_cls_sep=True).encode(["the cat ||| on the mat"])
+    assert features.pool_mask.tolist() == [False, True, True, False, True, True, True, False]
+
+
+def test_dynamic_length_is_capped_by_the_model_positions(tiny_bert) -> None:
+    tok = tokenizer(tiny_bert, max_seq_len=None)
+    assert tok.encode(["the " * 200]).lengths.tolist() == [64]  # max_position_embeddings
+
+
+@pytest.mark.parametrize(
+    "texts, is_tokenized, message",
+    [
+        ([], False, "must not be empty"),
+        ("a string", False, "must be a list"),
+        (["ok", "  "], False, r"texts\[1\] is empty or blank"),
+        (["ok", 3], False, r"texts\[1\] must be a string"),
+        ([["ok"], []], True, r"texts\[1\] must be a non-empty list"),
+        ([["ok", None]], True, r"texts\[0\]\[1\] must be a non-blank string"),
+    ],
+)
+def test_malformed_input_is_a_clear_error(tiny_bert, texts, is_tokenized, message) -> None:
+    with pytest.raises(InvalidRequestError, match=message):
+        tokenizer(tiny_bert).encode(texts, is_tokenized)
