@@ -1,0 +1,165 @@
+"""The ZeroMQ frames of bert-as-service 1.10.0, plus our error reply. numpy + pyzmq only.
+
+Client -> server (PUSH -> PULL on ``port``), always 4 frames::
+
+    [identity, payload, req_id, msg_len]
+
+``payload`` is JSON: a list of texts, a list of token lists, or a control word
+(SHOW_CONFIG, SHOW_STATUS, TERMINATION). ``req_id`` and ``msg_len`` are ASCII decimals.
+
+Server -> client (PUB -> SUB on ``port_out``, topic = identity)::
+
+    config/status  [identity, json(dict), req_id]
+    result         [identity, json({"dtype", "shape", "tokens"}), raw array bytes, req_id]
+    error          [identity, json({"dtype": "<message>", "shape": [0], "tokens": "",
+                                    "error": {"code", "message", "type"}}), b"", req_id]
+
+The error reply keeps the result's shape so that the stock 1.10.0 client, which has no error
+path, raises (``TypeError: data type '<message>' not understood``) instead of hanging; our
+client reads ``error`` and raises the matching `bert_serving.errors` exception. The full
+description is in ``docs/protocol.md``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from .errors import BertServingError, InvalidRequestError, error_from_code
+
+__all__ = [
+    "PROTOCOL_VERSION",
+    "SHOW_CONFIG",
+    "SHOW_STATUS",
+    "TERMINATION",
+    "Reply",
+    "ClientMessage",
+    "MalformedRequest",
+    "config_frames",
+    "decode_texts",
+    "error_frames",
+    "parse_reply",
+    "parse_request",
+    "request_frames",
+    "result_frames",
+    "texts_payload",
+]
+
+PROTOCOL_VERSION = "1.10.0"  # the stock client insists its server_version equals this
+SHOW_CONFIG = b"SHOW_CONFIG"
+SHOW_STATUS = b"SHOW_STATUS"
+TERMINATION = b"TERMINATION"
+COMMANDS = (SHOW_CONFIG, SHOW_STATUS, TERMINATION)
+ERROR_DTYPE_PREFIX = "bert-serving error: "
+
+
+@dataclass(frozen=True)
+class ClientMessage:
+    """One well-formed client message; ``command`` is set for control words."""
+
+    identity: bytes
+    payload: bytes
+    req_id: int
+    msg_len: int
+
+    @property
+    def command(self) -> bytes | None:
+        return self.payload if self.payload in COMMANDS else None
+
+
+def request_frames(identity: bytes, payload: bytes, req_id: int, msg_len: int = 0) -> list[bytes]:
+    return [identity, payload, b"%d" % req_id, b"%d" % msg_len]
+
+
+class MalformedRequest(InvalidRequestError):
+    """A message that is not 4 well-formed frames; carries what could be salvaged to reply."""
+
+    def __init__(self, message: str, identity: bytes | None, req_id: int) -> None:
+        super().__init__(message)
+        self.identity = identity
+        self.req_id = req_id
+
+
+def parse_request(frames: list[bytes]) -> ClientMessage:
+    """Check the 4-frame shape; raise `MalformedRequest` (with a reply address if any)."""
+    identity = bytes(frames[0]) if frames and 0 < len(frames[0]) <= 256 else None
+    last = bytes(frames[-1]) if frames else b""
+    salvaged_id = int(last) if last.isdigit() and len(last) < 19 else 0
+    if len(frames) != 4:
+        raise MalformedRequest(
+            f"expected 4 frames [identity, payload, req_id, msg_len], got {len(frames)}", identity, salvaged_id
+        )
+    identity_f, payload, req_id, msg_len = (bytes(f) for f in frames)
+    if identity is None:
+        raise MalformedRequest("the identity frame must be 1 to 256 bytes", None, 0)
+    if not (req_id.isdigit() and msg_len.isdigit()) or len(req_id) > 18 or len(msg_len) > 18:
+        raise MalformedRequest("req_id and msg_len must be ASCII decimal numbers", identity, salvaged_id)
+    return ClientMessage(identity_f, payload, int(req_id), int(msg_len))
+
+
+def decode_texts(payload: bytes) -> tuple[list, bool]:
+    """The texts of a data request and whether they are pre-tokenized (lists of tokens)."""
+    try:
+        texts = json.loads(payload)
+    except UnicodeDecodeError:
+        raise InvalidRequestError("the payload is not UTF-8 encoded JSON") from None
+    except ValueError as exc:
+        raise InvalidRequestError(f"the payload is not valid JSON: {exc}") from None
+    if not isinstance(texts, list):
+        raise InvalidRequestError(f"the payload must be a JSON list of texts, got {type(texts).__name__}")
+    is_tokenized = bool(texts) and all(isinstance(t, list) for t in texts)
+    return texts, is_tokenized
+
+
+def texts_payload(texts: list) -> bytes:
+    """The payload of a data request."""
+    return json.dumps(texts).encode("utf-8")
+
+
+def _json(value: Any) -> bytes:
+    return json.dumps(value, ensure_ascii=False, default=str).encode("utf-8")
+
+
+def result_frames(identity: bytes, req_id: int, array: np.ndarray, tokens: list | None = None) -> list:
+    header = {"dtype": str(array.dtype), "shape": list(array.shape), "tokens": tokens if tokens is not None else ""}
+    return [identity, _json(header), np.ascontiguousarray(array), b"%d" % req_id]
+
+
+def error_frames(identity: bytes, req_id: int, error: BertServingError) -> list[bytes]:
+    header = {
+        "dtype": f"{ERROR_DTYPE_PREFIX}{error.message}",
+        "shape": [0],
+        "tokens": "",
+        "error": error.to_dict(),
+    }
+    return [identity, _json(header), b"", b"%d" % req_id]
+
+
+def config_frames(identity: bytes, req_id: int, config: dict) -> list[bytes]:
+    return [identity, _json(config), b"%d" % req_id]
+
+
+@dataclass(frozen=True)
+class Reply:
+    """A server message as a client sees it: exactly one of the three is set."""
+
+    req_id: int
+    embedding: np.ndarray | None = None
+    tokens: Any = ""
+    config: dict | None = None
+    error: BertServingError | None = None
+
+
+def parse_reply(frames: list) -> Reply:
+    req_id = int(bytes(frames[-1]))
+    header = json.loads(bytes(frames[1]))
+    if len(frames) == 3:
+        return Reply(req_id, config=header)
+    if "error" in header:
+        err = header["error"]
+        return Reply(req_id, error=error_from_code(err.get("code", ""), err.get("message", "server error")))
+    array = np.frombuffer(frames[2], dtype=header["dtype"]).reshape(header["shape"])
+    return Reply(req_id, embedding=array, tokens=header.get("tokens", ""))

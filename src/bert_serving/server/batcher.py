@@ -1,0 +1,192 @@
+"""`Batcher`: builds the model's batches from the rows of many requests and clients.
+
+Policy, in the order `next_batch` applies it:
+1. a batch that failed on a crashed worker is retried first;
+2. the priority lane: requests of at most ``priority_batch_size`` texts never wait behind bulk
+   work, only behind the batches already running;
+3. the bulk lane: oldest requests first, but no request takes more than ``max_batch_size`` rows
+   of a window before the others get theirs, so a huge request is split and cannot hold up a
+   medium one for long.
+
+A window of rows (up to ``window_batches`` batches' worth) is taken from a lane, sorted by
+length, and cut into batches that fit ``max_batch_tokens`` padded tokens (rows x longest row)
+and ``max_batch_size`` rows. Every row of a window is batched before the next window is taken,
+so no row waits forever behind shorter newcomers. No deliberate delay: a worker that asks for
+work gets what is waiting; under load batches grow on their own.
+
+The batcher knows rows, lengths and requests; it never sees a tensor.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..errors import OverloadedError
+from ..model.features import Features
+from .request import Request
+
+__all__ = ["Batch", "Batcher"]
+
+
+@dataclass(eq=False)
+class Batch:
+    """Rows of several requests that go through the model together."""
+
+    segments: list[tuple[Request, np.ndarray]]  # (request, its row indices in this batch, in order)
+    attempts: int = 0
+    created_at: float = field(default_factory=time.perf_counter)
+    _features: Features | None = None
+
+    @property
+    def features(self) -> Features:
+        if self._features is None:
+            self._features = Features.concat([r.features for r, _ in self.segments], [rows for _, rows in self.segments])
+        return self._features
+
+    def __len__(self) -> int:
+        return sum(len(rows) for _, rows in self.segments)
+
+    @property
+    def num_tokens(self) -> int:
+        return self.features.num_tokens
+
+    def live(self) -> Batch | None:
+        """This batch without the requests already answered (failed elsewhere)."""
+        kept = [(r, rows) for r, rows in self.segments if not r.done]
+        if len(kept) == len(self.segments):
+            return self
+        return Batch(kept, self.attempts, self.created_at) if kept else None
+
+
+@dataclass(eq=False)
+class _Pending:
+    request: Request
+    order: np.ndarray  # the request's rows, longest first
+    cursor: int = 0
+
+    @property
+    def remaining(self) -> int:
+        return len(self.order) - self.cursor
+
+
+class Batcher:
+    def __init__(
+        self,
+        *,
+        max_batch_size: int = 256,
+        max_batch_tokens: int = 4096,
+        priority_batch_size: int = 16,
+        window_batches: int = 4,
+        max_queued_rows: int = 1_000_000,
+    ) -> None:
+        self.max_batch_size = max_batch_size
+        self.max_batch_tokens = max_batch_tokens
+        self.priority_batch_size = priority_batch_size
+        self.window_rows = max_batch_size * window_batches
+        self.max_queued_rows = max_queued_rows
+        self._cond = threading.Condition()
+        self._retry: deque[Batch] = deque()
+        self._lanes = (deque(), deque())  # pending requests: priority, bulk
+        self._ready = (deque(), deque())  # batches cut from a window, per lane
+        self._queued_rows = 0
+        self._closed = False
+
+    # producers ---------------------------------------------------------------------------------
+
+    def submit(self, request: Request) -> None:
+        """Queue every row of ``request``; raises `OverloadedError` when the backlog is full."""
+        rows = len(request)
+        order = np.argsort(-request.features.lengths, kind="stable")
+        with self._cond:
+            if self._closed:
+                raise OverloadedError("the server is shutting down and accepts no new requests")
+            if self._queued_rows and self._queued_rows + rows > self.max_queued_rows:
+                raise OverloadedError(
+                    f"the server's backlog is full ({self._queued_rows} texts queued); retry later"
+                )
+            lane = 0 if rows <= self.priority_batch_size else 1
+            self._lanes[lane].append(_Pending(request, order))
+            self._queued_rows += rows
+            self._cond.notify()
+
+    def retry(self, batch: Batch) -> None:
+        """Put a batch back at the front (its worker died); it counts one more attempt."""
+        with self._cond:
+            batch.attempts += 1
+            self._retry.appendleft(batch)
+            self._queued_rows += len(batch)
+            self._cond.notify()
+
+    def close(self) -> None:
+        """Refuse new requests; queued work can still be taken."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+
+    # consumers ---------------------------------------------------------------------------------
+
+    @property
+    def queued_rows(self) -> int:
+        return self._queued_rows
+
+    def next_batch(self, timeout: float | None = None) -> Batch | None:
+        """The next batch to run, waiting up to ``timeout`` seconds; None if there is none."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._cond:
+            while True:
+                batch = self._take()
+                if batch is not None:
+                    self._queued_rows -= len(batch)
+                    live = batch.live()
+                    if live is None:
+                        continue
+                    return live
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if self._closed or (remaining is not None and remaining <= 0):
+                    return None
+                self._cond.wait(remaining)
+
+    def _take(self) -> Batch | None:
+        if self._retry:
+            return self._retry.popleft()
+        for lane, ready in zip(self._lanes, self._ready):
+            if not ready and lane:
+                ready.extend(self._cut(self._window(lane)))
+            if ready:
+                return ready.popleft()
+        return None
+
+    def _window(self, lane: deque[_Pending]) -> list[tuple[int, _Pending, int]]:
+        """(length, pending, row) for up to window_rows rows, round-robin over the oldest requests."""
+        window: list[tuple[int, _Pending, int]] = []
+        while lane and len(window) < self.window_rows:
+            for pending in list(lane):
+                take = min(pending.remaining, self.max_batch_size, self.window_rows - len(window))
+                lengths = pending.request.features.lengths
+                for row in pending.order[pending.cursor : pending.cursor + take]:
+                    window.append((int(lengths[row]), pending, int(row)))
+                pending.cursor += take
+                if not pending.remaining:
+                    lane.remove(pending)
+                if len(window) >= self.window_rows:
+                    break
+        return window
+
+    def _cut(self, window: list[tuple[int, _Pending, int]]) -> list[Batch]:
+        window.sort(key=lambda item: -item[0])
+        batches, start = [], 0
+        while start < len(window):
+            longest = max(window[start][0], 1)
+            size = max(1, min(self.max_batch_size, self.max_batch_tokens // longest))
+            chosen = window[start : start + size]
+            start += size
+            by_request: dict[int, tuple[Request, list[int]]] = {}
+            for _, pending, row in chosen:
+                by_request.setdefault(id(pending), (pending.request, []))[1].append(row)
+            batches.append(Batch([(r, np.array(sorted(rows), dtype=np.int64)) for r, rows in by_request.values()]))
+        return batches

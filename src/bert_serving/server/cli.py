@@ -1,0 +1,172 @@
+"""Command lines: ``bert-serving-start``, ``bert-serving-terminate``, ``bert-serving-benchmark``.
+
+Every flag of bert-as-service 1.10.0 is accepted, in its spelling (``-model_dir=/x``,
+``-num_worker 4``) and with two dashes (``--model_dir /x``). This is the only module that
+reads argv or configures logging.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+
+from .. import __version__, protocol
+from ..errors import BertServingError, ConfigurationError
+from ..model.pooling import PoolingStrategy
+
+__all__ = ["benchmark", "get_args_parser", "get_benchmark_parser", "get_shutdown_parser", "main", "terminate"]
+
+
+def _flag(group, name: str, *aliases: str, **kwargs) -> None:
+    names = [name, *aliases]
+    group.add_argument(*(f"-{n}" for n in names), *(f"--{n}" for n in names), **kwargs)
+
+
+def max_seq_len(value: str) -> int | None:
+    """An int > 3, or NONE (any case) for a length chosen per request."""
+    if value.strip().lower() == "none":
+        return None
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is neither an integer nor NONE") from None
+    if number <= 3:
+        raise argparse.ArgumentTypeError(f"{number} is too small: it must be > 3 (room for [CLS], [SEP], [SEP])")
+    return number
+
+
+def pooling_strategy(value: str) -> PoolingStrategy:
+    try:
+        return PoolingStrategy.from_string(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="bert-serving-start",
+        description="Start a BERT sentence-encoding server (ZeroMQ, optionally HTTP).",
+    )
+    paths = parser.add_argument_group("File Paths", "the model to serve")
+    _flag(paths, "model_dir", help="a Google BERT folder (bert_config.json, vocab.txt, bert_model.ckpt), a Hugging "
+          "Face or sentence-transformers folder; default: the installed all-MiniLM-L6-v2")
+    _flag(paths, "tuned_model_dir", help="folder of a fine-tuned checkpoint whose weights override -model_dir's")
+    _flag(paths, "ckpt_name", default="bert_model.ckpt", help="checkpoint prefix, e.g. model.ckpt-343")
+    _flag(paths, "config_name", default="bert_config.json", help="BERT config file name in -model_dir")
+    _flag(paths, "graph_tmp_dir", help="accepted for compatibility; unused (no TensorFlow graph)")
+
+    bert = parser.add_argument_group("BERT Parameters", "tokenization and pooling")
+    _flag(bert, "max_seq_len", type=max_seq_len, default="auto",
+          help="tokens per sequence incl. [CLS]/[SEP], longer ones are cut on the right; NONE: as long as the "
+               "longest in the request. Default: 25, or the sentence-transformers model's max_seq_length")
+    _flag(bert, "cased_tokenization", dest="do_lower_case", action="store_false", default=None,
+          help="do not lower-case or strip accents (cased and multilingual-cased models)")
+    _flag(bert, "pooling_layer", type=int, nargs="+", default=None,
+          help="layer(s) to pool, -1 the last; several are concatenated in the order given. Default: -2, or -1 "
+               "for sentence-transformers models")
+    _flag(bert, "pooling_strategy", type=pooling_strategy, default=None, metavar="{" + ",".join(PoolingStrategy.__members__) + "}",
+          help="default: REDUCE_MEAN, or the sentence-transformers model's pooling")
+    _flag(bert, "mask_cls_sep", action="store_true", default=False, help="leave [CLS] and [SEP] out of pooling")
+    _flag(bert, "no_special_token", action="store_true", default=False,
+          help="pre-tokenized single sequences go in without [CLS]/[SEP]")
+    _flag(bert, "show_tokens_to_client", action="store_true", default=False, help="send the word pieces back too")
+    _flag(bert, "no_position_embeddings", action="store_true", default=False, help="do not add position embeddings")
+    _flag(bert, "fixed_embed_length", action="store_true", default=False,
+          help="with -max_seq_len NONE and NONE pooling, pad T to max_position_embeddings")
+    _flag(bert, "normalize", dest="normalize", action="store_const", const=True, default=None,
+          help="L2-normalize sentence vectors (default: as the model says; sentence-transformers' Normalize)")
+    _flag(bert, "no_normalize", dest="normalize", action="store_const", const=False, help="do not L2-normalize")
+
+    serving = parser.add_argument_group("Serving Configs", "sockets, workers, devices, batching")
+    _flag(serving, "bind", default="0.0.0.0", help="interface the ports listen on (127.0.0.1: this host only)")
+    _flag(serving, "port", "port_in", "port_data", dest="port", type=int, default=5555, help="port requests come in on")
+    _flag(serving, "port_out", "port_result", dest="port_out", type=int, default=5556, help="port results go out on")
+    _flag(serving, "http_port", type=int, default=None, help="also serve HTTP on this port")
+    _flag(serving, "http_max_connect", type=int, default=10, help="accepted for compatibility")
+    _flag(serving, "cors", default="*", help="Access-Control-Allow-Origin for HTTP")
+    _flag(serving, "num_worker", type=int, default=1, help="model replicas, each in its own process")
+    _flag(serving, "max_batch_size", type=int, default=256, help="most sequences in one forward pass")
+    _flag(serving, "max_batch_tokens", type=int, default=0,
+          help="most padded tokens in one forward pass; 0: 4096 on CPU, 16384 on GPU")
+    _flag(serving, "priority_batch_size", type=int, default=16,
+          help="requests of at most this many texts skip ahead of bulk work")
+    _flag(serving, "cpu", action="store_true", default=False, help="run on CPU even if a GPU is present")
+    _flag(serving, "xla", action="store_true", default=False, help="accepted for compatibility; no effect")
+    _flag(serving, "fp16", action="store_true", default=False, help="half precision on GPU; float16 vectors")
+    _flag(serving, "gpu_memory_fraction", type=float, default=0.5, help="share of GPU memory per worker")
+    _flag(serving, "device_map", type=int, nargs="+", default=[], help="GPU ids for the workers, cycled")
+    _flag(serving, "prefetch_size", type=int, default=10, help="accepted for compatibility")
+
+    _flag(parser, "verbose", action="store_true", default=False, help="debug logging")
+    _flag(parser, "version", action="version",
+          version=f"%(prog)s {__version__} (bert-as-service protocol {protocol.PROTOCOL_VERSION})")
+    return parser
+
+
+def get_shutdown_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="bert-serving-terminate", description="Shut down a running server.")
+    _flag(parser, "ip", default="localhost", help="host of the server")
+    _flag(parser, "port", "port_in", "port_data", dest="port", type=int, required=True, help="its -port")
+    _flag(parser, "timeout", type=int, default=5000, help="milliseconds to wait for the server to go away")
+    return parser
+
+
+def get_benchmark_parser() -> argparse.ArgumentParser:
+    from .benchmark import add_benchmark_arguments
+
+    parser = get_args_parser()
+    parser.prog = "bert-serving-benchmark"
+    parser.description = "Benchmark a BERT server locally, as bert-as-service 1.10.0 did."
+    add_benchmark_arguments(parser)
+    return parser
+
+
+def _setup_logging(verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname).1s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``bert-serving-start``"""
+    from .service import BertServer
+
+    args = get_args_parser().parse_args(argv)
+    _setup_logging(args.verbose)
+    try:
+        server = BertServer(args)
+        server.start()
+    except ConfigurationError as exc:
+        print(f"bert-serving-start: error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: server.request_stop())
+    while not server.join(0.5):  # a timed wait, so the signal handlers get to run
+        pass
+    sys.exit(1 if server.startup_error else 0)
+
+
+def terminate(argv: list[str] | None = None) -> None:
+    """``bert-serving-terminate -port N``"""
+    from ..client import terminate_server
+
+    args = get_shutdown_parser().parse_args(argv)
+    try:
+        terminate_server(args.ip, args.port, timeout=args.timeout)
+    except BertServingError as exc:
+        print(f"bert-serving-terminate: error: {exc}", file=sys.stderr)
+        sys.exit(1)
+    print(f"shutdown signal sent to {args.ip}:{args.port}")
+
+
+def benchmark(argv: list[str] | None = None) -> None:
+    """``bert-serving-benchmark``"""
+    from .benchmark import run_benchmark
+
+    args = get_benchmark_parser().parse_args(argv)
+    _setup_logging(args.verbose)
+    run_benchmark(args)

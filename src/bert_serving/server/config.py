@@ -1,0 +1,115 @@
+"""`ServerConfig`: every setting of a server, typed, defaulted and validated in one place.
+
+The CLI (`cli.py`) is the only place that reads argv; it builds one of these. Each component
+then receives the typed values it needs, never the whole configuration or namespace.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from dataclasses import asdict, dataclass, field, fields
+
+from ..errors import ConfigurationError
+from ..model.encoder import AUTO, EncoderSettings
+from ..model.pooling import PoolingStrategy
+
+__all__ = ["ServerConfig"]
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    encoder: EncoderSettings = field(default_factory=EncoderSettings)
+    # sockets
+    bind: str = "0.0.0.0"  # interface for the ZeroMQ and HTTP ports
+    port: int = 5555  # PULL: requests in
+    port_out: int = 5556  # PUB: results out
+    http_port: int | None = None
+    http_max_connect: int = 10  # accepted for compatibility; HTTP requests enter the batcher directly
+    cors: str = "*"
+    # workers and devices
+    num_worker: int = 1
+    cpu: bool = False
+    device_map: tuple[int, ...] = ()
+    gpu_memory_fraction: float = 0.5
+    # batching
+    max_batch_size: int = 256  # sequences per forward pass
+    max_batch_tokens: int = 0  # padded tokens per forward pass; 0 = chosen for the device
+    priority_batch_size: int = 16  # requests this small skip ahead of bulk work
+    prefetch_size: int = 10  # accepted for compatibility (a TF input pipeline knob of the original)
+    # the original's flags that have no meaning without TensorFlow, accepted and logged
+    xla: bool = False
+    graph_tmp_dir: str | None = None
+    verbose: bool = False
+
+    def __post_init__(self) -> None:
+        for name in ("port", "port_out"):
+            port = getattr(self, name)
+            if not 0 < port < 65536:
+                raise ConfigurationError(f"-{name} {port} is not a TCP port (1-65535)")
+        if self.port == self.port_out:
+            raise ConfigurationError(f"-port and -port_out are both {self.port}; they must differ")
+        if self.http_port is not None and self.http_port in (self.port, self.port_out):
+            raise ConfigurationError(f"-http_port {self.http_port} collides with -port/-port_out")
+        if self.num_worker < 1:
+            raise ConfigurationError(f"-num_worker must be at least 1, got {self.num_worker}")
+        if self.max_batch_size < 1:
+            raise ConfigurationError(f"-max_batch_size must be at least 1, got {self.max_batch_size}")
+        if self.max_batch_tokens < 0:
+            raise ConfigurationError(f"-max_batch_tokens must be positive (or 0 for automatic), got {self.max_batch_tokens}")
+        if self.priority_batch_size < 0:
+            raise ConfigurationError(f"-priority_batch_size must be >= 0, got {self.priority_batch_size}")
+        if not 0.0 < self.gpu_memory_fraction <= 1.0:
+            raise ConfigurationError(f"-gpu_memory_fraction must be in (0, 1], got {self.gpu_memory_fraction}")
+
+    @classmethod
+    def from_namespace(cls, args: argparse.Namespace) -> ServerConfig:
+        """From the parser of `cli.get_args_parser` (the original's flags and ours)."""
+        values = vars(args)
+        encoder_names = {f.name for f in fields(EncoderSettings)}
+        encoder = {k: v for k, v in values.items() if k in encoder_names and v is not None}
+        if "max_seq_len" in values:  # None is meaningful here: NONE, dynamic length
+            encoder["max_seq_len"] = values["max_seq_len"]
+        if encoder.get("pooling_layer") is not None:
+            encoder["pooling_layer"] = tuple(encoder["pooling_layer"])
+        if values.get("show_tokens_to_client"):
+            encoder["show_tokens"] = True
+        own = {f.name for f in fields(cls)} - {"encoder"}
+        server = {k: v for k, v in values.items() if k in own and v is not None}
+        if "device_map" in server:
+            server["device_map"] = tuple(server["device_map"])
+        return cls(encoder=EncoderSettings(**encoder), **server)
+
+    def devices(self) -> list[str]:
+        """One torch device per worker: GPUs from -device_map (cycled) unless -cpu or none exist."""
+        import torch
+
+        if self.cpu or not torch.cuda.is_available():
+            return ["cpu"] * self.num_worker
+        ids = list(self.device_map) or list(range(torch.cuda.device_count()))
+        return [f"cuda:{ids[i % len(ids)]}" for i in range(self.num_worker)]
+
+    def threads_per_worker(self) -> int:
+        """CPU threads each worker's torch may use: the cores shared out, at least one."""
+        return max(1, (os.cpu_count() or 1) // self.num_worker)
+
+    def batch_tokens(self, device: str) -> int:
+        """The padded-token budget of one forward pass."""
+        if self.max_batch_tokens:
+            return self.max_batch_tokens
+        return 16384 if device.startswith("cuda") else 4096
+
+    def as_status(self) -> dict[str, object]:
+        """The flags as SHOW_CONFIG reports them (the original's keys, pooling as an int)."""
+        encoder = asdict(self.encoder)
+        strategy = encoder.pop("pooling_strategy")
+        status = {
+            **{k: v for k, v in asdict(self).items() if k != "encoder"},
+            **encoder,
+            "pooling_strategy": strategy.value if isinstance(strategy, PoolingStrategy) else strategy,
+            "show_tokens_to_client": self.encoder.show_tokens,
+            "device_map": list(self.device_map),
+        }
+        if status["max_seq_len"] == AUTO:
+            status["max_seq_len"] = None
+        return status

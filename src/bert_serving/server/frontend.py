@@ -1,0 +1,249 @@
+"""`Frontend`: the ZeroMQ edge. Requests come in on a PULL socket (``-port``); answers leave on
+a PUB socket (``-port_out``) whose topic is the client's identity, as in 1.10.0.
+
+One thread owns both sockets. Other threads (the sink, the intake) hand it outgoing frames
+through an `Outbox`. Every message gets an answer, malformed ones included, when there is an
+identity to answer to.
+
+The PUB side is an XPUB socket: it sees each client's subscription arrive, so an answer for a
+client whose subscription has not reached the server yet (ZeroMQ's "slow joiner") is held
+until it does, for up to ``hold_ms``, instead of being dropped. That replaces the original's
+blind 100 ms sleep before every config answer.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import threading
+import time
+from collections import defaultdict
+from typing import Callable
+
+import zmq
+
+from .. import protocol
+from ..errors import BertServingError, ConfigurationError, ForbiddenError, InvalidRequestError, NotReadyError
+from .intake import Intake
+from .stats import Stats
+
+__all__ = ["Frontend", "Outbox"]
+
+logger = logging.getLogger(__name__)
+
+
+class Outbox:
+    """Thread-safe hand-off of outgoing frames to the thread that owns the PUB socket."""
+
+    def __init__(self, ctx: zmq.Context, endpoint: str) -> None:
+        self._ctx = ctx
+        self._endpoint = endpoint
+        self._local = threading.local()
+        self._sockets: list[zmq.Socket] = []
+        self._lock = threading.Lock()
+
+    def send(self, frames: list) -> None:
+        sock = getattr(self._local, "socket", None)
+        if sock is None:
+            sock = self._ctx.socket(zmq.PUSH)
+            sock.linger = 1000
+            sock.connect(self._endpoint)
+            self._local.socket = sock
+            with self._lock:
+                self._sockets.append(sock)
+        sock.send_multipart(frames, copy=False)
+
+    def close(self) -> None:
+        with self._lock:
+            for sock in self._sockets:
+                sock.close()
+            self._sockets.clear()
+
+
+class Frontend:
+    def __init__(
+        self,
+        ctx: zmq.Context,
+        *,
+        bind: str,
+        port: int,
+        port_out: int,
+        intake: Intake,
+        stats: Stats,
+        status: Callable[[bool, str], dict],
+        on_terminate: Callable[[str], None],
+        may_terminate: Callable[[str | None], bool] = lambda peer: True,
+        hold_ms: int = 3000,
+    ) -> None:
+        self._ctx = ctx
+        self._bind, self.port, self.port_out = bind, port, port_out
+        self._intake = intake
+        self._stats = stats
+        self._status = status
+        self._on_terminate = on_terminate
+        self._may_terminate = may_terminate
+        self._hold_s = hold_ms / 1000
+        self._subscribed: set[bytes] = set()
+        self._held: dict[bytes, list[tuple[float, list]]] = defaultdict(list)
+        self._accepting = True
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="frontend", daemon=True)
+        self.pull = ctx.socket(zmq.PULL)
+        self.pub = ctx.socket(zmq.XPUB)
+        self._inbox = ctx.socket(zmq.PULL)
+        self._inbox_endpoint = f"inproc://bert-serving-outbox-{id(self)}"
+        self.outbox = Outbox(ctx, self._inbox_endpoint)
+
+    def bind(self) -> None:
+        """Bind both ports; a busy port is a `ConfigurationError` that says which flag to change."""
+        self.pull.linger = 0
+        self.pub.linger = 1000
+        self.pub.setsockopt(zmq.SNDHWM, 0)  # results are never dropped for a slow reader
+        self.pull.setsockopt(zmq.RCVHWM, 0)
+        for sock, port, flag in ((self.pull, self.port, "-port"), (self.pub, self.port_out, "-port_out")):
+            address = f"tcp://{'*' if self._bind in ('0.0.0.0', '*') else self._bind}:{port}"
+            try:
+                sock.bind(address)
+            except zmq.ZMQError as exc:
+                self.close()
+                if exc.errno == errno.EADDRINUSE:
+                    raise ConfigurationError(
+                        f"port {port} is already in use (another bert-serving-start?); choose another with {flag}"
+                    ) from None
+                raise ConfigurationError(f"cannot bind {address} ({flag}): {exc}") from None
+        self._inbox.bind(self._inbox_endpoint)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop_accepting(self) -> None:
+        """Answer new data requests with an error from now on (shutdown has begun)."""
+        self._accepting = False
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Stop the I/O thread after it has sent everything handed to it."""
+        self._stopping.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+        self.outbox.close()
+        for sock in (self.pull, self.pub, self._inbox):
+            sock.close()
+
+    # the I/O thread ------------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        poller = zmq.Poller()
+        for sock in (self.pull, self.pub, self._inbox):
+            poller.register(sock, zmq.POLLIN)
+        while True:
+            stopping = self._stopping.is_set()
+            events = dict(poller.poll(10 if stopping else 100))
+            if self.pub in events:
+                self._subscriptions()
+            if self._inbox in events:
+                for _ in range(1000):
+                    try:
+                        self._publish(self._inbox.recv_multipart(flags=zmq.NOBLOCK, copy=False))
+                    except zmq.Again:
+                        break
+            if self.pull in events:
+                for _ in range(100):
+                    try:
+                        self._handle(self.pull.recv_multipart(flags=zmq.NOBLOCK, copy=False))
+                    except zmq.Again:
+                        break
+            self._expire_held(force=stopping)
+            if stopping and not events:
+                return
+
+    def _subscriptions(self) -> None:
+        while True:
+            try:
+                event = self.pub.recv(flags=zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            if not event:
+                continue
+            topic = event[1:]
+            if event[0] == 1:
+                self._subscribed.add(topic)
+                for _, frames in self._held.pop(topic, []):
+                    self.pub.send_multipart(frames, copy=False)
+            elif event[0] == 0:
+                self._subscribed.discard(topic)
+
+    def _is_subscribed(self, identity: bytes) -> bool:
+        return identity in self._subscribed or any(identity.startswith(t) for t in self._subscribed)
+
+    def _publish(self, frames: list) -> None:
+        identity = bytes(frames[0])
+        if self._is_subscribed(identity):
+            self.pub.send_multipart(frames, copy=False)
+        else:
+            self._held[identity].append((time.monotonic() + self._hold_s, frames))
+
+    def _expire_held(self, force: bool = False) -> None:
+        if not self._held:
+            return
+        now = time.monotonic()
+        for identity in list(self._held):
+            waiting = self._held[identity]
+            due = [frames for deadline, frames in waiting if force or deadline <= now]
+            if due:
+                logger.warning("no subscriber for client %r after %.1f s; sending anyway", identity, self._hold_s)
+                for frames in due:
+                    self.pub.send_multipart(frames, copy=False)
+                self._held[identity] = [(d, f) for d, f in waiting if not (force or d <= now)]
+            if not self._held[identity]:
+                del self._held[identity]
+
+    def _handle(self, frames: list) -> None:
+        try:
+            message = protocol.parse_request([f.bytes for f in frames])
+        except protocol.MalformedRequest as exc:
+            logger.warning("malformed request from %r: %s", exc.identity, exc.message)
+            self._stats.error(exc.code)
+            if exc.identity is not None:
+                self._publish(protocol.error_frames(exc.identity, exc.req_id, exc))
+            return
+        client = f"zmq:{message.identity.decode('ascii', 'replace')}"
+        command = message.command
+        if command == protocol.TERMINATION:
+            peer = frames[0].get("Peer-Address") if hasattr(frames[0], "get") else None
+            self._stats.control_request(client)
+            if self._may_terminate(peer):
+                logger.info("TERMINATION received from %s", peer or "a local peer")
+                self._on_terminate(peer or "")
+            else:
+                logger.warning("refused TERMINATION from %s", peer)
+                self._publish(protocol.error_frames(message.identity, message.req_id, ForbiddenError(
+                    "TERMINATION is only accepted from the server's own host")))
+            return
+        if command in (protocol.SHOW_CONFIG, protocol.SHOW_STATUS):
+            self._stats.control_request(client)
+            status = self._status(command == protocol.SHOW_STATUS, message.identity.decode("ascii", "replace"))
+            self._publish(protocol.config_frames(message.identity, message.req_id, status))
+            return
+        reply = _zmq_reply(self.outbox, message.identity, message.req_id)
+        if not self._accepting:
+            self._stats.error(NotReadyError.code)
+            reply(None, None, NotReadyError("the server is shutting down and accepts no new requests"))
+            return
+        try:
+            texts, is_tokenized = protocol.decode_texts(message.payload)
+        except InvalidRequestError as exc:
+            self._stats.data_request(client, 0)
+            self._stats.error(exc.code)
+            reply(None, None, exc)
+            return
+        self._intake.submit(texts, is_tokenized, reply, client)
+
+
+def _zmq_reply(outbox: Outbox, identity: bytes, req_id: int):
+    def reply(result, tokens, error: BertServingError | None) -> None:
+        if error is not None:
+            outbox.send(protocol.error_frames(identity, req_id, error))
+        else:
+            outbox.send(protocol.result_frames(identity, req_id, result, tokens))
+
+    return reply

@@ -1,0 +1,83 @@
+"""`Intake`: the one door into the pipeline for both edges (ZeroMQ and HTTP).
+
+It tokenizes on its own threads, so neither the sockets' I/O thread nor the workers wait for
+it, then queues the request in the batcher. Whatever goes wrong on the way (malformed texts, a
+full backlog) is answered through the request's own reply callback: every request accepted
+here gets exactly one answer.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+from ..errors import BertServingError, NotReadyError, PayloadTooLargeError, ServerError
+from ..model.tokenization import Tokenizer
+from .batcher import Batcher
+from .request import ReplyFn, Request
+from .stats import Stats
+
+__all__ = ["Intake"]
+
+logger = logging.getLogger(__name__)
+
+
+class Intake:
+    def __init__(
+        self,
+        tokenizer: Tokenizer,
+        batcher: Batcher,
+        stats: Stats,
+        *,
+        keep_tokens: bool = False,
+        max_request_texts: int = 1_000_000,
+        threads: int = 2,
+    ) -> None:
+        self._tokenizer = tokenizer
+        self._batcher = batcher
+        self._stats = stats
+        self._keep_tokens = keep_tokens
+        self.max_request_texts = max_request_texts
+        self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="tokenize")
+        self._closed = False
+
+    def submit(self, texts: object, is_tokenized: bool, reply: ReplyFn, client: str) -> None:
+        """Tokenize and queue ``texts`` in the background; the outcome goes to ``reply``."""
+        count = len(texts) if isinstance(texts, list) else 0
+        self._stats.data_request(client, count)
+        if self._closed:
+            self._refuse(reply, NotReadyError("the server is shutting down and accepts no new requests"))
+            return
+        if count > self.max_request_texts:
+            self._refuse(reply, PayloadTooLargeError(
+                f"{count} texts in one request; this server takes at most {self.max_request_texts} "
+                "(-max_request_texts): split the list"
+            ))
+            return
+        received = time.perf_counter()
+        self._pool.submit(self._tokenize, texts, is_tokenized, reply, client, received)
+
+    def _tokenize(self, texts, is_tokenized: bool, reply: ReplyFn, client: str, received: float) -> None:
+        try:
+            features = self._tokenizer.encode(texts, is_tokenized, keep_tokens=self._keep_tokens)
+            request = Request(features, reply, client, received_at=received, tokenized_at=time.perf_counter())
+            self._stats.tokenized(request.tokenized_at - received, features.num_tokens)
+            self._batcher.submit(request)
+        except BertServingError as exc:
+            self._refuse(reply, exc)
+        except Exception as exc:  # a tokenizer bug must still answer the client
+            logger.exception("tokenization failed")
+            self._refuse(reply, ServerError(f"tokenization failed: {exc}"))
+
+    def _refuse(self, reply: ReplyFn, error: BertServingError) -> None:
+        self._stats.error(error.code)
+        try:
+            reply(None, None, error)
+        except Exception:
+            logger.exception("replying with an error failed")
+
+    def close(self) -> None:
+        """Stop taking requests; those already handed over are still tokenized and queued."""
+        self._closed = True
+        self._pool.shutdown(wait=True)

@@ -1,0 +1,46 @@
+"""`Request`: one client request inside the server, from tokenization to its single reply.
+
+It carries the tokenized texts, how to answer (a callback owned by the edge it came from:
+the ZeroMQ frontend or the HTTP app), and the reassembly state the sink keeps.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Protocol
+
+import numpy as np
+
+from ..errors import BertServingError
+from ..model.features import Features
+
+__all__ = ["ReplyFn", "Request"]
+
+
+class ReplyFn(Protocol):
+    def __call__(
+        self, result: np.ndarray | None, tokens: list[list[str]] | None, error: BertServingError | None
+    ) -> None: ...
+
+
+_ids = itertools.count(1)
+
+
+@dataclass(eq=False)
+class Request:
+    features: Features
+    reply: ReplyFn | Callable[..., None]
+    client: str  # who asked, for statistics ("zmq:<identity>", "http:<address>")
+    id: int = field(default_factory=lambda: next(_ids))
+    received_at: float = field(default_factory=time.perf_counter)
+    tokenized_at: float = 0.0
+    first_batch_at: float = 0.0
+    # reassembly state, owned by the sink
+    result: np.ndarray | None = None
+    remaining: int = -1
+    done: bool = False
+
+    def __len__(self) -> int:
+        return len(self.features)

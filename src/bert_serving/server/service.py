@@ -1,0 +1,211 @@
+"""`BertServer`: builds the pipeline from a `ServerConfig`, starts it, drains it, stops it.
+
+    client -> frontend (ZeroMQ) / http -> intake -> batcher -> workers -> sink -> reply
+
+The 1.10.0 API is kept: ``BertServer(get_args_parser().parse_args([...]))``, ``start()``,
+``join()``, ``close()``, ``is_ready``, use as a context manager, ``BertServer.shutdown(args)``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import logging
+import sys
+import threading
+import time
+from datetime import datetime
+
+import zmq
+
+from .. import __version__, protocol
+from ..errors import NotReadyError
+from ..model.encoder import resolve
+from .batcher import Batcher
+from .config import ServerConfig
+from .frontend import Frontend
+from .intake import Intake
+from .sink import Sink
+from .stats import Stats
+from .workers import WorkerPool
+
+__all__ = ["BertServer"]
+
+logger = logging.getLogger(__name__)
+
+
+class BertServer:
+    def __init__(self, args: argparse.Namespace | ServerConfig) -> None:
+        """Check the configuration and find the model; raises `ConfigurationError` on any problem,
+        before anything is started."""
+        self.config = args if isinstance(args, ServerConfig) else ServerConfig.from_namespace(args)
+        self.spec = resolve(self.config.encoder)
+        self.devices = self.config.devices()
+        self.is_ready = threading.Event()
+        self.stats = Stats()
+        self.started_at = datetime.now()
+        self._stop_requested = threading.Event()
+        self._stopped = threading.Event()
+        self._startup_error: BaseException | None = None
+        self._lifecycle: threading.Thread | None = None
+        self._log_configuration()
+
+    def _log_configuration(self) -> None:
+        effective = {**self.config.as_status(), **self.spec.describe(), "devices": self.devices}
+        width = max(map(len, effective))
+        lines = "\n".join(f"  {k:>{width}} = {v}" for k, v in sorted(effective.items()))
+        logger.info("bert-serving %s, effective configuration:\n%s", __version__, lines)
+        for flag in ("xla", "graph_tmp_dir"):
+            if getattr(self.config, flag):
+                logger.warning("-%s has no effect without TensorFlow; ignored", flag)
+
+    # lifecycle ----------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Bind the ports and start the pipeline; returns at once (`wait_ready` to wait).
+        A busy port raises `ConfigurationError` here."""
+        config, spec = self.config, self.spec
+        self._ctx = zmq.Context()
+        self.batcher = Batcher(
+            max_batch_size=config.max_batch_size,
+            max_batch_tokens=config.batch_tokens(self.devices[0]),
+            priority_batch_size=config.priority_batch_size,
+        )
+        self.stats.queue_rows = lambda: self.batcher.queued_rows
+        self.sink = Sink(spec, self.stats)
+        self.intake = Intake(spec.tokenizer(), self.batcher, self.stats, keep_tokens=spec.show_tokens)
+        self.workers = WorkerPool(
+            spec, self.devices, batcher=self.batcher, sink=self.sink, stats=self.stats, ctx=self._ctx,
+            threads=config.threads_per_worker() if self.devices[0] == "cpu" else 1,
+            gpu_memory_fraction=config.gpu_memory_fraction,
+        )
+        self.frontend = Frontend(
+            self._ctx, bind=config.bind, port=config.port, port_out=config.port_out, intake=self.intake,
+            stats=self.stats, status=self.status, on_terminate=lambda peer: self.request_stop(),
+            may_terminate=_is_local,
+        )
+        try:
+            self.frontend.bind()
+        except Exception:
+            self._ctx.destroy(linger=0)
+            raise
+        logger.info("listening: requests on port %d, results on port %d", config.port, config.port_out)
+        self.frontend.start()
+        self.workers.start()
+        self._lifecycle = threading.Thread(target=self._run, name="lifecycle", daemon=True)
+        self._lifecycle.start()
+
+    def _run(self) -> None:
+        try:
+            self.workers.wait_ready()
+        except NotReadyError as exc:
+            logger.error("%s", exc)
+            self._startup_error = exc
+            self._stop_requested.set()
+        else:
+            self.is_ready.set()
+            logger.info("all set, ready to serve requests!")
+        self._stop_requested.wait()
+        self._shutdown()
+
+    def _shutdown(self, drain_timeout: float = 30.0) -> None:
+        logger.info("shutting down: finishing accepted requests...")
+        self.is_ready.clear()
+        self.frontend.stop_accepting()
+        self.intake.close()
+        self.batcher.close()
+        self.workers.close(drain=self._startup_error is None, timeout=drain_timeout)
+        self.frontend.close()
+        self._ctx.destroy(linger=1000)
+        logger.info("server stopped")
+        self._stopped.set()
+
+    def wait_ready(self, timeout: float | None = None) -> None:
+        """Block until the workers are loaded and warm; raise `NotReadyError` if they failed."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not self.is_ready.is_set():
+            if self._startup_error is not None:
+                raise self._startup_error
+            if self._stopped.is_set():
+                raise NotReadyError("the server stopped before it was ready")
+            if deadline is not None and time.monotonic() > deadline:
+                raise NotReadyError(f"the server was not ready within {timeout} s")
+            self.is_ready.wait(0.05)
+
+    @property
+    def startup_error(self) -> BaseException | None:
+        """Why the workers could not start, if they could not."""
+        return self._startup_error
+
+    def request_stop(self) -> None:
+        """Begin a graceful shutdown (what TERMINATION, SIGTERM and SIGINT do); returns at once."""
+        self._stop_requested.set()
+
+    def join(self, timeout: float | None = None) -> bool:
+        """Wait until the server has stopped; True if it has."""
+        return self._stopped.wait(timeout)
+
+    def close(self) -> None:
+        """Stop gracefully: answer every accepted request, then stop all workers."""
+        self.request_stop()
+        if self._lifecycle is not None:
+            self._lifecycle.join()
+
+    def __enter__(self) -> BertServer:
+        self.start()
+        try:
+            self.wait_ready()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+    @staticmethod
+    def shutdown(args: argparse.Namespace) -> None:
+        """Send TERMINATION to a server (``args``: ``ip``, ``port``, ``timeout`` in ms)."""
+        from ..client import terminate_server
+
+        terminate_server(args.ip, args.port, timeout=args.timeout)
+
+    # views ----------------------------------------------------------------------------------------
+
+    def status(self, with_statistic: bool = False, client: str = "") -> dict[str, object]:
+        """SHOW_CONFIG (and with ``with_statistic``, SHOW_STATUS) as the stock client reads it."""
+        import torch
+
+        status: dict[str, object] = {
+            **self.config.as_status(),
+            **self.spec.describe(),
+            "model_dir": str(self.spec.source.config_path.parent),
+            "client": client,
+            "num_process": 1 + len(self.devices),
+            "num_worker": len(self.devices),
+            "device_map": self.devices,
+            "server_current_time": str(datetime.now()),
+            "ready": self.is_ready.is_set(),
+            # static: server_version is the wire protocol's, the stock client insists on it
+            "server_version": protocol.PROTOCOL_VERSION,
+            "bert_serving_version": __version__,
+            "python_version": sys.version,
+            "pyzmq_version": zmq.pyzmq_version(),
+            "zmq_version": zmq.zmq_version(),
+            "torch_version": torch.__version__,
+            "tensorflow_version": None,
+            "server_start_time": str(self.started_at),
+        }
+        if with_statistic:
+            status["statistic"] = self.stats.statistic()
+        return status
+
+
+def _is_local(peer: str | None) -> bool:
+    """TERMINATION is honoured from the server's own host only."""
+    if not peer:
+        return True
+    try:
+        return ipaddress.ip_address(peer.split("%")[0]).is_loopback
+    except ValueError:
+        return False

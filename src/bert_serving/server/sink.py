@@ -1,0 +1,71 @@
+"""`Sink`: writes each batch's output into its requests' results, in the requests' own row
+order, and answers every request exactly once: with its vectors when the last row is in, or
+with the first error that hit it."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+import numpy as np
+
+from ..errors import BertServingError
+from ..model.encoder import ModelSpec
+from .batcher import Batch
+from .request import Request
+from .stats import Stats
+
+__all__ = ["Sink"]
+
+logger = logging.getLogger(__name__)
+
+
+class Sink:
+    def __init__(self, spec: ModelSpec, stats: Stats) -> None:
+        self._spec = spec
+        self._stats = stats
+        self._lock = threading.Lock()
+
+    def deliver(self, batch: Batch, block: np.ndarray) -> None:
+        """Place ``block`` (the model output for ``batch``, rows in batch order)."""
+        finished: list[Request] = []
+        start = 0
+        with self._lock:
+            for request, rows in batch.segments:
+                part = block[start : start + len(rows)]
+                start += len(rows)
+                if request.done:
+                    continue
+                if request.result is None:
+                    request.result = self._spec.output_buffer(request.features.lengths)
+                    request.remaining = len(request)
+                self._spec.place(request.result, rows, part, request.features.lengths[rows])
+                request.remaining -= len(rows)
+                if request.remaining == 0:
+                    request.done = True
+                    finished.append(request)
+        for request in finished:
+            self._answer(request, request.result, None)
+
+    def fail(self, batch: Batch, error: BertServingError) -> None:
+        for request, _ in batch.segments:
+            self.fail_request(request, error)
+
+    def fail_request(self, request: Request, error: BertServingError) -> None:
+        with self._lock:
+            if request.done:
+                return
+            request.done = True
+            request.result = None
+        self._answer(request, None, error)
+
+    def _answer(self, request: Request, result: np.ndarray | None, error: BertServingError | None) -> None:
+        tokens = None
+        if result is not None and self._spec.show_tokens and request.features.tokens is not None:
+            tokens = [list(t) for t in request.features.tokens]
+        self._stats.request_done(request, error, time.perf_counter())
+        try:
+            request.reply(result, tokens, error)
+        except Exception:  # an edge's reply failing must not take the sink down
+            logger.exception("replying to request %d failed", request.id)

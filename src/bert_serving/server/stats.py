@@ -1,0 +1,216 @@
+"""`Stats`: the one set of counters behind SHOW_STATUS, ``/status/server`` and ``/metrics``.
+
+Every stage reports here (intake: requests and tokens; workers: batches; sink: completions
+and errors), and every view reads from here, so all the numbers a user sees agree.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter, OrderedDict, deque
+from dataclasses import dataclass, field
+
+from ..errors import BertServingError
+
+__all__ = ["Histogram", "Stats"]
+
+_ACTIVE_CLIENT_SECONDS = 180  # the original's definition of an active client
+_MAX_CLIENTS = 500  # per-client history kept, least recently seen dropped first (as the original)
+
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+TOKEN_BUCKETS = (16, 64, 256, 1024, 2048, 4096, 8192, 16384, 32768)
+
+
+@dataclass
+class Histogram:
+    """Cumulative bucket counts (for Prometheus) plus recent values (for percentiles)."""
+
+    buckets: tuple[float, ...]
+    counts: list[int] = field(default_factory=list)
+    total: float = 0.0
+    count: int = 0
+    recent: deque = field(default_factory=lambda: deque(maxlen=2048))
+
+    def __post_init__(self) -> None:
+        self.counts = [0] * len(self.buckets)
+
+    def observe(self, value: float) -> None:
+        self.total += value
+        self.count += 1
+        self.recent.append(value)
+        for i, bound in enumerate(self.buckets):
+            if value <= bound:
+                self.counts[i] += 1
+                break
+
+    def cumulative(self) -> list[tuple[float, int]]:
+        running, out = 0, []
+        for bound, n in zip(self.buckets, self.counts):
+            running += n
+            out.append((bound, running))
+        return out
+
+    def percentile(self, q: float) -> float | None:
+        if not self.recent:
+            return None
+        ordered = sorted(self.recent)
+        return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+@dataclass
+class _Client:
+    requests: int = 0
+    texts: int = 0
+    last_seen: float = 0.0
+    channel: str = "zmq"
+
+
+class Stats:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.started_at = time.time()
+        self.num_data_request = 0
+        self.num_sys_request = 0
+        self.num_total_seq = 0
+        self.num_tokens = 0
+        self.num_batches = 0
+        self.num_batched_rows = 0
+        self.num_completed = 0
+        self.errors: Counter[str] = Counter()
+        self.sizes: Counter[int] = Counter()
+        self._clients: OrderedDict[str, _Client] = OrderedDict()
+        self._clients_seen = 0
+        self._intervals: deque[float] = deque(maxlen=200)
+        self._last_request = time.perf_counter()
+        self.latency = {phase: Histogram(LATENCY_BUCKETS) for phase in ("tokenize", "queue", "inference", "total")}
+        self.batch_size = Histogram(SIZE_BUCKETS)
+        self.batch_tokens = Histogram(TOKEN_BUCKETS)
+        self.worker_states: dict[int, str] = {}
+        self.queue_rows = lambda: 0  # set by the service: rows waiting in the batcher
+
+    # reports from the stages -------------------------------------------------------------------
+
+    def _client(self, client: str, now: float) -> _Client:
+        entry = self._clients.pop(client, None)
+        if entry is None:
+            entry = _Client(channel=client.split(":", 1)[0])
+            self._clients_seen += 1
+        entry.last_seen = now
+        self._clients[client] = entry
+        if len(self._clients) > _MAX_CLIENTS:
+            self._clients.popitem(last=False)
+        return entry
+
+    def control_request(self, client: str) -> None:
+        with self._lock:
+            self.num_sys_request += 1
+            self._client(client, time.perf_counter())
+
+    def data_request(self, client: str, num_texts: int) -> None:
+        now = time.perf_counter()
+        with self._lock:
+            self.num_data_request += 1
+            self.num_total_seq += num_texts
+            self.sizes[num_texts] += 1
+            entry = self._client(client, now)
+            entry.requests += 1
+            entry.texts += num_texts
+            self._intervals.append(now - self._last_request)
+            self._last_request = now
+
+    def tokenized(self, seconds: float, num_tokens: int) -> None:
+        with self._lock:
+            self.num_tokens += num_tokens
+            self.latency["tokenize"].observe(seconds)
+
+    def batch_done(self, rows: int, tokens: int, seconds: float, queue_waits: list[float]) -> None:
+        with self._lock:
+            self.num_batches += 1
+            self.num_batched_rows += rows
+            self.batch_size.observe(rows)
+            self.batch_tokens.observe(tokens)
+            self.latency["inference"].observe(seconds)
+            for wait in queue_waits:
+                self.latency["queue"].observe(wait)
+
+    def request_done(self, request, error: BertServingError | None, now: float) -> None:
+        with self._lock:
+            if error is not None:
+                self.errors[error.code] += 1
+            else:
+                self.num_completed += 1
+                self.latency["total"].observe(now - request.received_at)
+
+    def error(self, code: str) -> None:
+        """An error not tied to an accepted request (a malformed message, an overload refusal)."""
+        with self._lock:
+            self.errors[code] += 1
+
+    # views --------------------------------------------------------------------------------------
+
+    def clients(self) -> list[dict[str, object]]:
+        now = time.perf_counter()
+        with self._lock:
+            return [
+                {"client": name, "channel": c.channel, "requests": c.requests, "texts": c.texts,
+                 "idle_seconds": round(now - c.last_seen, 3)}
+                for name, c in reversed(self._clients.items())
+            ]
+
+    def statistic(self) -> dict[str, object]:
+        """SHOW_STATUS's ``statistic``: the original's keys, then ours."""
+        now = time.perf_counter()
+        with self._lock:
+            requests = [c.requests for c in self._clients.values() if c.requests]
+            out: dict[str, object] = {
+                "num_data_request": self.num_data_request,
+                "num_total_seq": self.num_total_seq,
+                "num_sys_request": self.num_sys_request,
+                "num_total_request": self.num_data_request + self.num_sys_request,
+                "num_total_client": self._clients_seen,
+                "num_active_client": sum(1 for c in self._clients.values()
+                                         if now - c.last_seen < _ACTIVE_CLIENT_SECONDS),
+            }
+            out.update(_min_max_avg("request_per_client", requests))
+            if self.sizes:
+                avg = sum(k * v for k, v in self.sizes.items()) / sum(self.sizes.values())
+                out.update(_min_max_avg("size_per_request", list(self.sizes), avg))
+            intervals = list(self._intervals)
+            out.update(_min_max_avg("last_two_interval", intervals))
+            out.update(_min_max_avg("request_per_second", [1.0 / v for v in intervals if v > 0]))
+            out.update({
+                "num_completed_request": self.num_completed,
+                "num_failed_request": sum(self.errors.values()),
+                "errors": dict(self.errors),
+                "num_total_tokens": self.num_tokens,
+                "num_forward_passes": self.num_batches,
+                "num_batched_seq": self.num_batched_rows,
+                "avg_batch_size": self.num_batched_rows / self.num_batches if self.num_batches else 0.0,
+                "num_queued_seq": self.queue_rows(),
+                "uptime_seconds": round(time.time() - self.started_at, 3),
+                "latency_ms": {
+                    phase: {"p50": _ms(h.percentile(0.5)), "p99": _ms(h.percentile(0.99)), "count": h.count}
+                    for phase, h in self.latency.items()
+                },
+                "workers": dict(self.worker_states),
+            })
+            return out
+
+
+def _ms(seconds: float | None) -> float | None:
+    return None if seconds is None else round(seconds * 1000, 3)
+
+
+def _min_max_avg(name: str, values: list, avg: float | None = None) -> dict[str, object]:
+    if not values:
+        return {}
+    lo, hi = min(values), max(values)
+    return {
+        f"avg_{name}": sum(values) / len(values) if avg is None else avg,
+        f"min_{name}": lo,
+        f"max_{name}": hi,
+        f"num_min_{name}": sum(1 for v in values if v == lo),
+        f"num_max_{name}": sum(1 for v in values if v == hi),
+    }
