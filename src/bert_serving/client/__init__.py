@@ -131,7 +131,7 @@ class BertClient:
                 self._print_dict(config, "server config:")
 
     def _first_contact(self, connect_timeout: int) -> dict:
-        wait = connect_timeout if self.timeout < 0 else min(self.timeout, connect_timeout)
+        wait = connect_timeout
         try:
             with self._receiving(wait):
                 return self._request_json(protocol.SHOW_CONFIG)

@@ -14,6 +14,7 @@ import sys
 
 from .. import __version__, protocol
 from ..errors import BertServingError, ConfigurationError
+from ..model.encoder import AUTO
 from ..model.pooling import PoolingStrategy
 
 __all__ = ["benchmark", "get_args_parser", "get_benchmark_parser", "get_shutdown_parser", "main", "terminate"]
@@ -24,10 +25,12 @@ def _flag(group, name: str, *aliases: str, **kwargs) -> None:
     group.add_argument(*(f"-{n}" for n in names), *(f"--{n}" for n in names), **kwargs)
 
 
-def max_seq_len(value: str) -> int | None:
-    """An int > 3, or NONE (any case) for a length chosen per request."""
+def max_seq_len(value: str) -> int | str | None:
+    """An int > 3; NONE (any case) for a length chosen per request; auto for the model's default."""
     if value.strip().lower() == "none":
         return None
+    if value.strip().lower() == AUTO:
+        return AUTO
     try:
         number = int(value)
     except ValueError:
@@ -58,7 +61,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     _flag(paths, "graph_tmp_dir", help="accepted for compatibility; unused (no TensorFlow graph)")
 
     bert = parser.add_argument_group("BERT Parameters", "tokenization and pooling")
-    _flag(bert, "max_seq_len", type=max_seq_len, default="auto",
+    _flag(bert, "max_seq_len", type=max_seq_len, default=AUTO,
           help="tokens per sequence incl. [CLS]/[SEP], longer ones are cut on the right; NONE: as long as the "
                "longest in the request. Default: 25, or the sentence-transformers model's max_seq_length")
     _flag(bert, "cased_tokenization", dest="do_lower_case", action="store_false", default=None,

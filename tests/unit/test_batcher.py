@@ -1,0 +1,130 @@
+"""The batching policy, on requests of known lengths (no model, no sockets)."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+
+from bert_serving.errors import OverloadedError
+from bert_serving.model.features import Features
+from bert_serving.server.batcher import Batcher
+from bert_serving.server.request import Request
+
+
+def request(*lengths: int) -> Request:
+    ids = [[1] * n for n in lengths]
+    return Request(Features.from_lists(ids, [[0] * n for n in lengths], [[True] * n for n in lengths]),
+                   reply=lambda *a: None, client="test")
+
+
+def rows_of(batch) -> dict[int, list[int]]:
+    return {r.id: rows.tolist() for r, rows in batch.segments}
+
+
+def drain(batcher: Batcher) -> list:
+    batches = []
+    while (batch := batcher.next_batch(timeout=0)) is not None:
+        batches.append(batch)
+    return batches
+
+
+def test_batches_respect_the_token_budget_and_the_size_cap() -> None:
+    batcher = Batcher(max_batch_size=8, max_batch_tokens=100, priority_batch_size=0)
+    batcher.submit(request(*([10] * 30), 50, 50))
+    batches = drain(batcher)
+    for batch in batches:
+        longest = batch.features.lengths.max()
+        assert len(batch) <= 8 and len(batch) * longest <= 100
+    assert sum(len(b) for b in batches) == 32
+    assert [len(b) for b in batches][:1] == [2]  # the two 50-token rows together, alone
+
+
+def test_rows_are_length_sorted_across_requests_to_cut_padding() -> None:
+    batcher = Batcher(max_batch_size=4, max_batch_tokens=10_000, priority_batch_size=0)
+    a, b = request(5, 40, 5, 40), request(40, 5, 40, 5)
+    batcher.submit(a)
+    batcher.submit(b)
+    first, second = drain(batcher)
+    assert sorted(first.features.lengths.tolist()) == [40, 40, 40, 40]
+    assert sorted(second.features.lengths.tolist()) == [5, 5, 5, 5]
+    assert rows_of(first) == {a.id: [1, 3], b.id: [0, 2]}  # rows kept in request order
+
+
+def test_small_requests_skip_ahead_of_bulk_work() -> None:
+    batcher = Batcher(max_batch_size=4, max_batch_tokens=10_000, priority_batch_size=2)
+    bulk = request(*([8] * 40))
+    batcher.submit(bulk)
+    first = batcher.next_batch(timeout=0)
+    assert rows_of(first).keys() == {bulk.id}
+    small = request(8)
+    batcher.submit(small)
+    assert rows_of(batcher.next_batch(timeout=0)) == {small.id: [0]}
+
+
+def test_a_huge_request_does_not_hold_up_a_medium_one() -> None:
+    batcher = Batcher(max_batch_size=4, max_batch_tokens=10_000, priority_batch_size=0, window_batches=2)
+    huge, medium = request(*([8] * 1000)), request(*([8] * 6))
+    batcher.submit(huge)
+    batcher.submit(medium)
+    served = set()
+    for _ in range(4):  # within the first window, not after 250 batches of the huge one
+        served |= rows_of(batcher.next_batch(timeout=0)).keys()
+    assert medium.id in served
+
+
+def test_retried_batch_comes_first_and_answered_requests_are_skipped() -> None:
+    batcher = Batcher(max_batch_size=2, max_batch_tokens=10_000, priority_batch_size=0)
+    a, b = request(3, 3), request(4, 4)
+    batcher.submit(a)
+    batcher.submit(b)
+    first = batcher.next_batch(timeout=0)
+    batcher.retry(first)
+    again = batcher.next_batch(timeout=0)
+    assert again is first and again.attempts == 1
+    rest = batcher.next_batch(timeout=0)
+    rest_owner = next(iter(rows_of(rest)))
+    owner = next(r for r in (a, b) if r.id == rest_owner)
+    owner.done = True  # answered (failed) elsewhere meanwhile
+    batcher.retry(rest)
+    assert batcher.next_batch(timeout=0) is None
+    assert batcher.queued_rows == 0
+
+
+def test_backlog_limit_refuses_fast() -> None:
+    batcher = Batcher(max_queued_rows=10)
+    batcher.submit(request(*([5] * 8)))
+    with pytest.raises(OverloadedError, match="backlog is full"):
+        batcher.submit(request(5, 5, 5))
+    batcher.submit(request(5, 5))  # still fits
+
+
+def test_next_batch_waits_for_work_and_close_wakes_it() -> None:
+    batcher = Batcher()
+    got = []
+    waiter = threading.Thread(target=lambda: got.append(batcher.next_batch(timeout=10)))
+    waiter.start()
+    batcher.submit(request(3))
+    waiter.join(5)
+    assert got and len(got[0]) == 1
+    waiter = threading.Thread(target=lambda: got.append(batcher.next_batch(timeout=10)))
+    waiter.start()
+    batcher.close()
+    waiter.join(5)
+    assert got[1] is None and not waiter.is_alive()
+    with pytest.raises(OverloadedError, match="shutting down"):
+        batcher.submit(request(3))
+
+
+def test_every_row_is_batched_exactly_once() -> None:
+    rng = np.random.default_rng(0)
+    batcher = Batcher(max_batch_size=16, max_batch_tokens=512, priority_batch_size=4)
+    requests = [request(*rng.integers(1, 60, size=rng.integers(1, 50))) for _ in range(40)]
+    for r in requests:
+        batcher.submit(r)
+    seen: dict[int, list[int]] = {r.id: [] for r in requests}
+    for batch in drain(batcher):
+        for r, rows in batch.segments:
+            seen[r.id].extend(rows.tolist())
+    assert all(sorted(seen[r.id]) == list(range(len(r))) for r in requests)

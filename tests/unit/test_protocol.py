@@ -1,0 +1,60 @@
+"""Frames of the 1.10.0 protocol and our error reply."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from bert_serving import protocol
+from bert_serving.errors import InvalidRequestError, OverloadedError
+
+
+def test_request_frames_round_trip() -> None:
+    frames = protocol.request_frames(b"abc", b'["x"]', 7, 1)
+    assert frames == [b"abc", b'["x"]', b"7", b"1"]
+    message = protocol.parse_request(frames)
+    assert (message.identity, message.req_id, message.msg_len, message.command) == (b"abc", 7, 1, None)
+    assert protocol.parse_request([b"abc", b"SHOW_CONFIG", b"1", b"0"]).command == protocol.SHOW_CONFIG
+
+
+@pytest.mark.parametrize("frames, identity, req_id, message", [
+    ([b"abc", b"x", b"9"], b"abc", 9, "expected 4 frames"),
+    ([b"abc", b"x", b"nine", b"0"], b"abc", 0, "ASCII decimal"),
+    ([b"", b"x", b"1", b"0"], None, 0, "identity frame"),
+    ([], None, 0, "got 0"),
+])
+def test_malformed_frames_say_whom_to_answer(frames, identity, req_id, message) -> None:
+    with pytest.raises(protocol.MalformedRequest, match=message) as info:
+        protocol.parse_request(frames)
+    assert (info.value.identity, info.value.req_id) == (identity, req_id)
+
+
+def test_texts_are_decoded_and_tokenized_input_detected() -> None:
+    assert protocol.decode_texts(b'["a", "b"]') == (["a", "b"], False)
+    assert protocol.decode_texts(b'[["a"], ["b", "c"]]') == ([["a"], ["b", "c"]], True)
+    assert protocol.decode_texts('["\\u4f60\\u597d"]'.encode()) == (["你好"], False)
+    for payload in (b"{", b'{"a": 1}', b"\xff"):
+        with pytest.raises(InvalidRequestError):
+            protocol.decode_texts(payload)
+
+
+def test_result_frames_are_what_the_stock_client_decodes() -> None:
+    array = np.arange(6, dtype=np.float32).reshape(2, 3)
+    identity, header, data, req_id = protocol.result_frames(b"id", 4, array, [["a"], ["b"]])
+    meta = json.loads(header)
+    assert meta == {"dtype": "float32", "shape": [2, 3], "tokens": [["a"], ["b"]]}
+    np.testing.assert_array_equal(np.frombuffer(memoryview(data), dtype=meta["dtype"]).reshape(meta["shape"]), array)
+    reply = protocol.parse_reply([identity, header, bytes(memoryview(data)), req_id])
+    assert reply.req_id == 4 and reply.tokens == [["a"], ["b"]]
+
+
+def test_error_reply_raises_in_the_stock_client_and_carries_the_kind_for_ours() -> None:
+    frames = protocol.error_frames(b"id", 5, OverloadedError("backlog is full"))
+    meta = json.loads(frames[1])
+    with pytest.raises((TypeError, ValueError), match="backlog is full"):  # what 1.10.0 does with it
+        np.frombuffer(frames[2], dtype=str(meta["dtype"])).reshape(meta["shape"])
+    reply = protocol.parse_reply(frames)
+    assert isinstance(reply.error, OverloadedError) and reply.error.message == "backlog is full"
+    assert reply.req_id == 5
