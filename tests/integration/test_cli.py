@@ -112,3 +112,21 @@ def test_wrong_model_dir_is_one_clear_line() -> None:
     assert proc.returncode == 2
     assert "error: -model_dir /nonexistent/bert is not a directory" in out
     assert "Traceback" not in out and "NoneType" not in out
+
+
+def test_benchmark_runs_the_original_experiments_and_prints_tables(tmp_path) -> None:
+    port, port_out = free_ports(2)
+    done = subprocess.run(
+        [str(BIN / "bert-serving-benchmark"), f"-model_dir={TINY_BERT / 'google'}", f"-port={port}",
+         f"-port_out={port_out}", "-max_seq_len=16", "-num_repeat=3", "-test_client_batch_size", "1", "8",
+         "-test_max_batch_size", "-test_max_seq_len", "-test_num_client", "2", "-test_pooling_layer", "-1", "-4"],
+        capture_output=True, text=True, timeout=300, cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    out = done.stdout
+    assert "|`client_batch_size`\t|samples/s|" in out and "|`num_client`\t|samples/s|" in out
+    assert "|`pooling_layer`\t|samples/s|" in out and "|-4\t|error|" in out  # tiny-bert has 3 layers
+    assert "pooling_layer=-4: -pooling_layer -4 is out of range" in out
+    rows = [line for line in out.splitlines() if line.startswith("|1\t|") or line.startswith("|8\t|")]
+    assert len(rows) == 2 and all(int(r.split("|")[2]) > 0 for r in rows)
+    assert (tmp_path / "benchmark-1.result").read_text().count("samples/s") == 3

@@ -1,0 +1,129 @@
+"""``bert-serving-benchmark``: the experiments of bert-as-service 1.10.0, printing its tables.
+
+For each tested variable (client batch size, max batch size, max_seq_len, number of clients,
+pooling layer) and each of its values, a fresh server starts with that setting; ``num_client``
+threads each encode ``client_batch_size`` random sentences of ``max_seq_len`` words,
+``num_repeat`` times; the first two rounds are dropped as warm-up. Speed is sentences per
+second per client (as the original reported) and for all clients together. Each experiment's
+table is printed and appended to ``benchmark-<num_worker>[-fp16].result``.
+
+Two fixes over the original: the server is used once it reports ready (``-wait_till_ready`` is
+the longest wait, not a fixed sleep), and ``-test_pooling_layer -1 -2`` means layers [-1], [-2].
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import statistics
+import threading
+import time
+from copy import deepcopy
+from pathlib import Path
+
+from ..errors import BertServingError
+
+__all__ = ["add_benchmark_arguments", "run_benchmark"]
+
+_FALLBACK_VOCAB = ("the quick brown fox jumps over lazy dog a server maps every sentence to a fixed length vector "
+                   "with bert as a service in two lines of code from any machine").split()
+
+
+def add_benchmark_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.set_defaults(num_client=1, client_batch_size=4096)
+    group = parser.add_argument_group("Benchmark parameters", "the experiments to run")
+    group.add_argument("-test_client_batch_size", type=int, nargs="*", default=[1, 16, 256, 4096])
+    group.add_argument("-test_max_batch_size", type=int, nargs="*", default=[8, 32, 128, 512])
+    group.add_argument("-test_max_seq_len", type=int, nargs="*", default=[32, 64, 128, 256])
+    group.add_argument("-test_num_client", type=int, nargs="*", default=[1, 4, 16, 64])
+    group.add_argument("-test_pooling_layer", type=int, nargs="*", default=[-j for j in range(1, 13)])
+    group.add_argument("-wait_till_ready", type=int, default=30, help="longest wait (s) for each server to be ready")
+    group.add_argument("-client_vocab_file", default="README.md", help="words to build random sentences from")
+    group.add_argument("-num_repeat", type=int, default=10, help="rounds per client; the first two are dropped")
+
+
+class _Client(threading.Thread):
+    def __init__(self, args: argparse.Namespace, vocab: list[str], words: int) -> None:
+        super().__init__(daemon=True)
+        self.batch = [" ".join(random.choices(vocab, k=words)) for _ in range(args.client_batch_size)]
+        self.args = args
+        self.seconds: list[float] = []
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        from ..client import BertClient
+
+        try:
+            with BertClient(port=self.args.port, port_out=self.args.port_out, check_version=False,
+                            check_length=False, timeout=600_000) as bc:
+                for _ in range(self.args.num_repeat):
+                    started = time.perf_counter()
+                    bc.encode(self.batch)
+                    self.seconds.append(time.perf_counter() - started)
+        except BaseException as exc:
+            self.error = exc
+
+
+def _vocab(path: str) -> list[str]:
+    file = Path(path)
+    if file.is_file():
+        words = sorted({w for line in file.read_text(encoding="utf-8").splitlines() for w in line.split()})
+        if words:
+            return words
+    return list(_FALLBACK_VOCAB)
+
+
+def _run_one(args: argparse.Namespace, vocab: list[str]) -> tuple[float, float, float, float]:
+    """(avg, max, min per-client speed, aggregate speed) in sentences/s for one setting."""
+    from .service import BertServer
+
+    server = BertServer(args)
+    server.start()
+    try:
+        server.wait_ready(args.wait_till_ready)
+        words = args.max_seq_len if isinstance(args.max_seq_len, int) else 25
+        clients = [_Client(args, vocab, words) for _ in range(args.num_client)]
+        for client in clients:
+            client.start()
+        for client in clients:
+            client.join()
+    finally:
+        server.close()
+    for client in clients:
+        if client.error is not None:
+            raise client.error
+    kept = max(1, args.num_repeat - 2)
+    speeds = [args.client_batch_size / statistics.mean(c.seconds[-kept:]) for c in clients]
+    return statistics.mean(speeds), max(speeds), min(speeds), sum(speeds)
+
+
+def run_benchmark(args: argparse.Namespace) -> dict[str, list[tuple[object, float | None]]]:
+    vocab = _vocab(args.client_vocab_file)
+    print(f"vocabulary size: {len(vocab)}")
+    experiments = [name[len("test_"):] for name, values in vars(args).items() if name.startswith("test_") and values]
+    tables: dict[str, list[tuple[object, float | None]]] = {}
+    result_file = Path(f"benchmark-{args.num_worker}{'-fp16' if args.fp16 else ''}.result")
+    for name in experiments:
+        rows: list[tuple[object, float | None]] = []
+        for value in getattr(args, f"test_{name}"):
+            run_args = deepcopy(args)
+            setattr(run_args, name, [value] if name == "pooling_layer" else value)
+            try:
+                avg, best, worst, total = _run_one(run_args, vocab)
+            except BertServingError as exc:
+                print(f"{name}={value}: {exc}", flush=True)
+                rows.append((value, None))
+                continue
+            print(f"{name}={value}\tavg speed: {avg:.0f}\tmax speed: {best:.0f}\tmin speed: {worst:.0f}"
+                  f"\tall clients: {total:.0f} samples/s", flush=True)
+            rows.append((value, avg))
+        tables[name] = rows
+        table = f"\n|`{name}`\t|samples/s|\n|---|---|\n" + "\n".join(
+            f"|{value}\t|{'error' if speed is None else f'{speed:.0f}'}|" for value, speed in rows
+        )
+        print(table, flush=True)
+        with result_file.open("a", encoding="utf-8") as out:
+            print(table, file=out)
+            print(f"\n{name} = {[v for v, _ in rows]}\nspeed = {[None if s is None else round(s) for _, s in rows]}",
+                  file=out)
+    return tables
