@@ -79,7 +79,7 @@ def test_start_logs_configuration_then_ready_and_terminate_stops_it() -> None:
         lines = wait_for_line(proc, "ready to serve")
         text = "".join(lines)
         assert "effective configuration" in text and "pooling_strategy_name = REDUCE_MEAN" in text
-        assert text.index("effective configuration") < text.index("worker 0 ready") < text.index("ready to serve")
+        assert text.index("effective configuration") < text.index("worker 0 (cpu) ready") < text.index("ready to serve")
         with BertClient(port=port, port_out=port_out) as bc:
             assert bc.encode(["the cat"]).shape == (1, 32)
         done = subprocess.run([str(BIN / "bert-serving-terminate"), "-port", str(port)], capture_output=True,

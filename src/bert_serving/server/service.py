@@ -74,8 +74,8 @@ class BertServer:
         self.stats.queue_rows = lambda: self.batcher.queued_rows
         self.sink = Sink(spec, self.stats)
         self.intake = Intake(spec.tokenizer(), self.batcher, self.stats, keep_tokens=spec.show_tokens)
-        self.workers = WorkerPool(
-            spec, self.devices, batcher=self.batcher, sink=self.sink, stats=self.stats, ctx=self._ctx,
+        self.workers = WorkerPool.local(
+            spec, self.devices, ctx=self._ctx, batcher=self.batcher, sink=self.sink, stats=self.stats,
             threads=config.threads_per_worker() if self.devices[0] == "cpu" else 1,
             gpu_memory_fraction=config.gpu_memory_fraction,
         )

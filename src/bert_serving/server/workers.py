@@ -1,17 +1,13 @@
-"""`WorkerPool`: model replicas in their own processes, fed by the batcher, supervised.
+"""`WorkerPool`: model replicas fed by the batcher, one feeding thread each, supervised.
 
-Each worker process (`worker_main.serve`, in a fresh interpreter)
-loads one `Encoder` (one model replica on one device) and answers batches over a private
-ZeroMQ PAIR socket. In the server, one thread per worker pulls the next batch from the batcher
-only when its worker is idle (no random dispatch), sends it, waits for the vectors and hands
-them to the sink.
+A replica is one loaded model somewhere: a local process (`LocalReplica`, the default) or, in
+a cluster, a Ray actor. Each replica's thread pulls the next batch from the batcher only when
+its replica is idle (no random dispatch), runs it, and hands the vectors to the sink.
 
-Supervision: a worker that dies is noticed within ``poll_ms``, restarted, and the batch it was
-running is retried once on the fresh worker; a batch that kills a worker twice is answered
-with an `InferenceError` while the others proceed. A batch the model raises on is answered
-with that error at once (retrying would raise again).
-
-The wire between the two sides is described in `worker_main`.
+Supervision: a replica that dies is noticed, restarted, and the batch it was running is
+retried once (on whichever replica is idle first); a batch that kills replicas twice is
+answered with an `InferenceError` while the others proceed. A batch the model raises on is
+answered with that error at once: running it again would raise again.
 """
 
 from __future__ import annotations
@@ -23,18 +19,20 @@ import subprocess
 import sys
 import threading
 import time
+from typing import Protocol
 
 import numpy as np
 import zmq
 
 from ..errors import InferenceError, NotReadyError
 from ..model.encoder import ModelSpec
+from ..model.features import Features
 from .batcher import Batch, Batcher
 from .sink import Sink
 from .stats import Stats
 from .worker_main import BATCH, ERR, READY, SPEC, STOP, pack
 
-__all__ = ["WorkerPool"]
+__all__ = ["BatchFailed", "LocalReplica", "Replica", "ReplicaCrashed", "WorkerPool"]
 
 logger = logging.getLogger(__name__)
 
@@ -42,68 +40,76 @@ _MAX_ATTEMPTS = 2
 _WORKER_COMMAND = "import sys; from bert_serving.server.worker_main import serve; serve(sys.argv[1], int(sys.argv[2]))"
 
 
-# --- the server side --------------------------------------------------------------------------------
+class ReplicaCrashed(Exception):
+    """The replica died (or became unreachable); its batch may be retried elsewhere."""
 
 
-class _WorkerCrashed(Exception):
-    pass
+class BatchFailed(Exception):
+    """The model raised on this batch; the replica itself is fine."""
 
 
-class _Worker:
-    """One worker process and the thread that feeds it."""
+class Replica(Protocol):
+    """One model replica. `start` blocks until it is loaded and warm (raising on failure);
+    `embed` runs one batch; `stop` releases it. Not called concurrently."""
 
-    def __init__(self, pool: WorkerPool, worker_id: int, device: str) -> None:
-        self.pool = pool
-        self.id = worker_id
-        self.device = device
+    name: str
+
+    def start(self) -> None: ...
+
+    def embed(self, features: Features) -> np.ndarray: ...
+
+    def stop(self) -> None: ...
+
+
+class LocalReplica:
+    """A worker process on this machine (`worker_main.serve` in a fresh interpreter, so the
+    user's ``__main__`` is never re-imported), talking over a private ZeroMQ PAIR socket."""
+
+    def __init__(self, spec: ModelSpec, device: str, *, ctx: zmq.Context, index: int, threads: int = 1,
+                 gpu_memory_fraction: float = 0.5, log_level: int = 0, poll_ms: int = 100) -> None:
+        self.name = f"worker {index} ({device})"
+        self._spec, self._device, self._ctx, self._index = spec, device, ctx, index
+        self._options = {"spec": spec, "device": device, "threads": threads, "log_level": log_level,
+                         "gpu_memory_fraction": gpu_memory_fraction}
+        self._poll_ms = poll_ms
         self.process: subprocess.Popen | None = None
-        self.socket: zmq.Socket | None = None
-        self.ready = threading.Event()
-        self.startup_error: str | None = None
-        self.restarts = 0
+        self._socket: zmq.Socket | None = None
         self._seq = 0
-        self.thread = threading.Thread(target=self._run, name=f"worker-{worker_id}", daemon=True)
 
-    def _set_state(self, state: str) -> None:
-        self.pool.stats.worker_states[self.id] = state
-
-    def _spawn(self) -> None:
-        pool = self.pool
-        self.socket = pool.ctx.socket(zmq.PAIR)
-        self.socket.linger = 0
-        port = self.socket.bind_to_random_port("tcp://127.0.0.1")
-        # a fresh interpreter, not multiprocessing: the user's __main__ is never re-imported
+    def start(self) -> None:
+        self._socket = self._ctx.socket(zmq.PAIR)
+        self._socket.linger = 0
+        port = self._socket.bind_to_random_port("tcp://127.0.0.1")
         self.process = subprocess.Popen(
-            [sys.executable, "-c", _WORKER_COMMAND, f"tcp://127.0.0.1:{port}", str(self.id)],
+            [sys.executable, "-c", _WORKER_COMMAND, f"tcp://127.0.0.1:{port}", str(self._index)]
         )
-        options = {"spec": pool.spec, "device": self.device, "threads": pool.threads, "log_level": pool.log_level,
-                   "gpu_memory_fraction": pool.gpu_memory_fraction}
-        self.socket.send_multipart([SPEC, pickle.dumps(options)])
-        self._set_state("starting")
-        while True:
-            frames = self._receive(timeout_s=None)
-            if frames[0] == READY:
-                info = json.loads(frames[1])
-                logger.info("worker %d ready on %s (pid %d)", self.id, info["device"], info["pid"])
-                self._set_state("idle")
-                return
-            if frames[0] == ERR:
-                raise RuntimeError(json.loads(frames[1])["message"])
+        self._socket.send_multipart([SPEC, pickle.dumps(self._options)])
+        frames = self._receive()
+        if frames[0] == ERR:
+            raise RuntimeError(json.loads(frames[1])["message"])
+        info = json.loads(frames[1])
+        logger.info("%s ready (pid %d)", self.name, info["pid"])
 
-    def _receive(self, timeout_s: float | None) -> list[bytes]:
-        """Wait for the worker's next message, noticing if it dies meanwhile."""
-        deadline = None if timeout_s is None else time.monotonic() + timeout_s
-        while not self.socket.poll(self.pool.poll_ms):
+    def embed(self, features: Features) -> np.ndarray:
+        self._seq += 1
+        self._socket.send_multipart([BATCH, json.dumps({"seq": self._seq}).encode(), *pack(features)], copy=False)
+        frames = self._receive()
+        if frames[0] == ERR:
+            raise BatchFailed(json.loads(frames[1])["message"])
+        meta = json.loads(frames[1])
+        return np.frombuffer(frames[2], dtype=meta["dtype"]).reshape(meta["shape"])
+
+    def _receive(self) -> list[bytes]:
+        """The process's next message; `ReplicaCrashed` as soon as it is seen dead."""
+        while not self._socket.poll(self._poll_ms):
             if self.process.poll() is not None:
-                raise _WorkerCrashed(f"worker {self.id} (pid {self.process.pid}) died with exit code {self.process.returncode}")
-            if deadline is not None and time.monotonic() > deadline:
-                raise TimeoutError
-        return self.socket.recv_multipart()
+                raise ReplicaCrashed(f"{self.name}, pid {self.process.pid}, died with exit code {self.process.returncode}")
+        return self._socket.recv_multipart()
 
-    def _stop_process(self) -> None:
+    def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
             try:
-                self.socket.send_multipart([STOP], flags=zmq.NOBLOCK)
+                self._socket.send_multipart([STOP], flags=zmq.NOBLOCK)
             except zmq.ZMQError:
                 pass
             try:
@@ -111,140 +117,141 @@ class _Worker:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait(5)
-        if self.socket is not None:
-            self.socket.close()
-            self.socket = None
+        if self._socket is not None:
+            self._socket.close()
+            self._socket = None
+
+
+class _Feeder:
+    """The thread that feeds one replica and restarts it when it dies."""
+
+    def __init__(self, pool: WorkerPool, index: int, replica: Replica) -> None:
+        self.pool, self.index, self.replica = pool, index, replica
+        self.ready = threading.Event()
+        self.startup_error: str | None = None
+        self.restarts = 0
+        self.thread = threading.Thread(target=self._run, name=f"feed-{index}", daemon=True)
+
+    def _state(self, state: str) -> None:
+        self.pool.stats.worker_states[self.index] = state
 
     def _run(self) -> None:
+        pool = self.pool
+        self._state("starting")
         try:
-            self._spawn()
+            self.replica.start()
         except Exception as exc:
-            self.startup_error = str(exc)
-            self._set_state("failed")
-            self._stop_process()
+            self.startup_error = f"{type(exc).__name__}: {exc}"
+            self._state("failed")
+            self.replica.stop()
             self.ready.set()
             return
+        self._state("idle")
         self.ready.set()
-        pool = self.pool
         while not pool.stopping.is_set():
             batch = pool.batcher.next_batch(timeout=0.1)
-            if batch is None:
-                if pool.batcher_closed_and_empty():
-                    break
-                continue
-            self._run_batch(batch)
-        self._set_state("stopped")
-        self._stop_process()
+            if batch is not None:
+                self._run_batch(batch)
+            elif pool.draining and pool.batcher.queued_rows == 0:
+                break
+        self._state("stopped")
+        self.replica.stop()
 
     def _run_batch(self, batch: Batch) -> None:
         pool = self.pool
-        self._seq += 1
         started = time.perf_counter()
-        self._set_state("busy")
+        self._state("busy")
         try:
-            features = batch.features
-            self.socket.send_multipart([BATCH, json.dumps({"seq": self._seq}).encode(), *pack(features)], copy=False)
-            frames = self._receive(timeout_s=None)
-        except _WorkerCrashed as exc:
+            vectors = self.replica.embed(batch.features)
+        except BatchFailed as exc:
+            self._state("idle")
+            pool.sink.fail(batch, InferenceError(f"the model failed on this batch: {exc}"))
+            return
+        except ReplicaCrashed as exc:
             self._recover(batch, str(exc))
             return
-        self._set_state("idle")
-        seconds = time.perf_counter() - started
-        if frames[0] == ERR:
-            message = json.loads(frames[1])["message"]
-            pool.sink.fail(batch, InferenceError(f"the model failed on this batch: {message}"))
-            return
-        meta = json.loads(frames[1])
-        vectors = np.frombuffer(frames[2], dtype=meta["dtype"]).reshape(meta["shape"])
+        self._state("idle")
         waits = []
         for request, _ in batch.segments:
             if not request.first_batch_at:
                 request.first_batch_at = started
                 waits.append(started - request.tokenized_at)
-        pool.stats.batch_done(len(batch), features.num_tokens, seconds, waits)
+        pool.stats.batch_done(len(batch), batch.num_tokens, time.perf_counter() - started, waits)
         pool.sink.deliver(batch, vectors)
 
     def _recover(self, batch: Batch, reason: str) -> None:
-        """The worker died running ``batch``: restart it and retry the batch once."""
+        """The replica died running ``batch``: retry the batch once, restart the replica."""
         pool = self.pool
         logger.error("%s while running a batch of %d texts; restarting it", reason, len(batch))
-        self._set_state("restarting")
+        self._state("restarting")
         self.restarts += 1
         if batch.attempts + 1 < _MAX_ATTEMPTS:
             pool.batcher.retry(batch)
         else:
-            pool.sink.fail(batch, InferenceError(f"this batch crashed a worker {_MAX_ATTEMPTS} times; {reason}"))
-        self._stop_process()
-        try:
-            self._spawn()
-        except Exception as exc:
-            logger.error("worker %d could not be restarted: %s", self.id, exc)
-            self._set_state("failed")
-            pool.stopping.wait(1.0)
+            pool.sink.fail(batch, InferenceError(f"this batch crashed a worker {_MAX_ATTEMPTS} times: {reason}"))
+        self.replica.stop()
+        while not pool.stopping.is_set():
+            try:
+                self.replica.start()
+            except Exception as exc:
+                logger.error("%s could not be restarted (%s); trying again", self.replica.name, exc)
+                self._state("failed")
+                pool.stopping.wait(1.0)
+                continue
+            self._state("idle")
+            return
 
 
 class WorkerPool:
-    def __init__(
-        self,
-        spec: ModelSpec,
-        devices: list[str],
-        *,
-        batcher: Batcher,
-        sink: Sink,
-        stats: Stats,
-        ctx: zmq.Context,
-        threads: int = 1,
-        gpu_memory_fraction: float = 0.5,
-        poll_ms: int = 100,
-    ) -> None:
-        self.spec = spec
+    def __init__(self, replicas: list[Replica], *, batcher: Batcher, sink: Sink, stats: Stats) -> None:
         self.batcher = batcher
         self.sink = sink
         self.stats = stats
-        self.ctx = ctx
-        self.threads = threads
-        self.gpu_memory_fraction = gpu_memory_fraction
-        self.poll_ms = poll_ms
-        self.log_level = logging.getLogger("bert_serving").getEffectiveLevel() if logging.getLogger().handlers else 0
         self.stopping = threading.Event()
-        self._drain = False
-        self.workers = [_Worker(self, i, device) for i, device in enumerate(devices)]
+        self.draining = False
+        self.feeders = [_Feeder(self, i, replica) for i, replica in enumerate(replicas)]
+
+    @classmethod
+    def local(cls, spec: ModelSpec, devices: list[str], *, ctx: zmq.Context, threads: int = 1,
+              gpu_memory_fraction: float = 0.5, **stages) -> WorkerPool:
+        """One worker process per device, on this machine."""
+        log_level = logging.getLogger("bert_serving").getEffectiveLevel() if logging.getLogger().handlers else 0
+        replicas = [
+            LocalReplica(spec, device, ctx=ctx, index=i, threads=threads, gpu_memory_fraction=gpu_memory_fraction,
+                         log_level=log_level)
+            for i, device in enumerate(devices)
+        ]
+        return cls(replicas, **stages)
 
     def start(self) -> None:
-        for worker in self.workers:
-            worker.thread.start()
+        for feeder in self.feeders:
+            feeder.thread.start()
 
     def wait_ready(self, timeout: float | None = None) -> None:
-        """Block until every worker has loaded and warmed up; raise if one could not."""
+        """Block until every replica is loaded and warm; raise `NotReadyError` if one could not."""
         deadline = None if timeout is None else time.monotonic() + timeout
-        for worker in self.workers:
+        for feeder in self.feeders:
             left = None if deadline is None else max(0.0, deadline - time.monotonic())
-            if not worker.ready.wait(left):
-                raise NotReadyError(f"worker {worker.id} did not become ready within {timeout} s")
-            if worker.startup_error:
-                raise NotReadyError(f"worker {worker.id} failed to start: {worker.startup_error}")
+            if not feeder.ready.wait(left):
+                raise NotReadyError(f"{feeder.replica.name} did not become ready within {timeout} s")
+            if feeder.startup_error:
+                raise NotReadyError(f"{feeder.replica.name} failed to start: {feeder.startup_error}")
 
     @property
     def ready(self) -> bool:
-        return all(w.ready.is_set() and not w.startup_error for w in self.workers)
-
-    def batcher_closed_and_empty(self) -> bool:
-        return self._drain and self.batcher.queued_rows == 0
+        return all(f.ready.is_set() and not f.startup_error for f in self.feeders)
 
     def states(self) -> dict[int, str]:
         return dict(self.stats.worker_states)
 
-    def processes(self) -> list[subprocess.Popen]:
-        return [w.process for w in self.workers if w.process is not None]
-
     def close(self, drain: bool = True, timeout: float = 30.0) -> None:
-        """Finish queued work (``drain``), then stop every worker process."""
-        self._drain = drain
+        """Finish the queued work (``drain``), then stop every replica."""
+        self.draining = drain
         if not drain:
             self.stopping.set()
         deadline = time.monotonic() + timeout
-        for worker in self.workers:
-            worker.thread.join(max(0.0, deadline - time.monotonic()))
+        for feeder in self.feeders:
+            feeder.thread.join(max(0.0, deadline - time.monotonic()))
         self.stopping.set()
-        for worker in self.workers:
-            worker.thread.join(10)
+        for feeder in self.feeders:
+            feeder.thread.join(10)
