@@ -47,13 +47,17 @@ class BertServingError(Exception):
     code = "error"
     http_status = 500
 
-    def __init__(self, message: str) -> None:
+    def __init__(self, message: str, *, param: str | None = None) -> None:
         super().__init__(message)
         self.message = message
+        self.param = param  # the request field at fault, when one is
 
     def to_dict(self) -> dict[str, str]:
         """The error as it travels on the wire (ZeroMQ error replies, HTTP bodies)."""
-        return {"code": self.code, "message": self.message, "type": type(self).__name__}
+        out = {"code": self.code, "message": self.message, "type": type(self).__name__}
+        if self.param is not None:
+            out["param"] = self.param
+        return out
 
 
 class RequestError(BertServingError):

@@ -61,6 +61,13 @@ def test_pretokenized_input_is_looked_up_not_split(tiny_bert) -> None:
     ]
 
 
+def test_pretokenized_input_may_be_vocabulary_ids(tiny_bert) -> None:
+    tok = tokenizer(tiny_bert)
+    the, cat = tok._vocab["the"], tok._vocab["cat"]
+    assert tokens(tok, [[the, "cat"], [the, "|||", cat]], is_tokenized=True) == [
+        ["[CLS]", "the", "cat", "[SEP]"], ["[CLS]", "the", "[SEP]", "cat", "[SEP]"]]
+
+
 def test_single_sequences_keep_their_first_word_pieces(tiny_bert) -> None:
     tok = tokenizer(tiny_bert, max_seq_len=6)
     assert tokens(tok, ["the quick brown fox jumps over"]) == [["[CLS]", "the", "quick", "brown", "fox", "[SEP]"]]
@@ -100,6 +107,8 @@ def test_dynamic_length_is_capped_by_the_model_positions(tiny_bert) -> None:
         (["ok", 3], False, r"texts\[1\] must be a string"),
         ([["ok"], []], True, r"texts\[1\] must be a non-empty list"),
         ([["ok", None]], True, r"texts\[0\]\[1\] must be a non-blank string"),
+        ([[3, 96]], True, r"texts\[0\]\[1\]: token id 96 is not in the vocabulary \(0..95\)"),
+        ([[True]], True, r"must be a non-blank string or a token id"),
     ],
 )
 def test_malformed_input_is_a_clear_error(tiny_bert, texts, is_tokenized, message) -> None:

@@ -16,7 +16,7 @@ from bert_serving.server.request import Request
 def request(*lengths: int) -> Request:
     ids = [[1] * n for n in lengths]
     return Request(Features.from_lists(ids, [[0] * n for n in lengths], [[True] * n for n in lengths]),
-                   reply=lambda *a: None, client="test")
+                   reply=lambda outcome: None, client="test")
 
 
 def rows_of(batch) -> dict[int, list[int]]:

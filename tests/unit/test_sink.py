@@ -17,7 +17,7 @@ from ..conftest import TINY_BERT
 
 def make_request(lengths, answers):
     features = Features.from_lists([[1] * n for n in lengths], [[0] * n for n in lengths], [[True] * n for n in lengths])
-    return Request(features, reply=lambda result, tokens, error: answers.append((result, error)), client="t")
+    return Request(features, reply=lambda outcome: answers.append((outcome.result, outcome.error)), client="t")
 
 
 def test_rows_land_in_request_order_whatever_the_batch_order() -> None:

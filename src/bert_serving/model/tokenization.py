@@ -6,7 +6,7 @@ The rules (bert-as-service ``extract_features.py``):
 - ``"A ||| B"`` is a sentence pair, split at the last ``" ||| "``; in pre-tokenized input the
   token ``"|||"`` splits at its first occurrence;
 - pre-tokenized input (lists of tokens) is not split or lower-cased; a token missing from the
-  vocabulary becomes ``[UNK]``;
+  vocabulary becomes ``[UNK]``; a token may also be given as its vocabulary id (an int);
 - single sequences keep their first ``max_len - 2`` word pieces; pairs drop the last word piece
   of the longer side (of B on a tie) until ``len(A) + len(B) <= max_len - 3``;
 - ``-no_special_token`` sends pre-tokenized single sequences without [CLS]/[SEP], truncated to
@@ -31,9 +31,9 @@ _PAIR = re.compile(r"^(.*) \|\|\| (.*)$")
 _PAIR_TOKEN = "|||"
 
 
-def check_texts(texts: object, is_tokenized: bool) -> None:
+def check_texts(texts: object, is_tokenized: bool, vocab_size: int | None = None) -> None:
     """Raise `InvalidRequestError` unless ``texts`` is a non-empty list of non-blank strings
-    (``is_tokenized``: of non-empty lists of non-blank strings)."""
+    (``is_tokenized``: of non-empty lists of non-blank strings or vocabulary ids)."""
     if not isinstance(texts, list):
         raise InvalidRequestError(f"texts must be a list, got {type(texts).__name__}")
     if not texts:
@@ -43,8 +43,13 @@ def check_texts(texts: object, is_tokenized: bool) -> None:
             if not isinstance(text, list) or not text:
                 raise InvalidRequestError(f"texts[{i}] must be a non-empty list of tokens, got {text!r:.80}")
             for j, token in enumerate(text):
-                if not isinstance(token, str) or not token.strip():
-                    raise InvalidRequestError(f"texts[{i}][{j}] must be a non-blank string, got {token!r:.80}")
+                if isinstance(token, int) and not isinstance(token, bool):
+                    if vocab_size is not None and not 0 <= token < vocab_size:
+                        raise InvalidRequestError(f"texts[{i}][{j}]: token id {token} is not in the vocabulary "
+                                                  f"(0..{vocab_size - 1})")
+                elif not isinstance(token, str) or not token.strip():
+                    raise InvalidRequestError(f"texts[{i}][{j}] must be a non-blank string or a token id, "
+                                              f"got {token!r:.80}")
         elif not isinstance(text, str):
             raise InvalidRequestError(f"texts[{i}] must be a string, got {type(text).__name__}")
         elif not text.strip():
@@ -110,7 +115,7 @@ class Tokenizer:
     ) -> Features:
         """Features of ``texts`` (with their word pieces if ``keep_tokens``); raises
         `InvalidRequestError` on malformed input."""
-        check_texts(texts, is_tokenized)
+        check_texts(texts, is_tokenized, self.vocab_size)
         if is_tokenized:
             segments = [self._split_tokens(tokens) for tokens in texts]
         else:
@@ -118,8 +123,8 @@ class Tokenizer:
         special_tokens = not (is_tokenized and self.no_special_token)
         return self._features(segments, special_tokens, keep_tokens)
 
-    def _split_tokens(self, tokens: Sequence[str]) -> tuple[list[int], list[int] | None]:
-        ids = [self._vocab.get(t, self.unk_id) for t in tokens]
+    def _split_tokens(self, tokens: Sequence[str | int]) -> tuple[list[int], list[int] | None]:
+        ids = [t if isinstance(t, int) else self._vocab.get(t, self.unk_id) for t in tokens]
         if _PAIR_TOKEN in tokens:
             j = tokens.index(_PAIR_TOKEN)
             return ids[:j], ids[j + 1 :]

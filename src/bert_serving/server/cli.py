@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 
@@ -16,6 +17,8 @@ from .. import __version__, protocol
 from ..errors import BertServingError, ConfigurationError
 from ..model.encoder import AUTO
 from ..model.pooling import PoolingStrategy
+
+API_KEY_ENV = "BERT_SERVING_API_KEY"
 
 __all__ = ["benchmark", "get_args_parser", "get_benchmark_parser", "get_shutdown_parser", "main", "terminate"]
 
@@ -89,6 +92,12 @@ def get_args_parser() -> argparse.ArgumentParser:
     _flag(serving, "http_port", type=int, default=None, help="also serve HTTP on this port")
     _flag(serving, "http_max_connect", type=int, default=10, help="accepted for compatibility")
     _flag(serving, "cors", default="*", help="Access-Control-Allow-Origin for HTTP")
+    _flag(serving, "api_key", default=None,
+          help="require 'Authorization: Bearer KEY' on the HTTP inference routes (or set BERT_SERVING_API_KEY)")
+    _flag(serving, "max_request_texts", type=int, default=100_000, help="most texts in one request")
+    _flag(serving, "max_request_bytes", type=int, default=64 * 1024 * 1024, help="largest request body / payload")
+    _flag(serving, "max_queued_texts", type=int, default=200_000,
+          help="backlog of texts beyond which new requests are refused as overloaded (HTTP 429)")
     _flag(serving, "num_worker", type=int, default=1, help="model replicas, each in its own process")
     _flag(serving, "max_batch_size", type=int, default=256, help="most sequences in one forward pass")
     _flag(serving, "max_batch_tokens", type=int, default=0,
@@ -139,6 +148,8 @@ def main(argv: list[str] | None = None) -> None:
     from .service import BertServer
 
     args = get_args_parser().parse_args(argv)
+    if args.api_key is None:
+        args.api_key = os.environ.get(API_KEY_ENV) or None
     _setup_logging(args.verbose)
     try:
         server = BertServer(args)

@@ -27,6 +27,11 @@ class ServerConfig:
     http_port: int | None = None
     http_max_connect: int = 10  # accepted for compatibility; HTTP requests enter the batcher directly
     cors: str = "*"
+    api_key: str | None = field(default=None, repr=False)  # Bearer key for HTTP inference routes
+    # limits: refused with a clear error beyond these
+    max_request_texts: int = 100_000
+    max_request_bytes: int = 64 * 1024 * 1024
+    max_queued_texts: int = 200_000  # backlog beyond which requests are refused as overloaded
     # workers and devices
     num_worker: int = 1
     cpu: bool = False
@@ -59,6 +64,11 @@ class ServerConfig:
             raise ConfigurationError(f"-max_batch_tokens must be positive (or 0 for automatic), got {self.max_batch_tokens}")
         if self.priority_batch_size < 0:
             raise ConfigurationError(f"-priority_batch_size must be >= 0, got {self.priority_batch_size}")
+        if self.max_request_texts < 1 or self.max_request_bytes < 1024 or self.max_queued_texts < 1:
+            raise ConfigurationError("-max_request_texts and -max_queued_texts must be >= 1, "
+                                     "-max_request_bytes >= 1024")
+        if self.api_key is not None and not self.api_key.strip():
+            raise ConfigurationError("the API key is empty; unset BERT_SERVING_API_KEY / -api_key, or give a key")
         if not 0.0 < self.gpu_memory_fraction <= 1.0:
             raise ConfigurationError(f"-gpu_memory_fraction must be in (0, 1], got {self.gpu_memory_fraction}")
 
@@ -104,7 +114,8 @@ class ServerConfig:
         encoder = asdict(self.encoder)
         strategy = encoder.pop("pooling_strategy")
         status = {
-            **{k: v for k, v in asdict(self).items() if k != "encoder"},
+            **{k: v for k, v in asdict(self).items() if k not in ("encoder", "api_key")},
+            "api_key_required": self.api_key is not None,
             **encoder,
             "pooling_strategy": strategy.value if isinstance(strategy, PoolingStrategy) else strategy,
             "show_tokens_to_client": self.encoder.show_tokens,

@@ -23,8 +23,9 @@ from typing import Callable
 import zmq
 
 from .. import protocol
-from ..errors import BertServingError, ConfigurationError, ForbiddenError, InvalidRequestError, NotReadyError
+from ..errors import ConfigurationError, ForbiddenError, InvalidRequestError, NotReadyError, PayloadTooLargeError
 from .intake import Intake
+from .request import Outcome
 from .stats import Stats
 
 __all__ = ["Frontend", "Outbox"]
@@ -73,6 +74,7 @@ class Frontend:
         status: Callable[[bool, str], dict],
         on_terminate: Callable[[str], None],
         may_terminate: Callable[[str | None], bool] = lambda peer: True,
+        max_request_bytes: int = 64 * 1024 * 1024,
         hold_ms: int = 3000,
     ) -> None:
         self._ctx = ctx
@@ -82,6 +84,7 @@ class Frontend:
         self._status = status
         self._on_terminate = on_terminate
         self._may_terminate = may_terminate
+        self._max_request_bytes = max_request_bytes
         self._hold_s = hold_ms / 1000
         self._subscribed: set[bytes] = set()
         self._held: dict[bytes, list[tuple[float, list]]] = defaultdict(list)
@@ -227,23 +230,26 @@ class Frontend:
         reply = _zmq_reply(self.outbox, message.identity, message.req_id)
         if not self._accepting:
             self._stats.error(NotReadyError.code)
-            reply(None, None, NotReadyError("the server is shutting down and accepts no new requests"))
+            reply(Outcome(error=NotReadyError("the server is shutting down and accepts no new requests")))
             return
         try:
+            if len(message.payload) > self._max_request_bytes:
+                raise PayloadTooLargeError(f"the payload has {len(message.payload)} bytes; this server takes at "
+                                           f"most {self._max_request_bytes} (-max_request_bytes): split the list")
             texts, is_tokenized = protocol.decode_texts(message.payload)
-        except InvalidRequestError as exc:
+        except (InvalidRequestError, PayloadTooLargeError) as exc:
             self._stats.data_request(client, 0)
             self._stats.error(exc.code)
-            reply(None, None, exc)
+            reply(Outcome(error=exc))
             return
         self._intake.submit(texts, is_tokenized, reply, client)
 
 
 def _zmq_reply(outbox: Outbox, identity: bytes, req_id: int):
-    def reply(result, tokens, error: BertServingError | None) -> None:
-        if error is not None:
-            outbox.send(protocol.error_frames(identity, req_id, error))
+    def reply(outcome: Outcome) -> None:
+        if outcome.error is not None:
+            outbox.send(protocol.error_frames(identity, req_id, outcome.error))
         else:
-            outbox.send(protocol.result_frames(identity, req_id, result, tokens))
+            outbox.send(protocol.result_frames(identity, req_id, outcome.result, outcome.tokens))
 
     return reply

@@ -15,7 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from ..errors import BertServingError, NotReadyError, PayloadTooLargeError, ServerError
 from ..model.tokenization import Tokenizer
 from .batcher import Batcher
-from .request import ReplyFn, Request
+from .request import Outcome, ReplyFn, Request
 from .stats import Stats
 
 __all__ = ["Intake"]
@@ -43,7 +43,7 @@ class Intake:
         self._closed = False
 
     def submit(self, texts: object, is_tokenized: bool, reply: ReplyFn, client: str) -> None:
-        """Tokenize and queue ``texts`` in the background; the outcome goes to ``reply``."""
+        """Tokenize and queue ``texts`` in the background; its `Outcome` goes to ``reply``."""
         count = len(texts) if isinstance(texts, list) else 0
         self._stats.data_request(client, count)
         if self._closed:
@@ -73,7 +73,7 @@ class Intake:
     def _refuse(self, reply: ReplyFn, error: BertServingError) -> None:
         self._stats.error(error.code)
         try:
-            reply(None, None, error)
+            reply(Outcome(error=error))
         except Exception:
             logger.exception("replying with an error failed")
 

@@ -9,20 +9,27 @@ from __future__ import annotations
 import itertools
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Protocol
+from typing import Callable
 
 import numpy as np
 
 from ..errors import BertServingError
 from ..model.features import Features
 
-__all__ = ["ReplyFn", "Request"]
+__all__ = ["Outcome", "ReplyFn", "Request"]
 
 
-class ReplyFn(Protocol):
-    def __call__(
-        self, result: np.ndarray | None, tokens: list[list[str]] | None, error: BertServingError | None
-    ) -> None: ...
+@dataclass(frozen=True)
+class Outcome:
+    """How a request ended: its vectors (and word pieces), or the error that stopped it."""
+
+    result: np.ndarray | None = None
+    tokens: list[list[str]] | None = None
+    error: BertServingError | None = None
+    num_tokens: int = 0  # tokens the model saw for it, [CLS]/[SEP] included
+
+
+ReplyFn = Callable[[Outcome], None]
 
 
 _ids = itertools.count(1)
@@ -31,7 +38,7 @@ _ids = itertools.count(1)
 @dataclass(eq=False)
 class Request:
     features: Features
-    reply: ReplyFn | Callable[..., None]
+    reply: ReplyFn
     client: str  # who asked, for statistics ("zmq:<identity>", "http:<address>")
     id: int = field(default_factory=lambda: next(_ids))
     received_at: float = field(default_factory=time.perf_counter)

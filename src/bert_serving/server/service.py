@@ -70,10 +70,12 @@ class BertServer:
             max_batch_size=config.max_batch_size,
             max_batch_tokens=config.batch_tokens(self.devices[0]),
             priority_batch_size=config.priority_batch_size,
+            max_queued_rows=config.max_queued_texts,
         )
         self.stats.queue_rows = lambda: self.batcher.queued_rows
         self.sink = Sink(spec, self.stats)
-        self.intake = Intake(spec.tokenizer(), self.batcher, self.stats, keep_tokens=spec.show_tokens)
+        self.intake = Intake(spec.tokenizer(), self.batcher, self.stats, keep_tokens=spec.show_tokens,
+                             max_request_texts=config.max_request_texts)
         self.workers = WorkerPool.local(
             spec, self.devices, ctx=self._ctx, batcher=self.batcher, sink=self.sink, stats=self.stats,
             threads=config.threads_per_worker() if self.devices[0] == "cpu" else 1,
@@ -82,15 +84,25 @@ class BertServer:
         self.frontend = Frontend(
             self._ctx, bind=config.bind, port=config.port, port_out=config.port_out, intake=self.intake,
             stats=self.stats, status=self.status, on_terminate=lambda peer: self.request_stop(),
-            may_terminate=_is_local,
+            may_terminate=_is_local, max_request_bytes=config.max_request_bytes,
         )
+        self.http = None
         try:
             self.frontend.bind()
+            if config.http_port is not None:
+                from .http import HttpServer, create_app
+
+                self.http = HttpServer(create_app(self), config.bind, config.http_port)
+                self.http.bind()
         except Exception:
+            self.frontend.close()
             self._ctx.destroy(linger=0)
             raise
-        logger.info("listening: requests on port %d, results on port %d", config.port, config.port_out)
+        logger.info("listening: requests on port %d, results on port %d%s", config.port, config.port_out,
+                    f", HTTP on port {config.http_port}" if self.http else "")
         self.frontend.start()
+        if self.http is not None:
+            self.http.start()
         self.workers.start()
         self._lifecycle = threading.Thread(target=self._run, name="lifecycle", daemon=True)
         self._lifecycle.start()
@@ -115,6 +127,8 @@ class BertServer:
         self.intake.close()
         self.batcher.close()
         self.workers.close(drain=self._startup_error is None, timeout=drain_timeout)
+        if self.http is not None:
+            self.http.close()
         self.frontend.close()
         self._ctx.destroy(linger=1000)
         logger.info("server stopped")
@@ -171,6 +185,19 @@ class BertServer:
         terminate_server(args.ip, args.port, timeout=args.timeout)
 
     # views ----------------------------------------------------------------------------------------
+
+    def readiness(self) -> dict[str, object]:
+        """``/ready``: ready only when loaded, warm, every worker up, and not stopping."""
+        states = self.workers.states()
+        if self._stop_requested.is_set():
+            status = "stopping"
+        elif not self.is_ready.is_set():
+            status = "failed" if self._startup_error else "starting"
+        elif any(state not in ("idle", "busy") for state in states.values()):
+            status = "degraded"
+        else:
+            status = "ready"
+        return {"ready": status == "ready", "status": status, "workers": states}
 
     def status(self, with_statistic: bool = False, client: str = "") -> dict[str, object]:
         """SHOW_CONFIG (and with ``with_statistic``, SHOW_STATUS) as the stock client reads it."""

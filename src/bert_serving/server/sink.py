@@ -13,7 +13,7 @@ import numpy as np
 from ..errors import BertServingError
 from ..model.encoder import ModelSpec
 from .batcher import Batch
-from .request import Request
+from .request import Outcome, Request
 from .stats import Stats
 
 __all__ = ["Sink"]
@@ -66,6 +66,6 @@ class Sink:
             tokens = [list(t) for t in request.features.tokens]
         self._stats.request_done(request, error, time.perf_counter())
         try:
-            request.reply(result, tokens, error)
+            request.reply(Outcome(result, tokens, error, request.features.num_tokens))
         except Exception:  # an edge's reply failing must not take the sink down
             logger.exception("replying to request %d failed", request.id)

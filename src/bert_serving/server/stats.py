@@ -6,6 +6,7 @@ and errors), and every view reads from here, so all the numbers a user sees agre
 
 from __future__ import annotations
 
+import copy
 import threading
 import time
 from collections import Counter, OrderedDict, deque
@@ -79,6 +80,7 @@ class Stats:
         self.num_batched_rows = 0
         self.num_completed = 0
         self.errors: Counter[str] = Counter()
+        self.requests_by_channel: Counter[str] = Counter()
         self.sizes: Counter[int] = Counter()
         self._clients: OrderedDict[str, _Client] = OrderedDict()
         self._clients_seen = 0
@@ -115,6 +117,7 @@ class Stats:
             self.num_total_seq += num_texts
             self.sizes[num_texts] += 1
             entry = self._client(client, now)
+            self.requests_by_channel[entry.channel] += 1
             entry.requests += 1
             entry.texts += num_texts
             self._intervals.append(now - self._last_request)
@@ -150,6 +153,28 @@ class Stats:
 
     # views --------------------------------------------------------------------------------------
 
+    def _active_clients(self, now: float) -> int:
+        return sum(1 for c in self._clients.values() if now - c.last_seen < _ACTIVE_CLIENT_SECONDS)
+
+    def snapshot(self) -> dict[str, object]:
+        """A consistent copy of the raw counters and histograms (what ``/metrics`` exports)."""
+        now = time.perf_counter()
+        with self._lock:
+            return copy.deepcopy({
+                "requests_by_channel": dict(self.requests_by_channel),
+                "sentences": self.num_total_seq,
+                "tokens": self.num_tokens,
+                "control_requests": self.num_sys_request,
+                "completed_requests": self.num_completed,
+                "errors": dict(self.errors),
+                "forward_passes": self.num_batches,
+                "active_clients": self._active_clients(now),
+                "batch_size": self.batch_size,
+                "batch_tokens": self.batch_tokens,
+                "latency": self.latency,
+                "worker_states": dict(self.worker_states),
+            }) | {"queue_depth": self.queue_rows()}
+
     def clients(self) -> list[dict[str, object]]:
         now = time.perf_counter()
         with self._lock:
@@ -170,8 +195,7 @@ class Stats:
                 "num_sys_request": self.num_sys_request,
                 "num_total_request": self.num_data_request + self.num_sys_request,
                 "num_total_client": self._clients_seen,
-                "num_active_client": sum(1 for c in self._clients.values()
-                                         if now - c.last_seen < _ACTIVE_CLIENT_SECONDS),
+                "num_active_client": self._active_clients(now),
             }
             out.update(_min_max_avg("request_per_client", requests))
             if self.sizes:

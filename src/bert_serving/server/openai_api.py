@@ -1,0 +1,112 @@
+"""``POST /v1/embeddings`` (and ``/embeddings``) in OpenAI's request, response and error shapes,
+so the ``openai`` SDK, LangChain and LlamaIndex work against the server unchanged.
+
+- ``input``: a string, a list of strings, a list of token ids, or a list of token-id lists
+  (word-piece ids of this model's vocabulary; [CLS]/[SEP] are added as for text);
+- ``encoding_format``: ``float`` or ``base64`` (little-endian float32 bytes);
+- ``dimensions``: keep the first N dimensions, then L2-normalise (Matryoshka-style);
+- ``model``: optional; the answer names the model actually served; ``user`` is ignored.
+Vectors are the server's configured ones (the same as ``/encode`` and ZeroMQ give).
+"""
+
+from __future__ import annotations
+
+import base64
+from typing import Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from ..errors import BertServingError, InvalidRequestError
+
+__all__ = ["EmbeddingsRequest", "EmbeddingsResponse", "OpenAIError", "embeddings_body", "openai_error_body",
+           "request_texts"]
+
+_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
+          404: "not_found_error", 413: "invalid_request_error", 429: "rate_limit_error"}
+
+
+class EmbeddingsRequest(BaseModel):
+    model_config = ConfigDict(extra="ignore", json_schema_extra={"examples": [{"input": "First do it",
+                                                                               "model": "all-MiniLM-L6-v2"}]})
+
+    input: str | list[str] | list[int] | list[list[int]] = Field(
+        description="Text, texts, token ids, or lists of token ids to embed")
+    model: str | None = Field(None, description="Accepted for compatibility; the served model answers")
+    encoding_format: Literal["float", "base64"] = "float"
+    dimensions: int | None = Field(None, ge=1, description="Keep this many leading dimensions, re-normalised")
+    user: str | None = None
+
+
+class Embedding(BaseModel):
+    object: Literal["embedding"] = "embedding"
+    embedding: list[float] | str
+    index: int
+
+
+class Usage(BaseModel):
+    prompt_tokens: int
+    total_tokens: int
+
+
+class EmbeddingsResponse(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[Embedding]
+    model: str
+    usage: Usage
+
+
+class OpenAIErrorBody(BaseModel):
+    message: str
+    type: str
+    param: str | None = None
+    code: str | None = None
+
+
+class OpenAIError(BaseModel):
+    error: OpenAIErrorBody
+
+
+def request_texts(body: EmbeddingsRequest) -> tuple[list, bool]:
+    """The texts of an embeddings request, and whether they are token ids."""
+    data = body.input
+    if isinstance(data, str):
+        return [data], False
+    if not data:
+        raise InvalidRequestError("input must not be empty", param="input")
+    if isinstance(data[0], int):
+        return [data], True
+    return list(data), isinstance(data[0], list)
+
+
+def embeddings_body(body: EmbeddingsRequest, vectors: np.ndarray, num_tokens: int, model: str) -> dict:
+    if vectors.ndim != 2:
+        raise InvalidRequestError("this server returns token vectors (-pooling_strategy NONE); "
+                                  "the embeddings route needs sentence vectors")
+    vectors = vectors.astype(np.float32, copy=False)
+    if body.dimensions is not None:
+        if body.dimensions > vectors.shape[1]:
+            raise InvalidRequestError(f"dimensions must be at most {vectors.shape[1]} for this model",
+                                      param="dimensions")
+        vectors = vectors[:, : body.dimensions]
+        vectors = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+    if body.encoding_format == "base64":
+        embeddings = [base64.b64encode(v.astype("<f4").tobytes()).decode("ascii") for v in vectors]
+    else:
+        embeddings = list(vectors)
+    return {
+        "object": "list",
+        "data": [{"object": "embedding", "embedding": e, "index": i} for i, e in enumerate(embeddings)],
+        "model": model,
+        "usage": {"prompt_tokens": num_tokens, "total_tokens": num_tokens},
+    }
+
+
+def openai_error_body(error: BertServingError) -> dict:
+    return {"error": {
+        "message": error.message,
+        "type": _TYPES.get(error.http_status, "server_error"),
+        "param": error.param,
+        "code": error.code,
+    }}
+

@@ -1,0 +1,203 @@
+"""The HTTP API against a real server: a real HTTP client and the openai SDK."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+
+import httpx
+import numpy as np
+import pytest
+
+from bert_serving.client import BertClient
+
+from .conftest import free_ports, running_server
+
+SENTENCES = ["First do it", "then do it right", "then do it better", "the cat sat ||| on the mat"]
+KEY = "s3cret-key"
+
+
+@pytest.fixture(scope="module")
+def http_server():
+    port = free_ports(1)[0]
+    with running_server("-max_seq_len", "16", "-http_port", str(port), "-max_request_texts", "50",
+                        "-max_request_bytes", "20000") as server:
+        yield server, f"http://127.0.0.1:{port}"
+
+
+@pytest.fixture
+def http(http_server):
+    with httpx.Client(base_url=http_server[1], timeout=60) as client:
+        yield client
+
+
+@pytest.fixture
+def zmq_vectors(http_server):
+    server, _ = http_server
+    with BertClient(port=server.config.port, port_out=server.config.port_out) as bc:
+        yield bc.encode
+
+
+def test_encode_route_equals_zeromq(http, zmq_vectors) -> None:
+    response = http.post("/encode", json={"id": "abc", "texts": SENTENCES})
+    assert response.status_code == 200
+    body = response.json()
+    assert body["id"] == "abc" and body["status"] == 200
+    np.testing.assert_allclose(body["result"], zmq_vectors(SENTENCES), atol=1e-6)
+    tokenized = http.post("/encode", json={"id": 2, "texts": [["the", "cat"]], "is_tokenized": True}).json()
+    np.testing.assert_allclose(tokenized["result"], zmq_vectors([["the", "cat"]], is_tokenized=True), atol=1e-6)
+
+
+def test_openai_route_equals_zeromq_in_float_and_base64(http, zmq_vectors) -> None:
+    want = zmq_vectors(SENTENCES)
+    for path in ("/v1/embeddings", "/embeddings"):
+        body = http.post(path, json={"input": SENTENCES, "model": "anything"}).json()
+        assert body["object"] == "list" and body["model"] == "google"
+        assert [d["index"] for d in body["data"]] == [0, 1, 2, 3]
+        assert all(d["object"] == "embedding" for d in body["data"])
+        np.testing.assert_allclose([d["embedding"] for d in body["data"]], want, atol=1e-6)
+        assert body["usage"]["prompt_tokens"] == body["usage"]["total_tokens"] > len(SENTENCES)
+    encoded = http.post("/v1/embeddings", json={"input": SENTENCES, "encoding_format": "base64"}).json()
+    decoded = [np.frombuffer(base64.b64decode(d["embedding"]), dtype="<f4") for d in encoded["data"]]
+    np.testing.assert_allclose(decoded, want, atol=1e-6)
+    single = http.post("/v1/embeddings", json={"input": "First do it"}).json()
+    np.testing.assert_allclose(single["data"][0]["embedding"], want[0], atol=1e-6)
+
+
+def test_openai_token_ids_and_dimensions(http, zmq_vectors) -> None:
+    ids = http.post("/v1/embeddings", json={"input": [[78, 25]]}).json()  # word-piece ids of "the", "cat"
+    tokens = http.post("/v1/embeddings", json={"input": [78, 25]}).json()
+    assert ids["data"][0]["embedding"] == tokens["data"][0]["embedding"]
+    short = http.post("/v1/embeddings", json={"input": SENTENCES, "dimensions": 8}).json()
+    vectors = np.array([d["embedding"] for d in short["data"]])
+    full = zmq_vectors(SENTENCES)[:, :8]
+    np.testing.assert_allclose(vectors, full / np.linalg.norm(full, axis=1, keepdims=True), atol=1e-5)
+
+
+def test_the_openai_sdk_works_unchanged(http_server, zmq_vectors) -> None:
+    from openai import OpenAI
+
+    client = OpenAI(base_url=f"{http_server[1]}/v1", api_key="unused", max_retries=0)
+    response = client.embeddings.create(input=SENTENCES, model="google")  # the SDK asks for base64
+    np.testing.assert_allclose([d.embedding for d in response.data], zmq_vectors(SENTENCES), atol=1e-6)
+    assert response.usage.total_tokens > 0
+    as_float = client.embeddings.create(input="First do it", model="google", encoding_format="float")
+    np.testing.assert_allclose(as_float.data[0].embedding, zmq_vectors(["First do it"])[0], atol=1e-6)
+    import openai
+
+    with pytest.raises(openai.BadRequestError) as info:
+        client.embeddings.create(input=[], model="google")
+    assert info.value.status_code == 400 and info.value.body["param"] == "input"
+
+
+@pytest.mark.parametrize("path, payload, status, code, fragment", [
+    ("/encode", {"id": 1, "texts": ["ok", "  "]}, 400, "invalid_request", "texts[1] is empty or blank"),
+    ("/encode", {"id": 1, "texts": []}, 400, "invalid_request", "must not be empty"),
+    ("/encode", {"id": 1}, 400, "invalid_request", "texts: Field required"),
+    ("/encode", {"id": 1, "texts": ["a"] * 51}, 413, "payload_too_large", "at most 50"),
+    ("/encode", {"id": 1, "texts": ["a" * 30000]}, 413, "payload_too_large", "exceeds 20000 bytes"),
+    ("/v1/embeddings", {"input": []}, 400, "invalid_request", "input must not be empty"),
+    ("/v1/embeddings", {"input": 3.5}, 400, "invalid_request", "input"),
+    ("/v1/embeddings", {"input": [[1, 99999]]}, 400, "invalid_request", "token id 99999 is not in the vocabulary"),
+    ("/v1/embeddings", {"input": "x", "dimensions": 33}, 400, "invalid_request", "dimensions must be at most 32"),
+    ("/v1/embeddings", {"input": "x", "dimensions": 0}, 400, "invalid_request", "dimensions"),
+    ("/v1/embeddings", {"input": "x", "encoding_format": "hex"}, 400, "invalid_request", "encoding_format"),
+    ("/v1/embeddings", {"input": ["a"] * 51}, 413, "payload_too_large", "at most 50"),
+])
+def test_errors_have_their_documented_status_and_body(http, path, payload, status, code, fragment) -> None:
+    response = http.post(path, json=payload)
+    assert response.status_code == status
+    body = response.json()
+    if path == "/encode":
+        assert body["status"] == status and body["code"] == code and fragment in body["description"]
+        assert body["type"].endswith("Error")
+    else:
+        error = body["error"]
+        assert error["code"] == code and fragment in error["message"] or fragment == error["param"]
+        assert error["type"] == ("invalid_request_error" if status in (400, 413) else error["type"])
+        assert set(error) == {"message", "type", "param", "code"}
+
+
+def test_malformed_json_and_chunked_oversized_bodies(http) -> None:
+    response = http.post("/v1/embeddings", content=b"{not json", headers={"content-type": "application/json"})
+    assert response.status_code == 400 and response.json()["error"]["type"] == "invalid_request_error"
+
+    def chunks():
+        yield b'{"input": ["'
+        for _ in range(30):
+            yield b"x" * 1000
+        yield b'"]}'
+
+    response = http.post("/v1/embeddings", content=chunks(), headers={"content-type": "application/json"})
+    assert response.status_code == 413 and response.json()["error"]["code"] == "payload_too_large"
+
+
+def test_status_health_ready_docs_and_schema(http) -> None:
+    status = http.get("/status/server").json()
+    assert status["server_version"] == "1.10.0" and "statistic" in status
+    assert http.get("/health").json() == {"status": "ok"}
+    ready = http.get("/ready")
+    assert ready.status_code == 200 and ready.json()["status"] == "ready"
+    schema = http.get("/openapi.json").json()
+    assert {"/encode", "/v1/embeddings", "/embeddings", "/health", "/ready", "/metrics"} <= set(schema["paths"])
+    assert "400" in schema["paths"]["/v1/embeddings"]["post"]["responses"]
+    docs = http.get("/docs")
+    assert docs.status_code == 200 and "/docs/static/swagger-ui-bundle.js" in docs.text
+    assert "cdn" not in docs.text.lower()
+    assert http.get("/docs/static/swagger-ui-bundle.js").status_code == 200
+    assert http.options("/encode", headers={"Origin": "http://x.org", "Access-Control-Request-Method": "POST"}
+                        ).headers["access-control-allow-origin"] in ("*", "http://x.org")
+
+
+def _metric(text: str, name: str) -> float:
+    for line in text.splitlines():
+        if line.startswith(name + " ") or line.startswith(name + "{") and line.split(" ")[0] == name:
+            return float(line.rsplit(" ", 1)[1])
+    raise AssertionError(f"{name} not in metrics")
+
+
+def test_metrics_move_with_traffic(http) -> None:
+    before = http.get("/metrics").text
+    http.post("/encode", json={"id": 1, "texts": SENTENCES})
+    http.post("/encode", json={"id": 1, "texts": [" "]})
+    after = http.get("/metrics").text
+    assert _metric(after, 'bert_serving_requests_total{channel="http"}') == \
+        _metric(before, 'bert_serving_requests_total{channel="http"}') + 2
+    assert _metric(after, "bert_serving_sentences_total") == _metric(before, "bert_serving_sentences_total") + 5
+    assert _metric(after, "bert_serving_tokens_total") > _metric(before, "bert_serving_tokens_total")
+    assert _metric(after, "bert_serving_forward_passes_total") > _metric(before, "bert_serving_forward_passes_total")
+    assert _metric(after, 'bert_serving_errors_total{code="invalid_request"}') >= 1
+    for name in ('bert_serving_latency_seconds_count{phase="inference"}', "bert_serving_batch_size_count",
+                 'bert_serving_latency_seconds_count{phase="queue"}', 'bert_serving_latency_seconds_count{phase="tokenize"}'):
+        assert _metric(after, name) > _metric(before, name)
+    assert "bert_serving_queue_depth" in after and _metric(after, "bert_serving_ready") == 1
+
+
+def test_sixty_four_concurrent_requests_all_succeed(http_server, zmq_vectors) -> None:
+    async def run() -> list[httpx.Response]:
+        async with httpx.AsyncClient(base_url=http_server[1], timeout=60) as client:
+            return await asyncio.gather(*(
+                client.post("/v1/embeddings", json={"input": [SENTENCES[i % 4], f"request number {i}"]})
+                for i in range(64)
+            ))
+
+    responses = asyncio.run(run())
+    assert [r.status_code for r in responses] == [200] * 64
+    for i, response in enumerate(responses):
+        np.testing.assert_allclose(response.json()["data"][0]["embedding"], zmq_vectors([SENTENCES[i % 4]])[0],
+                                   atol=1e-5)
+
+
+def test_api_key_guards_inference_routes() -> None:
+    port = free_ports(1)[0]
+    with running_server("-max_seq_len", "16", "-http_port", str(port), "-api_key", KEY):
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60) as http:
+            missing = http.post("/v1/embeddings", json={"input": "x"})
+            assert missing.status_code == 401 and missing.headers["www-authenticate"] == "Bearer"
+            assert missing.json()["error"]["type"] == "authentication_error"
+            wrong = http.post("/encode", json={"texts": ["x"]}, headers={"Authorization": "Bearer nope"})
+            assert wrong.status_code == 401 and wrong.json()["code"] == "unauthorized"
+            good = http.post("/v1/embeddings", json={"input": "x"}, headers={"Authorization": f"Bearer {KEY}"})
+            assert good.status_code == 200
+            assert http.get("/status/server").status_code == 401
+            assert http.get("/health").status_code == 200 and http.get("/metrics").status_code == 200
