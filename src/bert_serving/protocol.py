@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import zmq
 
 from .errors import BertServingError, InvalidRequestError, error_from_code
 
@@ -40,6 +41,7 @@ __all__ = [
     "MalformedRequest",
     "config_frames",
     "decode_texts",
+    "keep_alive",
     "error_frames",
     "parse_reply",
     "parse_request",
@@ -54,6 +56,19 @@ SHOW_STATUS = b"SHOW_STATUS"
 TERMINATION = b"TERMINATION"
 COMMANDS = (SHOW_CONFIG, SHOW_STATUS, TERMINATION)
 ERROR_DTYPE_PREFIX = "bert-serving error: "
+HEARTBEAT_IVL_MS = 10_000
+HEARTBEAT_TIMEOUT_MS = 30_000
+
+
+def keep_alive(sock: zmq.Socket) -> None:
+    """Heartbeats (ZMTP PING/PONG) and TCP keep-alive, for sockets that may idle for hours: a
+    connection a NAT or firewall dropped meanwhile is noticed, and ZeroMQ reconnects."""
+    sock.setsockopt(zmq.HEARTBEAT_IVL, HEARTBEAT_IVL_MS)
+    sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, HEARTBEAT_TIMEOUT_MS)
+    sock.setsockopt(zmq.HEARTBEAT_TTL, HEARTBEAT_TIMEOUT_MS)
+    sock.setsockopt(zmq.TCP_KEEPALIVE, 1)
+    sock.setsockopt(zmq.TCP_KEEPALIVE_IDLE, 60)
+    sock.setsockopt(zmq.TCP_KEEPALIVE_INTVL, 15)
 
 
 @dataclass(frozen=True)
@@ -67,7 +82,18 @@ class ClientMessage:
 
     @property
     def command(self) -> bytes | None:
-        return self.payload if self.payload in COMMANDS else None
+        if self.payload in COMMANDS:
+            return self.payload
+        if self.payload.startswith(TERMINATION + b" "):  # TERMINATION <token>
+            return TERMINATION
+        return None
+
+    @property
+    def token(self) -> str | None:
+        """The token a TERMINATION carries, if any."""
+        if self.payload.startswith(TERMINATION + b" "):
+            return self.payload[len(TERMINATION) + 1 :].decode("utf-8", "replace")
+        return None
 
 
 def request_frames(identity: bytes, payload: bytes, req_id: int, msg_len: int = 0) -> list[bytes]:

@@ -88,21 +88,25 @@ def test_the_openai_sdk_works_unchanged(http_server, zmq_vectors) -> None:
     with pytest.raises(openai.BadRequestError) as info:
         client.embeddings.create(input=[], model="google")
     assert info.value.status_code == 400 and info.value.body["param"] == "input"
+    assert info.value.body["type"] == "invalid_request_error"
 
 
 @pytest.mark.parametrize("path, payload, status, code, fragment", [
-    ("/encode", {"id": 1, "texts": ["ok", "  "]}, 400, "invalid_request", "texts[1] is empty or blank"),
-    ("/encode", {"id": 1, "texts": []}, 400, "invalid_request", "must not be empty"),
+    ("/encode", {"id": 1, "texts": ["ok", "  "]}, 400, "invalid_request", "texts[1]: must not be empty or blank"),
+    ("/encode", {"id": 1, "texts": []}, 400, "invalid_request", "texts: List should have at least 1 item"),
     ("/encode", {"id": 1}, 400, "invalid_request", "texts: Field required"),
-    ("/encode", {"id": 1, "texts": ["a"] * 51}, 413, "payload_too_large", "at most 50"),
+    ("/encode", {"id": 1, "texts": [["the", False]], "is_tokenized": True}, 400, "invalid_request", "texts[0][1]"),
+    ("/encode", {"id": 1, "texts": ["a"] * 51}, 400, "invalid_request", "at most 50 items"),
     ("/encode", {"id": 1, "texts": ["a" * 30000]}, 413, "payload_too_large", "exceeds 20000 bytes"),
-    ("/v1/embeddings", {"input": []}, 400, "invalid_request", "input must not be empty"),
+    ("/v1/embeddings", {"input": []}, 400, "invalid_request", "input"),
+    ("/v1/embeddings", {"input": ""}, 400, "invalid_request", "input: must not be empty or blank"),
     ("/v1/embeddings", {"input": 3.5}, 400, "invalid_request", "input"),
-    ("/v1/embeddings", {"input": [[1, 99999]]}, 400, "invalid_request", "token id 99999 is not in the vocabulary"),
-    ("/v1/embeddings", {"input": "x", "dimensions": 33}, 400, "invalid_request", "dimensions must be at most 32"),
+    ("/v1/embeddings", {"input": [[True]]}, 400, "invalid_request", "input"),
+    ("/v1/embeddings", {"input": [[1, 99999]]}, 400, "invalid_request", "input[0][1]: Input should be less than 96"),
+    ("/v1/embeddings", {"input": "x", "dimensions": 33}, 400, "invalid_request", "dimensions: Input should be less"),
     ("/v1/embeddings", {"input": "x", "dimensions": 0}, 400, "invalid_request", "dimensions"),
     ("/v1/embeddings", {"input": "x", "encoding_format": "hex"}, 400, "invalid_request", "encoding_format"),
-    ("/v1/embeddings", {"input": ["a"] * 51}, 413, "payload_too_large", "at most 50"),
+    ("/v1/embeddings", {"input": ["a"] * 51}, 400, "invalid_request", "at most 50 items"),
 ])
 def test_errors_have_their_documented_status_and_body(http, path, payload, status, code, fragment) -> None:
     response = http.post(path, json=payload)
@@ -121,6 +125,10 @@ def test_errors_have_their_documented_status_and_body(http, path, payload, statu
 def test_malformed_json_and_chunked_oversized_bodies(http) -> None:
     response = http.post("/v1/embeddings", content=b"{not json", headers={"content-type": "application/json"})
     assert response.status_code == 400 and response.json()["error"]["type"] == "invalid_request_error"
+    response = http.post("/encode", content=b"\xff\xfe\x07", headers={"content-type": "application/json"})
+    assert response.status_code == 400 and "not valid JSON" in response.json()["description"]
+    assert http.get("/nowhere").json() == {"description": "Not Found", "type": "HTTPException", "code": "http_404",
+                                           "status": 404}
 
     def chunks():
         yield b'{"input": ["'
@@ -163,7 +171,7 @@ def test_metrics_move_with_traffic(http) -> None:
     after = http.get("/metrics").text
     assert _metric(after, 'bert_serving_requests_total{channel="http"}') == \
         _metric(before, 'bert_serving_requests_total{channel="http"}') + 2
-    assert _metric(after, "bert_serving_sentences_total") == _metric(before, "bert_serving_sentences_total") + 5
+    assert _metric(after, "bert_serving_sentences_total") == _metric(before, "bert_serving_sentences_total") + 4
     assert _metric(after, "bert_serving_tokens_total") > _metric(before, "bert_serving_tokens_total")
     assert _metric(after, "bert_serving_forward_passes_total") > _metric(before, "bert_serving_forward_passes_total")
     assert _metric(after, 'bert_serving_errors_total{code="invalid_request"}') >= 1

@@ -114,3 +114,14 @@ def test_dynamic_length_is_capped_by_the_model_positions(tiny_bert) -> None:
 def test_malformed_input_is_a_clear_error(tiny_bert, texts, is_tokenized, message) -> None:
     with pytest.raises(InvalidRequestError, match=message):
         tokenizer(tiny_bert).encode(texts, is_tokenized)
+
+
+def test_very_long_texts_tokenize_as_if_whole(tiny_bert) -> None:
+    tok = tokenizer(tiny_bert, max_seq_len=8)
+    document = "the cat sat on the mat " * 20_000  # 460,000 characters
+    assert tokens(tok, [document]) == [["[CLS]", "the", "cat", "sat", "on", "the", "mat", "[SEP]"]]
+    # a prefix of giant unknown words holds too few pieces: the whole text is tokenized after all
+    giants = ("x" * 300 + " ") * 2 + "the cat sat on the mat"
+    assert tokens(tok, [giants]) == [["[CLS]", "[UNK]", "[UNK]", "the", "cat", "sat", "on", "[SEP]"]]
+    pair = tokens(tok, [document + " ||| " + "mat " * 50_000])  # both sides cut, tie goes to A
+    assert pair == [["[CLS]", "the", "cat", "sat", "[SEP]", "mat", "mat", "[SEP]"]]

@@ -7,7 +7,7 @@ import threading
 import numpy as np
 import pytest
 
-from bert_serving.errors import OverloadedError
+from bert_serving.errors import NotReadyError, OverloadedError
 from bert_serving.model.features import Features
 from bert_serving.server.batcher import Batcher
 from bert_serving.server.request import Request
@@ -23,6 +23,11 @@ def rows_of(batch) -> dict[int, list[int]]:
     return {r.id: rows.tolist() for r, rows in batch.segments}
 
 
+def submit(batcher: Batcher, req: Request) -> None:
+    batcher.admit(len(req))
+    batcher.submit(req)
+
+
 def drain(batcher: Batcher) -> list:
     batches = []
     while (batch := batcher.next_batch(timeout=0)) is not None:
@@ -32,7 +37,7 @@ def drain(batcher: Batcher) -> list:
 
 def test_batches_respect_the_token_budget_and_the_size_cap() -> None:
     batcher = Batcher(max_batch_size=8, max_batch_tokens=100, priority_batch_size=0)
-    batcher.submit(request(*([10] * 30), 50, 50))
+    submit(batcher, request(*([10] * 30), 50, 50))
     batches = drain(batcher)
     for batch in batches:
         longest = batch.features.lengths.max()
@@ -44,8 +49,8 @@ def test_batches_respect_the_token_budget_and_the_size_cap() -> None:
 def test_rows_are_length_sorted_across_requests_to_cut_padding() -> None:
     batcher = Batcher(max_batch_size=4, max_batch_tokens=10_000, priority_batch_size=0)
     a, b = request(5, 40, 5, 40), request(40, 5, 40, 5)
-    batcher.submit(a)
-    batcher.submit(b)
+    submit(batcher, a)
+    submit(batcher, b)
     first, second = drain(batcher)
     assert sorted(first.features.lengths.tolist()) == [40, 40, 40, 40]
     assert sorted(second.features.lengths.tolist()) == [5, 5, 5, 5]
@@ -55,19 +60,19 @@ def test_rows_are_length_sorted_across_requests_to_cut_padding() -> None:
 def test_small_requests_skip_ahead_of_bulk_work() -> None:
     batcher = Batcher(max_batch_size=4, max_batch_tokens=10_000, priority_batch_size=2)
     bulk = request(*([8] * 40))
-    batcher.submit(bulk)
+    submit(batcher, bulk)
     first = batcher.next_batch(timeout=0)
     assert rows_of(first).keys() == {bulk.id}
     small = request(8)
-    batcher.submit(small)
+    submit(batcher, small)
     assert rows_of(batcher.next_batch(timeout=0)) == {small.id: [0]}
 
 
 def test_a_huge_request_does_not_hold_up_a_medium_one() -> None:
     batcher = Batcher(max_batch_size=4, max_batch_tokens=10_000, priority_batch_size=0, window_batches=2)
     huge, medium = request(*([8] * 1000)), request(*([8] * 6))
-    batcher.submit(huge)
-    batcher.submit(medium)
+    submit(batcher, huge)
+    submit(batcher, medium)
     served = set()
     for _ in range(4):  # within the first window, not after 250 batches of the huge one
         served |= rows_of(batcher.next_batch(timeout=0)).keys()
@@ -77,8 +82,8 @@ def test_a_huge_request_does_not_hold_up_a_medium_one() -> None:
 def test_retried_batch_comes_first_and_answered_requests_are_skipped() -> None:
     batcher = Batcher(max_batch_size=2, max_batch_tokens=10_000, priority_batch_size=0)
     a, b = request(3, 3), request(4, 4)
-    batcher.submit(a)
-    batcher.submit(b)
+    submit(batcher, a)
+    submit(batcher, b)
     first = batcher.next_batch(timeout=0)
     batcher.retry(first)
     again = batcher.next_batch(timeout=0)
@@ -94,10 +99,14 @@ def test_retried_batch_comes_first_and_answered_requests_are_skipped() -> None:
 
 def test_backlog_limit_refuses_fast() -> None:
     batcher = Batcher(max_queued_rows=10)
-    batcher.submit(request(*([5] * 8)))
+    batcher.admit(30)  # an empty backlog takes a request of any size
+    batcher.release(30)
+    submit(batcher, request(*([5] * 8)))
     with pytest.raises(OverloadedError, match="backlog is full"):
-        batcher.submit(request(5, 5, 5))
-    batcher.submit(request(5, 5))  # still fits
+        batcher.admit(3)
+    batcher.admit(2)  # still fits, counting admitted texts not yet submitted
+    with pytest.raises(OverloadedError):
+        batcher.admit(1)
 
 
 def test_next_batch_waits_for_work_and_close_wakes_it() -> None:
@@ -105,7 +114,7 @@ def test_next_batch_waits_for_work_and_close_wakes_it() -> None:
     got = []
     waiter = threading.Thread(target=lambda: got.append(batcher.next_batch(timeout=10)))
     waiter.start()
-    batcher.submit(request(3))
+    submit(batcher, request(3))
     waiter.join(5)
     assert got and len(got[0]) == 1
     waiter = threading.Thread(target=lambda: got.append(batcher.next_batch(timeout=10)))
@@ -113,8 +122,8 @@ def test_next_batch_waits_for_work_and_close_wakes_it() -> None:
     batcher.close()
     waiter.join(5)
     assert got[1] is None and not waiter.is_alive()
-    with pytest.raises(OverloadedError, match="shutting down"):
-        batcher.submit(request(3))
+    with pytest.raises(NotReadyError, match="shutting down"):
+        batcher.admit(1)
 
 
 def test_every_row_is_batched_exactly_once() -> None:
@@ -122,9 +131,20 @@ def test_every_row_is_batched_exactly_once() -> None:
     batcher = Batcher(max_batch_size=16, max_batch_tokens=512, priority_batch_size=4)
     requests = [request(*rng.integers(1, 60, size=rng.integers(1, 50))) for _ in range(40)]
     for r in requests:
-        batcher.submit(r)
+        submit(batcher, r)
     seen: dict[int, list[int]] = {r.id: [] for r in requests}
     for batch in drain(batcher):
         for r, rows in batch.segments:
             seen[r.id].extend(rows.tolist())
     assert all(sorted(seen[r.id]) == list(range(len(r))) for r in requests)
+
+
+def test_abandon_returns_every_unanswered_request_once() -> None:
+    batcher = Batcher(max_batch_size=2, max_batch_tokens=10_000, priority_batch_size=0)
+    a, b, c = request(3, 3, 3), request(4), request(5, 5)
+    for r in (a, b, c):
+        submit(batcher, r)
+    batcher.retry(batcher.next_batch(timeout=0))
+    b.done = True
+    assert {r.id for r in batcher.abandon()} == {a.id, c.id}
+    assert batcher.queued_rows == 0 and batcher.next_batch(timeout=0) is None

@@ -72,13 +72,20 @@ class BertClient:
         connect_timeout: int = 10_000,
         chunk_size: int = 1024,
         max_in_flight: int = 16,
+        curve_server_key: bytes | str | None = None,
+        curve_client_cert: str | None = None,
     ) -> None:
         """Connect to a server. Unless ``ignore_all_checks``, ask for its configuration first, and
         raise `ServerTimeoutError` if no server answers within ``connect_timeout`` ms.
 
         ``timeout`` (ms, -1 = none) bounds each wait for an answer. ``chunk_size`` is the most
         texts sent in one request by a blocking `encode`; ``max_in_flight`` the most requests
-        it keeps outstanding."""
+        it keeps outstanding.
+
+        CurveZMQ, for a server started with ``-zmq_secret_key``: ``curve_server_key`` is the
+        server's public key (z85 bytes, or its ``.key`` certificate file); ``curve_client_cert``
+        this client's secret certificate file (needed when the server authorizes clients; else
+        a throw-away key pair is made)."""
         if output_fmt == "ndarray":
             self.formatter = lambda x: x
         elif output_fmt == "list":
@@ -95,15 +102,15 @@ class BertClient:
         self.max_in_flight = max(1, max_in_flight)
         self.context = zmq.Context()
         self.sender = self.context.socket(zmq.PUSH)
-        self.sender.linger = 0
-        self.sender.connect(f"tcp://{ip}:{port}")
         self.receiver = self.context.socket(zmq.SUB)
-        self.receiver.linger = 0
+        for sock in (self.sender, self.receiver):
+            sock.linger = 0
+            protocol.keep_alive(sock)
+            if curve_server_key is not None:
+                _secure(sock, curve_server_key, curve_client_cert)
+        self.sender.connect(f"tcp://{ip}:{port}")
         self.receiver.setsockopt(zmq.SUBSCRIBE, self.identity)
         self.receiver.connect(f"tcp://{ip}:{port_out}")
-        for sock in (self.sender, self.receiver):  # notice dead peers on idle connections
-            sock.setsockopt(zmq.TCP_KEEPALIVE, 1)
-            sock.setsockopt(zmq.TCP_KEEPALIVE_IDLE, 60)
         self.request_id = 0
         self.pending_request: set[int] = set()
         self.pending_response: dict[int, protocol.Reply] = {}
@@ -444,6 +451,22 @@ class ConcurrentBertClient:
         self.close()
 
 
+def _secure(sock: zmq.Socket, server_key: bytes | str, client_cert: str | None) -> None:
+    import zmq.auth
+
+    if isinstance(server_key, str):
+        server_key = zmq.auth.load_certificate(server_key)[0]
+    if client_cert is not None:
+        public, secret = zmq.auth.load_certificate(client_cert)
+        if secret is None:
+            raise ValueError(f"{client_cert} holds no secret key; pass the client's .key_secret file")
+    else:
+        public, secret = zmq.curve_keypair()
+    sock.curve_serverkey = server_key
+    sock.curve_publickey = public
+    sock.curve_secretkey = secret
+
+
 def _progress_bar(total: int):
     try:
         from tqdm import tqdm
@@ -452,13 +475,15 @@ def _progress_bar(total: int):
     return tqdm(total=total, unit="text", desc="encoding")
 
 
-def terminate_server(ip: str = "localhost", port: int = 5555, timeout: int = 5000) -> None:
+def terminate_server(ip: str = "localhost", port: int = 5555, timeout: int = 5000, token: str | None = None) -> None:
     """Send TERMINATION to the server at ``ip:port`` (what ``bert-serving-terminate`` does)
-    and wait up to ``timeout`` ms for its port to close."""
+    and wait up to ``timeout`` ms for its port to close. From another host the server wants
+    its ``-terminate_token`` as ``token``."""
+    payload = protocol.TERMINATION if token is None else protocol.TERMINATION + b" " + token.encode()
     with zmq.Context() as ctx, ctx.socket(zmq.PUSH) as sock:
         sock.linger = timeout
         sock.connect(f"tcp://{ip}:{port}")
-        sock.send_multipart(protocol.request_frames(b"terminate-" + uuid.uuid4().hex.encode(), protocol.TERMINATION, 0))
+        sock.send_multipart(protocol.request_frames(b"terminate-" + uuid.uuid4().hex.encode(), payload, 0))
     deadline = time.monotonic() + timeout / 1000
     while time.monotonic() < deadline:
         try:
@@ -468,6 +493,7 @@ def terminate_server(ip: str = "localhost", port: int = 5555, timeout: int = 500
         time.sleep(0.1)
     raise ServerTimeoutError(
         f"the server at {ip}:{port} is still running {timeout} ms after TERMINATION: it may still be "
-        "finishing accepted requests, or it refused (TERMINATION is accepted from its own host only)"
+        "finishing accepted requests, or it refused (from another host TERMINATION needs the server's "
+        "-terminate_token)"
     )
 

@@ -11,6 +11,10 @@ The rules (bert-as-service ``extract_features.py``):
   of the longer side (of B on a tie) until ``len(A) + len(B) <= max_len - 3``;
 - ``-no_special_token`` sends pre-tokenized single sequences without [CLS]/[SEP], truncated to
   ``max_len``; it does not apply to raw text (the original crashed on it there).
+
+A text far longer than the model can see (a whole document at max_seq_len 25) is cut at a
+whitespace first, so its tokenization costs what its kept prefix costs; the result is the same
+(if the prefix gives too few word pieces, the whole text is tokenized after all).
 """
 
 from __future__ import annotations
@@ -29,6 +33,8 @@ __all__ = ["Tokenizer", "check_texts"]
 
 _PAIR = re.compile(r"^(.*) \|\|\| (.*)$")
 _PAIR_TOKEN = "|||"
+_WHITESPACE = re.compile(r"\s")
+_CHARS_PER_TOKEN = 64  # a prefix of max_len x this many characters nearly always holds max_len pieces
 
 
 def check_texts(texts: object, is_tokenized: bool, vocab_size: int | None = None) -> None:
@@ -141,8 +147,21 @@ class Tokenizer:
             else:
                 pieces.append(line)
             is_pair.append(match is not None)
-        encoded = iter(self._backend.encode_batch_fast(pieces, add_special_tokens=False))
-        return [(next(encoded).ids, next(encoded).ids if pair else None) for pair in is_pair]
+        clipped = [self._clip(piece) for piece in pieces]
+        encoded = [e.ids for e in self._backend.encode_batch_fast(clipped, add_special_tokens=False)]
+        for i, (piece, short) in enumerate(zip(pieces, clipped)):
+            if short is not piece and len(encoded[i]) < self.max_length:  # the cut cost tokens: no cut
+                encoded[i] = self._backend.encode(piece, add_special_tokens=False).ids
+        segments = iter(encoded)
+        return [(next(segments), next(segments) if pair else None) for pair in is_pair]
+
+    def _clip(self, text: str) -> str:
+        """``text`` cut at the first whitespace past what ``max_length`` word pieces can span."""
+        limit = self.max_length * _CHARS_PER_TOKEN
+        if len(text) <= limit:
+            return text
+        space = _WHITESPACE.search(text, limit)
+        return text if space is None else text[: space.start()]
 
     def _features(
         self, segments: list[tuple[list[int], list[int] | None]], special_tokens: bool, keep_tokens: bool

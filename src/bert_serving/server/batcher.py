@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..errors import OverloadedError
+from ..errors import NotReadyError, OverloadedError
 from ..model.features import Features
 from .request import Request
 
@@ -94,21 +94,33 @@ class Batcher:
         self._lanes = (deque(), deque())  # pending requests: priority, bulk
         self._ready = (deque(), deque())  # batches cut from a window, per lane
         self._queued_rows = 0
+        self._admitted_rows = 0  # let in by `admit`, not yet submitted (being tokenized)
         self._closed = False
 
     # producers ---------------------------------------------------------------------------------
 
+    def admit(self, rows: int) -> None:
+        """Reserve room for a request of ``rows`` texts before it is tokenized; raises
+        `OverloadedError` at once when the backlog is full (an empty backlog takes any size)."""
+        with self._cond:
+            if self._closed:
+                raise NotReadyError("the server is shutting down and accepts no new requests")
+            backlog = self._queued_rows + self._admitted_rows
+            if backlog and backlog + rows > self.max_queued_rows:
+                raise OverloadedError(f"the server's backlog is full ({backlog} texts waiting); retry later")
+            self._admitted_rows += rows
+
+    def release(self, rows: int) -> None:
+        """Give back an admission whose request will not be submitted (it failed to tokenize)."""
+        with self._cond:
+            self._admitted_rows -= rows
+
     def submit(self, request: Request) -> None:
-        """Queue every row of ``request``; raises `OverloadedError` when the backlog is full."""
+        """Queue every row of an admitted request."""
         rows = len(request)
         order = np.argsort(-request.features.lengths, kind="stable")
         with self._cond:
-            if self._closed:
-                raise OverloadedError("the server is shutting down and accepts no new requests")
-            if self._queued_rows and self._queued_rows + rows > self.max_queued_rows:
-                raise OverloadedError(
-                    f"the server's backlog is full ({self._queued_rows} texts queued); retry later"
-                )
+            self._admitted_rows -= rows
             lane = 0 if rows <= self.priority_batch_size else 1
             self._lanes[lane].append(_Pending(request, order))
             self._queued_rows += rows
@@ -123,10 +135,22 @@ class Batcher:
             self._cond.notify()
 
     def close(self) -> None:
-        """Refuse new requests; queued work can still be taken."""
+        """Refuse new admissions; queued and admitted work can still be submitted and taken."""
         with self._cond:
             self._closed = True
             self._cond.notify_all()
+
+    def abandon(self) -> list[Request]:
+        """Empty the queue (shutdown past its drain timeout); the requests it held, to be failed."""
+        with self._cond:
+            requests = {id(p.request): p.request for lane in self._lanes for p in lane}
+            for ready in (*self._ready, self._retry):
+                for batch in ready:
+                    requests.update((id(r), r) for r, _ in batch.segments)
+            for queue in (*self._lanes, *self._ready, self._retry):
+                queue.clear()
+            self._queued_rows = 0
+            return [r for r in requests.values() if not r.done]
 
     # consumers ---------------------------------------------------------------------------------
 

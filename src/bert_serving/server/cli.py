@@ -19,6 +19,7 @@ from ..model.encoder import AUTO
 from ..model.pooling import PoolingStrategy
 
 API_KEY_ENV = "BERT_SERVING_API_KEY"
+TERMINATE_TOKEN_ENV = "BERT_SERVING_TERMINATE_TOKEN"
 
 __all__ = ["benchmark", "get_args_parser", "get_benchmark_parser", "get_shutdown_parser", "main", "terminate"]
 
@@ -94,10 +95,18 @@ def get_args_parser() -> argparse.ArgumentParser:
     _flag(serving, "cors", default="*", help="Access-Control-Allow-Origin for HTTP")
     _flag(serving, "api_key", default=None,
           help="require 'Authorization: Bearer KEY' on the HTTP inference routes (or set BERT_SERVING_API_KEY)")
+    _flag(serving, "terminate_token", default=None,
+          help="accept TERMINATION from other hosts when it carries this token (or BERT_SERVING_TERMINATE_TOKEN)")
+    _flag(serving, "zmq_secret_key", default=None,
+          help="CurveZMQ: encrypt and authenticate the ZeroMQ ports with this secret certificate file")
+    _flag(serving, "zmq_authorized_keys", default=None,
+          help="CurveZMQ: only clients whose public certificates are in this folder may connect")
     _flag(serving, "max_request_texts", type=int, default=100_000, help="most texts in one request")
     _flag(serving, "max_request_bytes", type=int, default=64 * 1024 * 1024, help="largest request body / payload")
     _flag(serving, "max_queued_texts", type=int, default=200_000,
           help="backlog of texts beyond which new requests are refused as overloaded (HTTP 429)")
+    _flag(serving, "drain_timeout", type=float, default=30.0,
+          help="seconds a shutdown waits for accepted requests before answering them with an error")
     _flag(serving, "num_worker", type=int, default=1, help="model replicas, each in its own process")
     _flag(serving, "max_batch_size", type=int, default=256, help="most sequences in one forward pass")
     _flag(serving, "max_batch_tokens", type=int, default=0,
@@ -122,6 +131,8 @@ def get_shutdown_parser() -> argparse.ArgumentParser:
     _flag(parser, "ip", default="localhost", help="host of the server")
     _flag(parser, "port", "port_in", "port_data", dest="port", type=int, required=True, help="its -port")
     _flag(parser, "timeout", type=int, default=5000, help="milliseconds to wait for the server to go away")
+    _flag(parser, "token", default=None, help="the server's -terminate_token, to stop it from another host "
+                                             "(or BERT_SERVING_TERMINATE_TOKEN)")
     return parser
 
 
@@ -150,6 +161,8 @@ def main(argv: list[str] | None = None) -> None:
     args = get_args_parser().parse_args(argv)
     if args.api_key is None:
         args.api_key = os.environ.get(API_KEY_ENV) or None
+    if args.terminate_token is None:
+        args.terminate_token = os.environ.get(TERMINATE_TOKEN_ENV) or None
     _setup_logging(args.verbose)
     try:
         server = BertServer(args)
@@ -169,8 +182,9 @@ def terminate(argv: list[str] | None = None) -> None:
     from ..client import terminate_server
 
     args = get_shutdown_parser().parse_args(argv)
+    token = args.token or os.environ.get(TERMINATE_TOKEN_ENV) or None
     try:
-        terminate_server(args.ip, args.port, timeout=args.timeout)
+        terminate_server(args.ip, args.port, timeout=args.timeout, token=token)
     except BertServingError as exc:
         print(f"bert-serving-terminate: error: {exc}", file=sys.stderr)
         sys.exit(1)

@@ -28,10 +28,14 @@ class ServerConfig:
     http_max_connect: int = 10  # accepted for compatibility; HTTP requests enter the batcher directly
     cors: str = "*"
     api_key: str | None = field(default=None, repr=False)  # Bearer key for HTTP inference routes
+    terminate_token: str | None = field(default=None, repr=False)  # lets TERMINATION in from other hosts
+    zmq_secret_key: str | None = None  # CurveZMQ: the server's secret certificate file
+    zmq_authorized_keys: str | None = None  # CurveZMQ: folder of the clients' public certificates
     # limits: refused with a clear error beyond these
     max_request_texts: int = 100_000
     max_request_bytes: int = 64 * 1024 * 1024
     max_queued_texts: int = 200_000  # backlog beyond which requests are refused as overloaded
+    drain_timeout: float = 30.0  # seconds a shutdown waits for accepted requests
     # workers and devices
     num_worker: int = 1
     cpu: bool = False
@@ -69,6 +73,8 @@ class ServerConfig:
                                      "-max_request_bytes >= 1024")
         if self.api_key is not None and not self.api_key.strip():
             raise ConfigurationError("the API key is empty; unset BERT_SERVING_API_KEY / -api_key, or give a key")
+        if self.zmq_authorized_keys and not self.zmq_secret_key:
+            raise ConfigurationError("-zmq_authorized_keys needs -zmq_secret_key (the server's own certificate)")
         if not 0.0 < self.gpu_memory_fraction <= 1.0:
             raise ConfigurationError(f"-gpu_memory_fraction must be in (0, 1], got {self.gpu_memory_fraction}")
 
@@ -114,7 +120,7 @@ class ServerConfig:
         encoder = asdict(self.encoder)
         strategy = encoder.pop("pooling_strategy")
         status = {
-            **{k: v for k, v in asdict(self).items() if k not in ("encoder", "api_key")},
+            **{k: v for k, v in asdict(self).items() if k not in ("encoder", "api_key", "terminate_token")},
             "api_key_required": self.api_key is not None,
             **encoder,
             "pooling_strategy": strategy.value if isinstance(strategy, PoolingStrategy) else strategy,

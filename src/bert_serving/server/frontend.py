@@ -24,6 +24,7 @@ import zmq
 
 from .. import protocol
 from ..errors import ConfigurationError, ForbiddenError, InvalidRequestError, NotReadyError, PayloadTooLargeError
+from .access import CurveServer, TerminationPolicy
 from .intake import Intake
 from .request import Outcome
 from .stats import Stats
@@ -31,6 +32,8 @@ from .stats import Stats
 __all__ = ["Frontend", "Outbox"]
 
 logger = logging.getLogger(__name__)
+
+_ANSWERS_QUEUED_PER_CLIENT = 10_000
 
 
 class Outbox:
@@ -73,7 +76,8 @@ class Frontend:
         stats: Stats,
         status: Callable[[bool, str], dict],
         on_terminate: Callable[[str], None],
-        may_terminate: Callable[[str | None], bool] = lambda peer: True,
+        termination: TerminationPolicy | None = None,
+        curve: CurveServer | None = None,
         max_request_bytes: int = 64 * 1024 * 1024,
         hold_ms: int = 3000,
     ) -> None:
@@ -83,7 +87,8 @@ class Frontend:
         self._stats = stats
         self._status = status
         self._on_terminate = on_terminate
-        self._may_terminate = may_terminate
+        self._termination = termination or TerminationPolicy()
+        self._curve = curve
         self._max_request_bytes = max_request_bytes
         self._hold_s = hold_ms / 1000
         self._subscribed: set[bytes] = set()
@@ -101,8 +106,16 @@ class Frontend:
         """Bind both ports; a busy port is a `ConfigurationError` that says which flag to change."""
         self.pull.linger = 0
         self.pub.linger = 1000
-        self.pub.setsockopt(zmq.SNDHWM, 0)  # results are never dropped for a slow reader
+        # A client that stops reading its results may not grow the server without bound: past
+        # SNDHWM queued answers, a send fails (XPUB_NODROP) and the answer is dropped, logged
+        # and counted as "undelivered", instead of vanishing silently as plain PUB would.
+        self.pub.setsockopt(zmq.SNDHWM, _ANSWERS_QUEUED_PER_CLIENT)
+        self.pub.setsockopt(zmq.XPUB_NODROP, 1)
         self.pull.setsockopt(zmq.RCVHWM, 0)
+        for sock in (self.pull, self.pub):
+            protocol.keep_alive(sock)
+            if self._curve is not None:
+                self._curve.secure(sock)
         for sock, port, flag in ((self.pull, self.port, "-port"), (self.pub, self.port_out, "-port_out")):
             address = f"tcp://{'*' if self._bind in ('0.0.0.0', '*') else self._bind}:{port}"
             try:
@@ -171,9 +184,16 @@ class Frontend:
             if event[0] == 1:
                 self._subscribed.add(topic)
                 for _, frames in self._held.pop(topic, []):
-                    self.pub.send_multipart(frames, copy=False)
+                    self._send(frames)
             elif event[0] == 0:
                 self._subscribed.discard(topic)
+
+    def _send(self, frames: list) -> None:
+        try:
+            self.pub.send_multipart(frames, flags=zmq.NOBLOCK, copy=False)
+        except zmq.Again:
+            logger.warning("client %r has %d unread answers; dropping one", bytes(frames[0]), _ANSWERS_QUEUED_PER_CLIENT)
+            self._stats.error("undelivered")
 
     def _is_subscribed(self, identity: bytes) -> bool:
         return identity in self._subscribed or any(identity.startswith(t) for t in self._subscribed)
@@ -181,7 +201,7 @@ class Frontend:
     def _publish(self, frames: list) -> None:
         identity = bytes(frames[0])
         if self._is_subscribed(identity):
-            self.pub.send_multipart(frames, copy=False)
+            self._send(frames)
         else:
             self._held[identity].append((time.monotonic() + self._hold_s, frames))
 
@@ -195,7 +215,7 @@ class Frontend:
             if due:
                 logger.warning("no subscriber for client %r after %.1f s; sending anyway", identity, self._hold_s)
                 for frames in due:
-                    self.pub.send_multipart(frames, copy=False)
+                    self._send(frames)
                 self._held[identity] = [(d, f) for d, f in waiting if not (force or d <= now)]
             if not self._held[identity]:
                 del self._held[identity]
@@ -214,13 +234,13 @@ class Frontend:
         if command == protocol.TERMINATION:
             peer = frames[0].get("Peer-Address") if hasattr(frames[0], "get") else None
             self._stats.control_request(client)
-            if self._may_terminate(peer):
+            if self._termination.allows(peer, message.token):
                 logger.info("TERMINATION received from %s", peer or "a local peer")
                 self._on_terminate(peer or "")
             else:
                 logger.warning("refused TERMINATION from %s", peer)
                 self._publish(protocol.error_frames(message.identity, message.req_id, ForbiddenError(
-                    "TERMINATION is only accepted from the server's own host")))
+                    "TERMINATION is accepted from the server's own host, or with its -terminate_token")))
             return
         if command in (protocol.SHOW_CONFIG, protocol.SHOW_STATUS):
             self._stats.control_request(client)

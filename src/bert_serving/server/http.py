@@ -14,14 +14,14 @@ original's flask-json shape). With an API key set, inference and status routes w
 ``Authorization: Bearer KEY``.
 """
 
-from __future__ import annotations
-
+# No `from __future__ import annotations` here: FastAPI reads the route signatures' types,
+# and the request models are built per server, inside create_app.
 import asyncio
 import hmac
 import logging
 import socket
 import threading
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import orjson
 import uvicorn
@@ -30,14 +30,15 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, Response
-from pydantic import BaseModel, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from pydantic import BaseModel, Field, StrictBool, create_model
 
 from .. import __version__
 from ..errors import (AuthenticationError, BertServingError, ConfigurationError, InvalidRequestError,
                       PayloadTooLargeError)
 from .metrics import CONTENT_TYPE, render_metrics
-from .openai_api import EmbeddingsRequest, EmbeddingsResponse, OpenAIError, embeddings_body, openai_error_body, \
-    request_texts
+from .openai_api import EmbeddingsResponse, Integer, OpenAIError, Text, integer, embeddings_body, embeddings_request_model, \
+    openai_error_body, request_texts
 from .request import Outcome
 
 if TYPE_CHECKING:
@@ -48,12 +49,28 @@ __all__ = ["HttpServer", "create_app"]
 logger = logging.getLogger(__name__)
 
 _OPENAI_PATHS = ("/v1/embeddings", "/embeddings")
+_INFERENCE_PATHS = ("/encode", *_OPENAI_PATHS)
 
 
 class EncodeRequest(BaseModel):
+    """The original's request; `encode_request_model` narrows it to a served model's limits."""
+
     id: Any = Field(None, description="Echoed back as is")
-    texts: list[str] | list[list[str | int]] = Field(description="Texts, or token lists with is_tokenized")
-    is_tokenized: bool = False
+    texts: list[Text] | list[list[Text | Integer]] = Field(description="Texts, or token lists with is_tokenized")
+    is_tokenized: StrictBool = Field(False, description="Accepted as the original's; as on the ZeroMQ wire, "
+                                                        "lists of tokens are recognised by their shape")
+
+
+def encode_request_model(vocab_size: int, max_texts: int) -> type[EncodeRequest]:
+    token = integer(ge=0, lt=vocab_size)
+    tokens = Annotated[list[Text | token], Field(min_length=1)]
+    return create_model(
+        "EncodeRequest",
+        __base__=EncodeRequest,
+        texts=(Annotated[list[Text], Field(min_length=1, max_length=max_texts)]
+               | Annotated[list[tokens], Field(min_length=1, max_length=max_texts)],
+               Field(description="Texts, or token lists (with is_tokenized)")),
+    )
 
 
 class EncodeResponse(BaseModel):
@@ -125,8 +142,30 @@ class _BodyLimit:
         await self.app(scope, replay, send)
 
 
-def create_app(server: BertServer) -> FastAPI:
+def client_of(request: Request) -> str:
+    return f"http:{request.client.host if request.client else 'unknown'}"
+
+
+def _validation_error(errors: list[dict]) -> InvalidRequestError:
+    """pydantic's errors as one readable message: ``texts[1]: must not be empty or blank``."""
+    problems, param = [], None
+    for error in errors:
+        # union members show up in the location as type tags ("list[constrained-str]"): skip them
+        loc = [p for p in error["loc"][1:] if isinstance(p, int) or not any(c in p for c in "[]-")]
+        where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc).lstrip(".") or "body"
+        message = "must not be empty or blank" if "should match pattern" in error["msg"] else error["msg"]
+        problem = f"{where}: {message}"
+        if problem not in problems:
+            problems.append(problem)
+        param = param or (str(loc[0]) if loc else None)
+    return InvalidRequestError("; ".join(problems[:4]) or "malformed request body", param=param)
+
+
+def create_app(server: "BertServer") -> FastAPI:
     config = server.config
+    vocab_size = server.tokenizer.vocab_size
+    EncodeBody = encode_request_model(vocab_size, config.max_request_texts)  # noqa: N806
+    EmbeddingsBody = embeddings_request_model(vocab_size, server.spec.dim, config.max_request_texts)  # noqa: N806
     app = FastAPI(
         title="bert-serving",
         version=__version__,
@@ -138,20 +177,29 @@ def create_app(server: BertServer) -> FastAPI:
                        allow_methods=["*"], allow_headers=["*"])
     app.add_middleware(_BodyLimit, max_bytes=config.max_request_bytes)
 
-    # errors raised here never reached the pipeline, which counts its own: count them
+    # errors raised here never reached the pipeline, which counts its own: count them as the
+    # ZeroMQ edge counts a request it cannot decode
+    def refused(request: Request, error: BertServingError) -> Response:
+        if request.url.path in _INFERENCE_PATHS:
+            server.stats.data_request(client_of(request), 0)
+        server.stats.error(error.code)
+        return error_response(request.url.path, error)
+
     @app.exception_handler(BertServingError)
     async def _on_error(request: Request, exc: BertServingError) -> Response:
-        server.stats.error(exc.code)
-        return error_response(request.url.path, exc)
+        return refused(request, exc)
 
     @app.exception_handler(RequestValidationError)
     async def _on_invalid(request: Request, exc: RequestValidationError) -> Response:
-        errors = exc.errors()
-        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'][1:]) or 'body'}: {e['msg']}" for e in errors[:5])
-        first = errors[0]["loc"][1:2] if errors else ()
-        error = InvalidRequestError(problems or "malformed request body", param=str(first[0]) if first else None)
-        server.stats.error(error.code)
-        return error_response(request.url.path, error)
+        return refused(request, _validation_error(exc.errors()))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _on_http(request: Request, exc: StarletteHTTPException) -> Response:
+        if exc.status_code == 400:  # e.g. a body that is not JSON at all
+            return refused(request, InvalidRequestError(f"the body is not valid JSON ({exc.detail})"))
+        body = {"description": str(exc.detail), "type": "HTTPException", "code": f"http_{exc.status_code}",
+                "status": exc.status_code}
+        return _json(body, exc.status_code, exc.headers)
 
     def authorized(request: Request) -> None:
         if config.api_key is None:
@@ -172,14 +220,11 @@ def create_app(server: BertServer) -> FastAPI:
         server.intake.submit(texts, is_tokenized, reply, client)
         return await future
 
-    def client_of(request: Request) -> str:
-        return f"http:{request.client.host if request.client else 'unknown'}"
-
     @app.post("/encode", response_model=EncodeResponse, responses=_responses(ErrorBody), dependencies=guarded,
               tags=["bert-as-service"])
-    async def encode_route(body: EncodeRequest, request: Request) -> Response:
+    async def encode_route(body: EncodeBody, request: Request) -> Response:
         """Vectors for ``texts``, as bert-as-service's HTTP proxy answered."""
-        is_tokenized = body.is_tokenized or (bool(body.texts) and all(isinstance(t, list) for t in body.texts))
+        is_tokenized = all(isinstance(t, list) for t in body.texts)
         outcome = await encode(body.texts, is_tokenized, client_of(request))
         if outcome.error is not None:
             return error_response(request.url.path, outcome.error)
@@ -200,7 +245,7 @@ def create_app(server: BertServer) -> FastAPI:
     for path in _OPENAI_PATHS:
         @app.post(path, response_model=EmbeddingsResponse, responses=_responses(OpenAIError), dependencies=guarded,
                   tags=["OpenAI"], name=f"embeddings{path.replace('/', '_')}")
-        async def embeddings(body: EmbeddingsRequest, request: Request) -> Response:
+        async def embeddings(body: EmbeddingsBody, request: Request) -> Response:
             """OpenAI-compatible embeddings."""
             texts, is_ids = request_texts(body)
             outcome = await encode(texts, is_ids, client_of(request))

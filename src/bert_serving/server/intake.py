@@ -15,6 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from ..errors import BertServingError, NotReadyError, PayloadTooLargeError, ServerError
 from ..model.tokenization import Tokenizer
 from .batcher import Batcher
+from .sink import Sink
 from .request import Outcome, ReplyFn, Request
 from .stats import Stats
 
@@ -28,6 +29,7 @@ class Intake:
         self,
         tokenizer: Tokenizer,
         batcher: Batcher,
+        sink: Sink,
         stats: Stats,
         *,
         keep_tokens: bool = False,
@@ -36,6 +38,7 @@ class Intake:
     ) -> None:
         self._tokenizer = tokenizer
         self._batcher = batcher
+        self._sink = sink
         self._stats = stats
         self._keep_tokens = keep_tokens
         self.max_request_texts = max_request_texts
@@ -55,20 +58,28 @@ class Intake:
                 "(-max_request_texts): split the list"
             ))
             return
-        received = time.perf_counter()
-        self._pool.submit(self._tokenize, texts, is_tokenized, reply, client, received)
-
-    def _tokenize(self, texts, is_tokenized: bool, reply: ReplyFn, client: str, received: float) -> None:
         try:
-            features = self._tokenizer.encode(texts, is_tokenized, keep_tokens=self._keep_tokens)
-            request = Request(features, reply, client, received_at=received, tokenized_at=time.perf_counter())
-            self._stats.tokenized(request.tokenized_at - received, features.num_tokens)
-            self._batcher.submit(request)
+            self._batcher.admit(count)  # a full backlog refuses here, before any work is spent
         except BertServingError as exc:
             self._refuse(reply, exc)
-        except Exception as exc:  # a tokenizer bug must still answer the client
-            logger.exception("tokenization failed")
-            self._refuse(reply, ServerError(f"tokenization failed: {exc}"))
+            return
+        received = time.perf_counter()
+        self._pool.submit(self._tokenize, texts, is_tokenized, reply, client, received, count)
+
+    def _tokenize(self, texts, is_tokenized: bool, reply: ReplyFn, client: str, received: float, count: int) -> None:
+        try:
+            features = self._tokenizer.encode(texts, is_tokenized, keep_tokens=self._keep_tokens)
+        except Exception as exc:
+            self._batcher.release(count)
+            if not isinstance(exc, BertServingError):  # a tokenizer bug must still answer the client
+                logger.exception("tokenization failed")
+                exc = ServerError(f"tokenization failed: {exc}")
+            self._refuse(reply, exc)
+            return
+        request = Request(features, reply, client, received_at=received, tokenized_at=time.perf_counter())
+        self._stats.tokenized(request.tokenized_at - received, features.num_tokens)
+        self._sink.track(request)
+        self._batcher.submit(request)
 
     def _refuse(self, reply: ReplyFn, error: BertServingError) -> None:
         self._stats.error(error.code)

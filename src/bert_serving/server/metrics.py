@@ -67,6 +67,8 @@ class _StatsCollector:
         for state, count in sorted(states.items()):
             workers.add_metric([state], count)
         yield workers
+        yield CounterMetricFamily(f"{_PREFIX}_worker_restarts", "Replicas restarted after dying",
+                                  value=s["worker_restarts"])
         yield GaugeMetricFamily(f"{_PREFIX}_ready", "1 when loaded, warmed up and serving", value=int(self._ready()))
 
 

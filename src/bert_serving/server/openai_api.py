@@ -12,30 +12,67 @@ Vectors are the server's configured ones (the same as ``/encode`` and ZeroMQ giv
 from __future__ import annotations
 
 import base64
-from typing import Literal
+from typing import Annotated, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, create_model
 
 from ..errors import BertServingError, InvalidRequestError
 
-__all__ = ["EmbeddingsRequest", "EmbeddingsResponse", "OpenAIError", "embeddings_body", "openai_error_body",
-           "request_texts"]
+__all__ = ["EmbeddingsRequest", "EmbeddingsResponse", "Integer", "OpenAIError", "Text", "integer", "embeddings_body",
+           "embeddings_request_model", "openai_error_body", "request_texts"]
 
 _TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
           404: "not_found_error", 413: "invalid_request_error", 429: "rate_limit_error"}
 
 
+Text = Annotated[str, StringConstraints(pattern=r"\S")]  # not empty, not blank
+
+
+def _integer(value: object) -> object:
+    """JSON's integers, 7 and 7.0 alike; not true/false, not "7"."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError("must be an integer")
+    return value
+
+
+def integer(**constraints) -> object:
+    """An integer type with constraints (``ge``, ``lt``...), written into the JSON schema."""
+    return Annotated[int, Field(**constraints), BeforeValidator(_integer)]
+
+
+Integer = integer()
+
+
 class EmbeddingsRequest(BaseModel):
+    """The request; `embeddings_request_model` narrows it to a served model's limits."""
+
     model_config = ConfigDict(extra="ignore", json_schema_extra={"examples": [{"input": "First do it",
                                                                                "model": "all-MiniLM-L6-v2"}]})
 
-    input: str | list[str] | list[int] | list[list[int]] = Field(
+    input: Text | list[Text] | list[Integer] | list[list[Integer]] = Field(
         description="Text, texts, token ids, or lists of token ids to embed")
     model: str | None = Field(None, description="Accepted for compatibility; the served model answers")
     encoding_format: Literal["float", "base64"] = "float"
-    dimensions: int | None = Field(None, ge=1, description="Keep this many leading dimensions, re-normalised")
+    dimensions: integer(ge=1) | None = Field(None, description="Keep this many leading dimensions, re-normalised")
     user: str | None = None
+
+
+def embeddings_request_model(vocab_size: int, dim: int, max_texts: int) -> type[EmbeddingsRequest]:
+    """`EmbeddingsRequest` with this server's limits written into its schema."""
+    token = integer(ge=0, lt=vocab_size)
+    texts = Annotated[list[Text], Field(min_length=1, max_length=max_texts)]
+    ids = Annotated[list[token], Field(min_length=1)]
+    many_ids = Annotated[list[ids], Field(min_length=1, max_length=max_texts)]
+    return create_model(
+        "EmbeddingsRequest",
+        __base__=EmbeddingsRequest,
+        input=(Text | texts | ids | many_ids, Field(description="Text, texts, token ids, or lists of token ids")),
+        dimensions=(integer(ge=1, le=dim) | None, Field(None, description="Keep this many leading dimensions, "
+                                                                            "re-normalised")),
+    )
 
 
 class Embedding(BaseModel):

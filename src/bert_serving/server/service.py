@@ -9,7 +9,6 @@ The 1.10.0 API is kept: ``BertServer(get_args_parser().parse_args([...]))``, ``s
 from __future__ import annotations
 
 import argparse
-import ipaddress
 import logging
 import sys
 import threading
@@ -21,6 +20,7 @@ import zmq
 from .. import __version__, protocol
 from ..errors import NotReadyError
 from ..model.encoder import resolve
+from .access import CurveServer, TerminationPolicy
 from .batcher import Batcher
 from .config import ServerConfig
 from .frontend import Frontend
@@ -66,6 +66,8 @@ class BertServer:
         A busy port raises `ConfigurationError` here."""
         config, spec = self.config, self.spec
         self._ctx = zmq.Context()
+        self.curve = (CurveServer(self._ctx, config.zmq_secret_key, config.zmq_authorized_keys)
+                      if config.zmq_secret_key else None)
         self.batcher = Batcher(
             max_batch_size=config.max_batch_size,
             max_batch_tokens=config.batch_tokens(self.devices[0]),
@@ -74,7 +76,8 @@ class BertServer:
         )
         self.stats.queue_rows = lambda: self.batcher.queued_rows
         self.sink = Sink(spec, self.stats)
-        self.intake = Intake(spec.tokenizer(), self.batcher, self.stats, keep_tokens=spec.show_tokens,
+        self.tokenizer = spec.tokenizer()
+        self.intake = Intake(self.tokenizer, self.batcher, self.sink, self.stats, keep_tokens=spec.show_tokens,
                              max_request_texts=config.max_request_texts)
         self.workers = WorkerPool.local(
             spec, self.devices, ctx=self._ctx, batcher=self.batcher, sink=self.sink, stats=self.stats,
@@ -84,10 +87,13 @@ class BertServer:
         self.frontend = Frontend(
             self._ctx, bind=config.bind, port=config.port, port_out=config.port_out, intake=self.intake,
             stats=self.stats, status=self.status, on_terminate=lambda peer: self.request_stop(),
-            may_terminate=_is_local, max_request_bytes=config.max_request_bytes,
+            termination=TerminationPolicy(config.terminate_token), curve=self.curve,
+            max_request_bytes=config.max_request_bytes,
         )
         self.http = None
         try:
+            if self.curve is not None:
+                self.curve.start()
             self.frontend.bind()
             if config.http_port is not None:
                 from .http import HttpServer, create_app
@@ -96,6 +102,8 @@ class BertServer:
                 self.http.bind()
         except Exception:
             self.frontend.close()
+            if self.curve is not None:
+                self.curve.stop()
             self._ctx.destroy(linger=0)
             raise
         logger.info("listening: requests on port %d, results on port %d%s", config.port, config.port_out,
@@ -120,16 +128,25 @@ class BertServer:
         self._stop_requested.wait()
         self._shutdown()
 
-    def _shutdown(self, drain_timeout: float = 30.0) -> None:
-        logger.info("shutting down: finishing accepted requests...")
+    def _shutdown(self) -> None:
+        timeout = self.config.drain_timeout
+        logger.info("shutting down: finishing %d accepted requests (at most %.0f s)...", self.sink.outstanding, timeout)
         self.is_ready.clear()
         self.frontend.stop_accepting()
-        self.intake.close()
         self.batcher.close()
-        self.workers.close(drain=self._startup_error is None, timeout=drain_timeout)
+        self.intake.close()
+        self.workers.close(drain=self._startup_error is None, timeout=timeout)
+        self.batcher.abandon()
+        unanswered = self.sink.fail_outstanding(NotReadyError(
+            "the server shut down before this request could be served" +
+            ("" if self._startup_error is None else f" (it failed to start: {self._startup_error})")))
+        if unanswered:
+            logger.warning("answered %d requests with an error: not served within the drain timeout", unanswered)
         if self.http is not None:
             self.http.close()
         self.frontend.close()
+        if self.curve is not None:
+            self.curve.stop()
         self._ctx.destroy(linger=1000)
         logger.info("server stopped")
         self._stopped.set()
@@ -227,12 +244,3 @@ class BertServer:
             status["statistic"] = self.stats.statistic()
         return status
 
-
-def _is_local(peer: str | None) -> bool:
-    """TERMINATION is honoured from the server's own host only."""
-    if not peer:
-        return True
-    try:
-        return ipaddress.ip_address(peer.split("%")[0]).is_loopback
-    except ValueError:
-        return False

@@ -26,6 +26,24 @@ class Sink:
         self._spec = spec
         self._stats = stats
         self._lock = threading.Lock()
+        self._outstanding: dict[int, Request] = {}  # accepted, not yet answered
+
+    def track(self, request: Request) -> None:
+        """Register an accepted request: from now on it will be answered, whatever happens."""
+        with self._lock:
+            self._outstanding[request.id] = request
+
+    @property
+    def outstanding(self) -> int:
+        return len(self._outstanding)
+
+    def fail_outstanding(self, error: BertServingError) -> int:
+        """Answer every request still unanswered with ``error`` (shutdown); how many there were."""
+        with self._lock:
+            pending = list(self._outstanding.values())
+        for request in pending:
+            self.fail_request(request, error)
+        return len(pending)
 
     def deliver(self, batch: Batch, block: np.ndarray) -> None:
         """Place ``block`` (the model output for ``batch``, rows in batch order)."""
@@ -44,6 +62,7 @@ class Sink:
                 request.remaining -= len(rows)
                 if request.remaining == 0:
                     request.done = True
+                    self._outstanding.pop(request.id, None)
                     finished.append(request)
         for request in finished:
             self._answer(request, request.result, None)
@@ -58,6 +77,7 @@ class Sink:
                 return
             request.done = True
             request.result = None
+            self._outstanding.pop(request.id, None)
         self._answer(request, None, error)
 
     def _answer(self, request: Request, result: np.ndarray | None, error: BertServingError | None) -> None:

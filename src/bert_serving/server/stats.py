@@ -90,6 +90,7 @@ class Stats:
         self.batch_size = Histogram(SIZE_BUCKETS)
         self.batch_tokens = Histogram(TOKEN_BUCKETS)
         self.worker_states: dict[int, str] = {}
+        self.worker_restarts = 0
         self.queue_rows = lambda: 0  # set by the service: rows waiting in the batcher
 
     # reports from the stages -------------------------------------------------------------------
@@ -173,6 +174,7 @@ class Stats:
                 "batch_tokens": self.batch_tokens,
                 "latency": self.latency,
                 "worker_states": dict(self.worker_states),
+                "worker_restarts": self.worker_restarts,
             }) | {"queue_depth": self.queue_rows()}
 
     def clients(self) -> list[dict[str, object]]:
@@ -219,6 +221,7 @@ class Stats:
                     for phase, h in self.latency.items()
                 },
                 "workers": dict(self.worker_states),
+                "worker_restarts": self.worker_restarts,
             })
             return out
 

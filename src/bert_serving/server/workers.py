@@ -129,7 +129,6 @@ class _Feeder:
         self.pool, self.index, self.replica = pool, index, replica
         self.ready = threading.Event()
         self.startup_error: str | None = None
-        self.restarts = 0
         self.thread = threading.Thread(target=self._run, name=f"feed-{index}", daemon=True)
 
     def _state(self, state: str) -> None:
@@ -184,7 +183,7 @@ class _Feeder:
         pool = self.pool
         logger.error("%s while running a batch of %d texts; restarting it", reason, len(batch))
         self._state("restarting")
-        self.restarts += 1
+        pool.stats.worker_restarts += 1
         if batch.attempts + 1 < _MAX_ATTEMPTS:
             pool.batcher.retry(batch)
         else:
