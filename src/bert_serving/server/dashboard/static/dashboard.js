@@ -84,7 +84,9 @@
       { label: "texts", stroke: "#2b6cb0", scale: "texts" },
       { label: "tokens", stroke: "#dd6b20", scale: "tokens" },
     ], {
-      axes: [{}, { scale: "texts", size: 60 }, { scale: "tokens", side: 1, size: 60, grid: { show: false } }],
+      axes: [{},
+        { scale: "texts", label: "texts", stroke: "#2b6cb0", size: 50 },
+        { scale: "tokens", label: "tokens", stroke: "#dd6b20", side: 1, size: 60, grid: { show: false } }],
     }),
     queue: chart("chart-queue", [{ label: "texts waiting", stroke: "#805ad5", fill: "rgba(128, 90, 213, 0.12)" }]),
   };
