@@ -139,7 +139,9 @@ def test_the_dashboard_shows_the_server_live(browser: Browser, dashboard_server)
     assert any(v and v >= 1 for v in batches[1]) and any(v and v > 0 for v in batches[2])
     latency = chart_points(page, "latency")
     assert any(v and v > 0 for v in latency[-2])  # total p50
-    page.wait_for_timeout(1500)  # let the rate line come back down for the picture
+    # the traffic is over: the rate comes back to zero (and the picture shows the whole burst)
+    page.wait_for_function("() => window.bertServingDashboard.charts.throughput.data[1].at(-1) === 0",
+                           timeout=WAIT_MS)
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=ARTIFACTS / "dashboard.png", full_page=True)
     assert console.errors == []
