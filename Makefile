@@ -1,6 +1,7 @@
 # `make serve`: set up .venv and start the server on the default model (all-MiniLM-L6-v2).
 # `make test`:  set up .venv and run the whole suite (what CI runs through .ci/run).
-# `make install`: the set-up alone; idempotent.
+# `make install`: the set-up alone; idempotent. Installs Debian's chromium (for the dashboard's
+#                 browser tests) when it is missing, which needs root.
 
 PYTHON ?= python3
 VENV   := .venv
@@ -11,9 +12,13 @@ STAMP  := $(VENV)/.installed
 # in subprocesses with this folder on PYTHONPATH.
 STOCK_CLIENT := $(VENV)/stock-client
 
-.PHONY: install serve test clean
+.PHONY: install chromium serve test clean
 
-install: $(STAMP)
+install: $(STAMP) chromium
+
+# Playwright drives this browser; it never downloads one of its own.
+chromium:
+	command -v chromium >/dev/null || (apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium)
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -23,7 +28,7 @@ $(STAMP): pyproject.toml Makefile
 	$(PIP) install --no-deps --target $(STOCK_CLIENT) --upgrade bert-serving-client==1.10.0
 	touch $(STAMP)
 
-serve: install
+serve: $(STAMP)
 	$(VENV)/bin/bert-serving-start $(ARGS)
 
 test: install

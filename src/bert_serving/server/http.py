@@ -6,7 +6,8 @@ between. Routes:
 - ``POST /encode``, ``GET /status/server``, ``GET /status/client``: the original's, same bodies;
 - ``POST /v1/embeddings`` and ``/embeddings``: OpenAI's shapes (`openai_api`);
 - ``GET /health`` (alive), ``GET /ready`` (loaded, warm, not draining), ``GET /metrics``;
-- ``GET /openapi.json`` and ``GET /docs`` (Swagger UI served from the package, not a CDN).
+- ``GET /openapi.json`` and ``GET /docs`` (Swagger UI served from the package, not a CDN);
+- ``GET /dashboard``: a live page of the same counters (`dashboard`).
 
 Every error has its kind's status (`bert_serving.errors`) and the route's error body: OpenAI's
 envelope on the OpenAI routes, ``{"description", "type", "code", "status"}`` elsewhere (the
@@ -36,6 +37,7 @@ from pydantic import BaseModel, Field, StrictBool, create_model
 from .. import __version__
 from ..errors import (AuthenticationError, BertServingError, ConfigurationError, InvalidRequestError,
                       PayloadTooLargeError)
+from .dashboard import index_page, mount_dashboard, wants_html
 from .metrics import CONTENT_TYPE, render_metrics
 from .openai_api import EmbeddingsResponse, Integer, OpenAIError, Text, integer, embeddings_body, embeddings_request_model, \
     openai_error_body, request_texts
@@ -270,13 +272,15 @@ def create_app(server: "BertServer") -> FastAPI:
         return Response(render_metrics(server.stats, server.is_ready.is_set), media_type=CONTENT_TYPE)
 
     @app.get("/", tags=["operations"])
-    async def index() -> Response:
-        """What is served here, and where."""
-        return _json({"name": "bert-serving", "version": __version__, "model": server.spec.source.name,
-                      "dim": server.spec.dim, "docs": "/docs", "openapi": "/openapi.json",
-                      "routes": ["/encode", "/v1/embeddings", "/status/server", "/health", "/ready", "/metrics"]})
+    async def index(request: Request) -> Response:
+        """What is served here, and where (for a browser, a page of links)."""
+        info = {"name": "bert-serving", "version": __version__, "model": server.spec.source.name,
+                "dim": server.spec.dim, "docs": "/docs", "openapi": "/openapi.json", "dashboard": "/dashboard",
+                "routes": ["/encode", "/v1/embeddings", "/status/server", "/health", "/ready", "/metrics"]}
+        return index_page(info) if wants_html(request) else _json(info)
 
     _mount_docs(app)
+    mount_dashboard(app, server, guarded)
     return app
 
 
