@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import subprocess
-import sys
-import time
-from pathlib import Path
 
 import pytest
 
@@ -17,24 +14,7 @@ from bert_serving.model import PoolingStrategy
 from ..conftest import TINY_BERT
 from .conftest import free_ports, running_server
 
-BIN = Path(sys.executable).parent
-
-
-def start_cli(*flags: str) -> subprocess.Popen:
-    return subprocess.Popen([str(BIN / "bert-serving-start"), *flags], stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
-
-
-def wait_for_line(proc: subprocess.Popen, needle: str, timeout: float = 120) -> list[str]:
-    lines, deadline = [], time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        line = proc.stdout.readline()
-        if not line:
-            break
-        lines.append(line)
-        if needle in line:
-            return lines
-    raise AssertionError(f"{needle!r} not seen; output:\n{''.join(lines)}")
+from .processes import BIN, start_cli, wait_for_line
 
 
 def test_every_original_flag_parses_in_both_spellings() -> None:

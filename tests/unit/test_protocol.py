@@ -58,3 +58,22 @@ def test_error_reply_raises_in_the_stock_client_and_carries_the_kind_for_ours() 
     reply = protocol.parse_reply(frames)
     assert isinstance(reply.error, OverloadedError) and reply.error.message == "backlog is full"
     assert reply.req_id == 5
+
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+@settings(max_examples=5000, deadline=None)
+@given(st.lists(st.binary(max_size=64), max_size=6))
+def test_decoding_any_frames_either_works_or_raises_invalid_request(frames) -> None:
+    try:
+        message = protocol.parse_request(frames)
+    except protocol.MalformedRequest as exc:
+        assert exc.identity is None or exc.identity == frames[0]
+        return
+    try:
+        texts, is_tokenized = protocol.decode_texts(message.payload)
+    except InvalidRequestError:
+        return
+    assert isinstance(texts, list)

@@ -26,7 +26,10 @@ _TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permi
           404: "not_found_error", 413: "invalid_request_error", 429: "rate_limit_error"}
 
 
-Text = Annotated[str, StringConstraints(pattern=r"\S")]  # not empty, not blank
+# Not empty, not blank: a character outside Python's whitespace (what str.strip() removes),
+# spelled out because "\S" means different sets in Python, Rust and JSON Schema's ECMA regex.
+NOT_BLANK = r"[^\t-\r\x1c-\x20\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]"
+Text = Annotated[str, StringConstraints(pattern=NOT_BLANK)]
 
 
 def _integer(value: object) -> object:
