@@ -20,9 +20,9 @@ from .conftest import free_ports, running_server
 BIN = Path(sys.executable).parent
 
 
-def start_cli(*flags: str) -> subprocess.Popen:
+def start_cli(*flags: str, env: dict[str, str] | None = None) -> subprocess.Popen:
     return subprocess.Popen([str(BIN / "bert-serving-start"), *flags], stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+                            stderr=subprocess.STDOUT, text=True, env=env)
 
 
 def wait_for_line(proc: subprocess.Popen, needle: str, timeout: float = 120) -> list[str]:
