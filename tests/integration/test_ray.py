@@ -13,11 +13,14 @@ import time
 import numpy as np
 import pytest
 from ray.cluster_utils import Cluster
+from ray.util.placement_group import placement_group, remove_placement_group
 
 from bert_serving.client import BertClient
 from bert_serving.errors import ConfigurationError
-from bert_serving.model import Encoder
+from bert_serving.model import Encoder, Features
 from bert_serving.server import BertServer, get_args_parser
+from bert_serving.server.ray_replicas import RayReplica
+from bert_serving.server.workers import BatchFailed, ReplicaCrashed
 
 from ..conftest import TINY_BERT
 from .conftest import free_ports, running_server
@@ -160,6 +163,25 @@ def test_vectors_through_ray_equal_the_local_encoders(server, sentences, referen
         np.testing.assert_allclose(bc.encode(sentences[:1]), reference[:1], atol=1e-5, rtol=0)
         np.testing.assert_allclose(bc.encode(sentences), reference, atol=1e-5, rtol=0)  # several batches
     assert server.stats.statistic()["num_forward_passes"] >= 2
+
+
+def test_model_errors_and_unanswered_calls_become_the_pools_two_failures(server, sentences, reference) -> None:
+    """A replica of our own next to the server's (this process is the server's Ray driver)."""
+    group = placement_group([{"CPU": 1}])
+    replica = RayReplica(server.spec, group, index=0)
+    one = server.spec.tokenizer().encode(sentences[:1])
+    try:
+        replica.start()
+        unknown_token = Features(np.array([10**6], np.int32), np.zeros(1, np.int8), np.ones(1, bool), np.array([0, 1]))
+        with pytest.raises(BatchFailed, match="IndexError"):
+            replica.embed(unknown_token)
+        np.testing.assert_allclose(replica.embed(one), reference[:1], atol=1e-5, rtol=0)  # still serving
+        replica.call_timeout_s = 0
+        with pytest.raises(ReplicaCrashed, match="did not answer within 0 s"):  # no answer can be that fast
+            replica.embed(one)
+    finally:
+        replica.stop()
+        remove_placement_group(group)
 
 
 def test_a_replica_killed_during_a_load_loses_no_request(server, sentences, reference) -> None:

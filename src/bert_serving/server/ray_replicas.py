@@ -83,7 +83,8 @@ class RayReplica:
         self._device = "cuda" if num_gpus else "cpu"  # Ray sets CUDA_VISIBLE_DEVICES to the actor's GPUs
         self._threads = max(1, int(num_cpus))
         self._gpu_memory_fraction = gpu_memory_fraction
-        self._start_timeout_s, self._call_timeout_s = start_timeout_s, call_timeout_s
+        self._start_timeout_s = start_timeout_s
+        self.call_timeout_s = call_timeout_s  # a batch taking longer counts as a lost replica
         self._actor = None
         self.placement: dict[str, object] = {}
 
@@ -111,13 +112,13 @@ class RayReplica:
     def embed(self, features: Features) -> np.ndarray:
         call = self._actor.embed.remote(features.input_ids, features.type_ids, features.pool_mask, features.offsets)
         try:
-            return ray.get(call, timeout=self._call_timeout_s)
+            return ray.get(call, timeout=self.call_timeout_s)
         except RayActorError as exc:  # the actor, its process or its node is gone
             raise ReplicaCrashed(f"{self.name} on {self._node()} was lost ({_first_line(exc)})") from None
         except RayTaskError as exc:  # the model raised; the actor is fine
             raise BatchFailed(_cause(exc)) from None
         except GetTimeoutError:
-            raise ReplicaCrashed(f"{self.name} did not answer within {self._call_timeout_s:.0f} s") from None
+            raise ReplicaCrashed(f"{self.name} did not answer within {self.call_timeout_s:.0f} s") from None
         except RayError as exc:  # the result or the cluster connection was lost
             raise ReplicaCrashed(f"{self.name} failed ({type(exc).__name__}: {_first_line(exc)})") from None
 

@@ -105,7 +105,8 @@ class BertServer:
                                    num_cpus=config.ray_num_cpus, num_gpus=config.ray_num_gpus,
                                    gpu_memory_fraction=config.gpu_memory_fraction, **stages)
         return WorkerPool.local(
-            self.spec, self.devices, ctx=self._ctx, threads=config.threads_per_worker() if self.devices[0] == "cpu" else 1,
+            self.spec, self.devices, ctx=self._ctx,
+            threads=config.threads_per_worker() if self.devices[0] == "cpu" else 1,
             gpu_memory_fraction=config.gpu_memory_fraction, **stages,
         )
 
