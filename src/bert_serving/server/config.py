@@ -71,7 +71,7 @@ class ServerConfig:
 
     def _check_ray(self) -> None:
         if self.ray_address is None:
-            for name in ("num_replicas", "ray_num_cpus", "ray_num_gpus"):
+            for name in _RAY_ONLY:
                 if getattr(self, name) != _DEFAULTS[name]:
                     raise ConfigurationError(f"-{name} places replicas on a Ray cluster: it needs -ray_address "
                                              "(auto, HOST:PORT or local); local workers are set with -num_worker")
@@ -149,7 +149,8 @@ class ServerConfig:
         return status
 
 
-_DEFAULTS = {f.name: f.default for f in fields(ServerConfig) if f.name.startswith(("ray_", "num_replicas"))}
+_RAY_ONLY = ("num_replicas", "ray_num_cpus", "ray_num_gpus")  # meaningless without -ray_address
+_DEFAULTS = {f.name: f.default for f in fields(ServerConfig) if f.name in _RAY_ONLY}
 
 
 def _is_ray_address(address: str) -> bool:
