@@ -13,7 +13,6 @@ from bert_serving.model import PoolingStrategy
 
 from ..conftest import TINY_BERT
 from .conftest import free_ports, running_server
-
 from .processes import BIN, start_cli, wait_for_line
 
 

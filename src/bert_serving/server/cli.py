@@ -120,6 +120,15 @@ def get_args_parser() -> argparse.ArgumentParser:
     _flag(serving, "device_map", type=int, nargs="+", default=[], help="GPU ids for the workers, cycled")
     _flag(serving, "prefetch_size", type=int, default=10, help="accepted for compatibility")
 
+    ray = parser.add_argument_group("Ray Cluster", "model replicas as Ray actors over a cluster's nodes (docs/ray.md; "
+                                    "needs pip install 'bert-serving[ray]')")
+    _flag(ray, "ray_address", default=None, metavar="{auto,HOST:PORT,local}",
+          help="run the replicas on this Ray cluster: auto (the one this machine joined with `ray start`), the "
+               "head node's HOST:PORT, or local (start Ray in this process)")
+    _flag(ray, "num_replicas", type=int, default=None, help="model replicas on the cluster; default: -num_worker")
+    _flag(ray, "ray_num_cpus", type=float, default=1.0, help="CPUs reserved per replica (also its torch threads)")
+    _flag(ray, "ray_num_gpus", type=float, default=0.0, help="GPUs per replica, fractions allowed")
+
     _flag(parser, "verbose", action="store_true", default=False, help="debug logging")
     _flag(parser, "version", action="version",
           version=f"%(prog)s {__version__} (bert-as-service protocol {protocol.PROTOCOL_VERSION})")

@@ -7,6 +7,7 @@ then receives the typed values it needs, never the whole configuration or namesp
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 from dataclasses import asdict, dataclass, field, fields
 
@@ -46,6 +47,11 @@ class ServerConfig:
     max_batch_tokens: int = 0  # padded tokens per forward pass; 0 = chosen for the device
     priority_batch_size: int = 16  # requests this small skip ahead of bulk work
     prefetch_size: int = 10  # accepted for compatibility (a TF input pipeline knob of the original)
+    # replicas on a Ray cluster instead of local worker processes (docs/ray.md)
+    ray_address: str | None = None  # auto, HOST:PORT of the head node, or local
+    num_replicas: int | None = None  # default: -num_worker
+    ray_num_cpus: float = 1.0  # per replica
+    ray_num_gpus: float = 0.0  # per replica
     # the original's flags that have no meaning without TensorFlow, accepted and logged
     xla: bool = False
     graph_tmp_dir: str | None = None
@@ -77,6 +83,31 @@ class ServerConfig:
             raise ConfigurationError("-zmq_authorized_keys needs -zmq_secret_key (the server's own certificate)")
         if not 0.0 < self.gpu_memory_fraction <= 1.0:
             raise ConfigurationError(f"-gpu_memory_fraction must be in (0, 1], got {self.gpu_memory_fraction}")
+        self._check_ray()
+
+    def _check_ray(self) -> None:
+        if self.ray_address is None:
+            for name in _RAY_ONLY:
+                if getattr(self, name) != _DEFAULTS[name]:
+                    raise ConfigurationError(f"-{name} places replicas on a Ray cluster: it needs -ray_address "
+                                             "(auto, HOST:PORT or local); local workers are set with -num_worker")
+            return
+        if not _is_ray_address(self.ray_address):
+            raise ConfigurationError(f"-ray_address {self.ray_address!r} is none of: auto (the cluster this machine "
+                                     "joined), HOST:PORT (its head node), local (start Ray in this process)")
+        if self.num_replicas is not None and self.num_replicas < 1:
+            raise ConfigurationError(f"-num_replicas must be at least 1, got {self.num_replicas}")
+        if not self.ray_num_cpus > 0:
+            raise ConfigurationError(f"-ray_num_cpus must be > 0 (CPUs reserved per replica), got {self.ray_num_cpus}")
+        if not self.ray_num_gpus >= 0:
+            raise ConfigurationError(f"-ray_num_gpus must be >= 0 (GPUs per replica), got {self.ray_num_gpus}")
+        if not _ray_installed():
+            raise ConfigurationError("-ray_address needs Ray, which is not installed: pip install 'bert-serving[ray]'")
+
+    @property
+    def replicas(self) -> int:
+        """How many model replicas: -num_replicas on a Ray cluster, else -num_worker."""
+        return self.num_replicas if self.ray_address and self.num_replicas else self.num_worker
 
     @classmethod
     def from_namespace(cls, args: argparse.Namespace) -> ServerConfig:
@@ -97,7 +128,10 @@ class ServerConfig:
         return cls(encoder=EncoderSettings(**encoder), **server)
 
     def devices(self) -> list[str]:
-        """One torch device per worker: GPUs from -device_map (cycled) unless -cpu or none exist."""
+        """One torch device per worker: GPUs from -device_map (cycled) unless -cpu or none exist.
+        On a Ray cluster, whatever each replica's -ray_num_gpus gives it."""
+        if self.ray_address:
+            return ["cuda" if self.ray_num_gpus else "cpu"] * self.replicas
         import torch
 
         if self.cpu or not torch.cuda.is_available():
@@ -130,3 +164,20 @@ class ServerConfig:
         if status["max_seq_len"] == AUTO:
             status["max_seq_len"] = None
         return status
+
+
+_RAY_ONLY = ("num_replicas", "ray_num_cpus", "ray_num_gpus")  # meaningless without -ray_address
+_DEFAULTS = {f.name: f.default for f in fields(ServerConfig) if f.name in _RAY_ONLY}
+
+
+def _is_ray_address(address: str) -> bool:
+    host, _, port = address.rpartition(":")
+    return address in ("auto", "local") or (bool(host) and port.isdigit() and 0 < int(port) < 65536)
+
+
+def _ray_installed() -> bool:
+    """Without importing it (it takes seconds)."""
+    try:
+        return importlib.util.find_spec("ray") is not None
+    except (ImportError, ValueError):  # ValueError: sys.modules["ray"] is None
+        return False

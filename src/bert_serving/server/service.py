@@ -79,11 +79,11 @@ class BertServer:
         self.tokenizer = spec.tokenizer()
         self.intake = Intake(self.tokenizer, self.batcher, self.sink, self.stats, keep_tokens=spec.show_tokens,
                              max_request_texts=config.max_request_texts)
-        self.workers = WorkerPool.local(
-            spec, self.devices, ctx=self._ctx, batcher=self.batcher, sink=self.sink, stats=self.stats,
-            threads=config.threads_per_worker() if self.devices[0] == "cpu" else 1,
-            gpu_memory_fraction=config.gpu_memory_fraction,
-        )
+        try:
+            self.workers = self._worker_pool()  # with -ray_address: joins the cluster, or ConfigurationError
+        except Exception:
+            self._ctx.destroy(linger=0)
+            raise
         self.frontend = Frontend(
             self._ctx, bind=config.bind, port=config.port, port_out=config.port_out, intake=self.intake,
             stats=self.stats, status=self.status, on_terminate=lambda peer: self.request_stop(),
@@ -104,6 +104,7 @@ class BertServer:
             self.frontend.close()
             if self.curve is not None:
                 self.curve.stop()
+            self.workers.close(drain=False)
             self._ctx.destroy(linger=0)
             raise
         logger.info("listening: requests on port %d, results on port %d%s", config.port, config.port_out,
@@ -114,6 +115,20 @@ class BertServer:
         self.workers.start()
         self._lifecycle = threading.Thread(target=self._run, name="lifecycle", daemon=True)
         self._lifecycle.start()
+
+    def _worker_pool(self) -> WorkerPool:
+        config, stages = self.config, {"batcher": self.batcher, "sink": self.sink, "stats": self.stats}
+        if config.ray_address:
+            from .ray_replicas import ray_worker_pool  # Ray is an optional extra: imported only here
+
+            return ray_worker_pool(self.spec, address=config.ray_address, num_replicas=config.replicas,
+                                   num_cpus=config.ray_num_cpus, num_gpus=config.ray_num_gpus,
+                                   gpu_memory_fraction=config.gpu_memory_fraction, **stages)
+        return WorkerPool.local(
+            self.spec, self.devices, ctx=self._ctx,
+            threads=config.threads_per_worker() if self.devices[0] == "cpu" else 1,
+            gpu_memory_fraction=config.gpu_memory_fraction, **stages,
+        )
 
     def _run(self) -> None:
         try:
@@ -228,6 +243,7 @@ class BertServer:
             "num_process": 1 + len(self.devices),
             "num_worker": len(self.devices),
             "device_map": self.devices,
+            "replicas": self.workers.describe(),
             "server_current_time": str(datetime.now()),
             "ready": self.is_ready.is_set(),
             # static: server_version is the wire protocol's, the stock client insists on it

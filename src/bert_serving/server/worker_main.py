@@ -19,13 +19,17 @@ import json
 import logging
 import os
 import pickle
+from typing import TYPE_CHECKING
 
 import numpy as np
 import zmq
 
 from ..model.features import Features
 
-__all__ = ["BATCH", "ERR", "OK", "READY", "SPEC", "STOP", "pack", "unpack"]
+if TYPE_CHECKING:
+    from ..model.encoder import Encoder, ModelSpec
+
+__all__ = ["BATCH", "ERR", "OK", "READY", "SPEC", "STOP", "load_encoder", "pack", "unpack"]
 
 logger = logging.getLogger(__name__)
 
@@ -75,7 +79,8 @@ def serve(endpoint: str, worker_id: int) -> None:
                                 format=f"%(asctime)s %(levelname).1s worker-{worker_id} %(name)s: %(message)s",
                                 datefmt="%H:%M:%S")
         try:
-            encoder = _load(options)
+            encoder = load_encoder(options["spec"], options["device"], threads=options["threads"],
+                                   gpu_memory_fraction=options["gpu_memory_fraction"])
         except Exception as exc:
             logger.exception("worker %d failed to start", worker_id)
             sock.send_multipart(_error(-1, exc))
@@ -96,16 +101,16 @@ def serve(endpoint: str, worker_id: int) -> None:
         ctx.term()
 
 
-def _load(options: dict):
+def load_encoder(spec: ModelSpec, device: str, *, threads: int, gpu_memory_fraction: float) -> Encoder:
+    """A replica's model: torch limited to ``threads`` (and its share of GPU memory), loaded on
+    ``device`` and warmed up by one pass. What every kind of replica runs at its start."""
     import torch
 
     from ..model.encoder import Encoder
 
-    torch.set_num_threads(options["threads"])
-    device = options["device"]
+    torch.set_num_threads(threads)
     if device.startswith("cuda"):
-        torch.cuda.set_per_process_memory_fraction(options["gpu_memory_fraction"], torch.device(device))
-    encoder = Encoder(options["spec"], device=device)
+        torch.cuda.set_per_process_memory_fraction(gpu_memory_fraction, torch.device(device))
+    encoder = Encoder(spec, device=device)
     encoder.embed(encoder.tokenizer.encode(["warm up the model"] * 2))
     return encoder
-

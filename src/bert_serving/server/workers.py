@@ -19,7 +19,7 @@ import subprocess
 import sys
 import threading
 import time
-from typing import Protocol
+from typing import Callable, Protocol
 
 import numpy as np
 import zmq
@@ -50,7 +50,8 @@ class BatchFailed(Exception):
 
 class Replica(Protocol):
     """One model replica. `start` blocks until it is loaded and warm (raising on failure);
-    `embed` runs one batch; `stop` releases it. Not called concurrently."""
+    `embed` runs one batch; `stop` releases it; `describe` says where it runs (for
+    SHOW_CONFIG). Not called concurrently, except `describe`."""
 
     name: str
 
@@ -59,6 +60,8 @@ class Replica(Protocol):
     def embed(self, features: Features) -> np.ndarray: ...
 
     def stop(self) -> None: ...
+
+    def describe(self) -> dict[str, object]: ...
 
 
 class LocalReplica:
@@ -106,6 +109,9 @@ class LocalReplica:
                 raise ReplicaCrashed(f"{self.name}, pid {self.process.pid}, died with exit code {self.process.returncode}")
         return self._socket.recv_multipart()
 
+    def describe(self) -> dict[str, object]:
+        return {"device": self._device, "pid": None if self.process is None else self.process.pid}
+
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
             try:
@@ -129,6 +135,7 @@ class _Feeder:
         self.pool, self.index, self.replica = pool, index, replica
         self.ready = threading.Event()
         self.startup_error: str | None = None
+        self.restarts = 0
         self.thread = threading.Thread(target=self._run, name=f"feed-{index}", daemon=True)
 
     def _state(self, state: str) -> None:
@@ -183,6 +190,7 @@ class _Feeder:
         pool = self.pool
         logger.error("%s while running a batch of %d texts; restarting it", reason, len(batch))
         self._state("restarting")
+        self.restarts += 1
         pool.stats.worker_restarts += 1
         if batch.attempts + 1 < _MAX_ATTEMPTS:
             pool.batcher.retry(batch)
@@ -202,13 +210,16 @@ class _Feeder:
 
 
 class WorkerPool:
-    def __init__(self, replicas: list[Replica], *, batcher: Batcher, sink: Sink, stats: Stats) -> None:
+    def __init__(self, replicas: list[Replica], *, batcher: Batcher, sink: Sink, stats: Stats,
+                 on_close: Callable[[], None] | None = None) -> None:
+        """``on_close`` runs once every replica is stopped (e.g. leaving the Ray cluster)."""
         self.batcher = batcher
         self.sink = sink
         self.stats = stats
         self.stopping = threading.Event()
         self.draining = False
         self.feeders = [_Feeder(self, i, replica) for i, replica in enumerate(replicas)]
+        self._on_close = on_close
 
     @classmethod
     def local(cls, spec: ModelSpec, devices: list[str], *, ctx: zmq.Context, threads: int = 1,
@@ -243,14 +254,25 @@ class WorkerPool:
     def states(self) -> dict[int, str]:
         return dict(self.stats.worker_states)
 
+    def describe(self) -> list[dict[str, object]]:
+        """Each replica: where it runs, its state, how often it was restarted."""
+        return [
+            {"name": f.replica.name, "state": self.stats.worker_states.get(f.index, "new"), "restarts": f.restarts,
+             **f.replica.describe()}
+            for f in self.feeders
+        ]
+
     def close(self, drain: bool = True, timeout: float = 30.0) -> None:
-        """Finish the queued work (``drain``), then stop every replica."""
+        """Finish the queued work (``drain``), then stop every replica. Also safe if never started."""
         self.draining = drain
         if not drain:
             self.stopping.set()
+        started = [f for f in self.feeders if f.thread.ident is not None]
         deadline = time.monotonic() + timeout
-        for feeder in self.feeders:
+        for feeder in started:
             feeder.thread.join(max(0.0, deadline - time.monotonic()))
         self.stopping.set()
-        for feeder in self.feeders:
+        for feeder in started:
             feeder.thread.join(10)
+        if self._on_close is not None:
+            self._on_close()
