@@ -106,3 +106,31 @@ def test_batching_does_not_change_vectors(tiny_bert, expected) -> None:
     one_by_one = encoder.encode(expected["sentences"], max_batch_size=1)
     np.testing.assert_allclose(together, alone, atol=1e-5, rtol=0)
     np.testing.assert_allclose(together, one_by_one, atol=1e-5, rtol=0)
+
+
+def test_packed_and_padded_execution_agree(tiny_bert, expected, monkeypatch) -> None:
+    """Mixed-length batches run packed; near-uniform ones padded (bert.PADDED_UP_TO): same vectors."""
+    from bert_serving.model import bert
+
+    for strategy in (PoolingStrategy.NONE, PoolingStrategy.REDUCE_MEAN_MAX, PoolingStrategy.CLS_POOLED):
+        encoder = load(tiny_bert, "hf", pooling_strategy=strategy, pooling_layer=(-1,))
+        outputs = []
+        for limit in (0.0, float("inf")):  # always packed, always padded
+            monkeypatch.setattr(bert, "PADDED_UP_TO", limit)
+            outputs.append(encoder.encode(expected["sentences"]))
+        np.testing.assert_allclose(outputs[0], outputs[1], atol=1e-5, rtol=0)
+
+
+def test_bfloat16_stays_within_cosine_of_float32(tiny_bert, expected) -> None:
+    exact = load(tiny_bert, "hf").encode(expected["sentences"])
+    fast = load(tiny_bert, "hf", dtype="bfloat16").encode(expected["sentences"])
+    assert fast.dtype == np.float32
+    cosine = (exact * fast).sum(1) / np.linalg.norm(exact, axis=1) / np.linalg.norm(fast, axis=1)
+    assert cosine.min() > 0.999
+
+
+def test_fp16_sends_float16_vectors(tiny_bert, expected) -> None:
+    # the original's -fp16: half-precision vectors on the wire (computed in fp32 on a CPU)
+    vectors = load(tiny_bert, "hf", fp16=True).encode(expected["sentences"])
+    assert vectors.dtype == np.float16
+    np.testing.assert_allclose(vectors, load(tiny_bert, "hf").encode(expected["sentences"]), atol=2e-3)

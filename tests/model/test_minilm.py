@@ -32,3 +32,10 @@ def test_default_model_matches_sentence_transformers(minilm) -> None:
     cosine = (ours * reference).sum(1) / np.linalg.norm(ours, axis=1) / np.linalg.norm(reference, axis=1)
     assert cosine.min() >= 0.99999
     np.testing.assert_allclose(np.linalg.norm(ours, axis=1), 1.0, atol=1e-5)  # the Normalize module
+
+
+def test_bfloat16_mode_stays_at_cosine_0_999_on_the_default_model(minilm) -> None:
+    texts = sentences(200)
+    fast = Encoder.load(device="cpu", dtype="bfloat16").encode(texts)
+    cosine = (minilm.encode(texts) * fast).sum(1)  # both L2-normalised
+    assert cosine.min() >= 0.999

@@ -1,9 +1,10 @@
 """BERT's encoder in plain PyTorch: embeddings, transformer layers, pooler.
 
-Written for serving, not training: no dropout, query/key/value fused into one matmul,
-attention through `torch.nn.functional.scaled_dot_product_attention`, and only as many
-layers as the deepest pooled layer needs. Weights use Hugging Face's names (the lingua franca
-every loader in `loading.py` converts to); `BertModel.load_hf_state_dict` fuses them.
+Written for serving, not training: no dropout; sequences packed without padding (`Packing`),
+padded only around attention; query/key/value fused into one matmul; attention through
+`torch.nn.functional.scaled_dot_product_attention`; and only as many layers as the deepest
+pooled layer needs. Weights use Hugging Face's names (the lingua franca every loader in
+`loading.py` converts to); `BertModel.load_hf_state_dict` fuses them.
 """
 
 from __future__ import annotations
@@ -17,8 +18,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ConfigurationError
+from .packing import Packing
 
-__all__ = ["BertConfig", "BertModel"]
+__all__ = ["PADDED_UP_TO", "BertConfig", "BertModel"]
+
+# Padded slots per real token up to which a batch runs padded rather than packed; measured on
+# CPU with benchmarks/packing_ab.py (packed wins clearly from about 1.2 on).
+PADDED_UP_TO = 1.15
 
 _ACTIVATIONS = {
     "gelu": lambda x: F.gelu(x),
@@ -83,10 +89,10 @@ class _Embeddings(nn.Module):
         self.norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.use_position_embeddings = use_position_embeddings
 
-    def forward(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor) -> torch.Tensor:
+    def forward(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor, packing: Packing) -> torch.Tensor:
         x = self.word(input_ids) + self.token_type(token_type_ids)
         if self.use_position_embeddings:
-            x = x + self.position.weight[: input_ids.shape[1]]
+            x = x + self.position(packing.positions)
         return self.norm(x)
 
 
@@ -103,11 +109,15 @@ class _Layer(nn.Module):
         self.ffn_norm = nn.LayerNorm(h, eps=config.layer_norm_eps)
         self.act = _ACTIVATIONS[config.hidden_act]
 
-    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None) -> torch.Tensor:
-        b, t, h = x.shape
-        q, k, v = self.qkv(x).view(b, t, 3, self.num_heads, h // self.num_heads).permute(2, 0, 3, 1, 4)
-        ctx = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
-        x = self.attn_norm(x + self.attn_out(ctx.transpose(1, 2).reshape(b, t, h)))
+    def forward(self, x: torch.Tensor, packing: Packing) -> torch.Tensor:
+        """``x``: packed ``[tokens, hidden]``; only attention sees the padded layout."""
+        h = x.shape[-1]
+        qkv = packing.pad(self.qkv(x))  # [B, T, 3H]
+        b, t = qkv.shape[:2]
+        q, k, v = qkv.view(b, t, 3, self.num_heads, h // self.num_heads).permute(2, 0, 3, 1, 4)
+        ctx = F.scaled_dot_product_attention(q, k, v, attn_mask=packing.attn_mask)
+        ctx = packing.unpad(ctx.transpose(1, 2).reshape(b, t, h))
+        x = self.attn_norm(x + self.attn_out(ctx))
         return self.ffn_norm(x + self.ffn_out(self.act(self.ffn_in(x))))
 
 
@@ -133,26 +143,33 @@ class BertModel(nn.Module):
         self,
         input_ids: torch.Tensor,
         token_type_ids: torch.Tensor,
-        attention_mask: torch.Tensor,
+        packing: Packing,
         output_layers: tuple[int, ...],
     ) -> tuple[list[torch.Tensor], torch.Tensor | None]:
-        """Hidden states of the layers in ``output_layers`` (1-based; 0 is the embeddings).
+        """Packed hidden states ``[tokens, hidden]`` of the layers in ``output_layers`` (1-based;
+        0 is the embeddings), in the order asked, and the pooler output (tanh dense over each
+        sequence's first token in the last layer) when the model has a pooler.
 
-        ``attention_mask`` is bool ``[B, T]``, True on real tokens. Returns those states in the
-        order asked, and the pooler output (tanh dense over the last layer's first token) when
-        the model has a pooler.
+        ``input_ids`` and ``token_type_ids`` are packed ``[tokens]``, laid out by ``packing``.
         """
-        # Padding rows never attend anywhere real, so a fully padded batch row stays finite.
-        attn_mask = None if bool(attention_mask.all()) else attention_mask[:, None, None, :]
-        x = self.embeddings(input_ids, token_type_ids)
+        layout = packing
+        if packing.index is not None and packing.padding_ratio <= PADDED_UP_TO:
+            # little padding (a length-sorted batch): padding once costs less than the
+            # pad/unpad around every layer's attention
+            layout = packing.as_padded()
+            input_ids, token_type_ids = packing.pad(input_ids).flatten(), packing.pad(token_type_ids).flatten()
+        x = self.embeddings(input_ids, token_type_ids, layout)
         wanted = {n: None for n in output_layers}
         if 0 in wanted:
             wanted[0] = x
         for index, layer in enumerate(self.layers, start=1):
-            x = layer(x, attn_mask)
+            x = layer(x, layout)
             if index in wanted:
                 wanted[index] = x
-        pooled = torch.tanh(self.pooler(x[:, 0])) if self.pooler is not None else None
+        pooled = torch.tanh(self.pooler(x[layout.offsets[:-1]])) if self.pooler is not None else None
+        if layout is not packing:
+            b, t = packing.batch_size, packing.max_len
+            wanted = {n: packing.unpad(h.view(b, t, -1)) for n, h in wanted.items()}
         return [wanted[n] for n in output_layers], pooled
 
     def load_hf_state_dict(self, weights: dict[str, torch.Tensor], source: str) -> None:

@@ -22,6 +22,7 @@ from ..errors import ConfigurationError
 from .bert import BertConfig, BertModel
 from .features import Features, plan_batches
 from .loading import ModelSource, load_weights, locate_model
+from .packing import Packing
 from .pooling import PoolingStrategy, pool
 from .tokenization import Tokenizer
 
@@ -50,7 +51,11 @@ class EncoderSettings:
     normalize: bool | None = None
     fixed_embed_length: bool = False
     show_tokens: bool = False
-    fp16: bool = False
+    fp16: bool = False  # the original's flag: half precision on GPU, float16 vectors
+    dtype: str = "float32"  # compute precision: float32, bfloat16 (fast on CPUs with AMX), float16 (GPU)
+
+
+DTYPES = ("float32", "bfloat16", "float16")
 
 
 @dataclass(frozen=True)
@@ -69,7 +74,8 @@ class ModelSpec:
     normalize: bool
     fixed_embed_length: bool
     show_tokens: bool
-    fp16: bool
+    fp16: bool  # float16 vectors on the wire, as the original's -fp16
+    dtype: str  # what the model computes in
     output_layers: tuple[int, ...] = field(init=False)  # 1-based hidden-state indices
 
     def __post_init__(self) -> None:
@@ -104,7 +110,8 @@ class ModelSpec:
         return 2 * width if self.pooling_strategy is PoolingStrategy.REDUCE_MEAN_MAX else width
 
     @property
-    def dtype(self) -> np.dtype:
+    def output_dtype(self) -> np.dtype:
+        """The vectors' dtype on the wire: float16 with -fp16 (as the original), else float32."""
         return np.dtype(np.float16 if self.fp16 else np.float32)
 
     def tokenizer(self) -> Tokenizer:
@@ -123,14 +130,14 @@ class ModelSpec:
         max_position_embeddings with -fixed_embed_length)."""
         n = len(lengths)
         if not self.pooling_strategy.per_token:
-            return np.zeros((n, self.dim), dtype=self.dtype)
+            return np.zeros((n, self.dim), dtype=self.output_dtype)
         if self.max_seq_len is not None:
             t = self.max_seq_len
         elif self.fixed_embed_length:
             t = self.config.max_position_embeddings
         else:
             t = int(lengths.max(initial=0))
-        return np.zeros((n, t, self.dim), dtype=self.dtype)
+        return np.zeros((n, t, self.dim), dtype=self.output_dtype)
 
     @staticmethod
     def place(buffer: np.ndarray, rows: np.ndarray, block: np.ndarray, lengths: np.ndarray) -> None:
@@ -159,6 +166,7 @@ class ModelSpec:
             "fixed_embed_length": self.fixed_embed_length,
             "show_tokens_to_client": self.show_tokens,
             "fp16": self.fp16,
+            "dtype": self.dtype,
             "output_dim": self.dim,
             "num_layers_computed": self.num_layers_needed,
             "max_position_embeddings": self.config.max_position_embeddings,
@@ -206,7 +214,35 @@ def resolve(settings: EncoderSettings) -> ModelSpec:
         fixed_embed_length=settings.fixed_embed_length,
         show_tokens=settings.show_tokens,
         fp16=settings.fp16,
+        dtype=_dtype(settings),
     )
+
+
+def _dtype(settings: EncoderSettings) -> str:
+    if settings.dtype not in DTYPES:
+        raise ConfigurationError(f"-dtype {settings.dtype!r} is not one of {', '.join(DTYPES)}")
+    if settings.fp16 and settings.dtype not in ("float32", "float16"):
+        raise ConfigurationError(f"-fp16 and -dtype {settings.dtype} disagree; give one of them")
+    return "float16" if settings.fp16 else settings.dtype
+
+
+def _compute_dtype(name: str, device: torch.device) -> torch.dtype:
+    if name == "float16" and device.type != "cuda":
+        logger.warning("half precision computes on GPUs only; on %s the model computes in float32 (and sends "
+                       "float16 vectors, as -fp16 asks)", device)
+        return torch.float32
+    if name == "bfloat16" and device.type == "cpu" and not _cpu_has_bf16():
+        logger.warning("this CPU has no bfloat16 instructions (AMX or AVX512-BF16): -dtype bfloat16 will be "
+                       "slower than float32 here")
+    return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[name]
+
+
+def _cpu_has_bf16() -> bool:
+    try:
+        flags = open("/proc/cpuinfo", encoding="ascii", errors="replace").read()
+    except OSError:
+        return False
+    return "amx_bf16" in flags or "avx512_bf16" in flags
 
 
 class Encoder:
@@ -217,10 +253,7 @@ class Encoder:
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         if self.device.type == "cuda" and not torch.cuda.is_available():
             raise ConfigurationError(f"device {device} requested but CUDA is not available; use -cpu")
-        self.half = spec.fp16 and self.device.type == "cuda"
-        if spec.fp16 and not self.half:
-            logger.warning("-fp16 computes in half precision on GPUs only; on %s it computes in fp32 "
-                           "and returns float16 vectors", self.device)
+        self.compute_dtype = _compute_dtype(spec.dtype, self.device)
         self.tokenizer = spec.tokenizer()
         self.model = self._build_model()
 
@@ -242,8 +275,8 @@ class Encoder:
         )
         model.load_hf_state_dict(weights, str(spec.source.weights_path))
         model.eval().requires_grad_(False)
-        if self.half:
-            model.half()
+        if self.compute_dtype != torch.float32:
+            model.to(self.compute_dtype)
         logger.info("loaded %s (%s, %d of %d layers) on %s", spec.source.name, spec.source.layout,
                     spec.num_layers_needed, spec.config.num_hidden_layers, self.device)
         return model.to(self.device)
@@ -254,11 +287,16 @@ class Encoder:
 
     def embed(self, features: Features) -> np.ndarray:
         """One forward pass: ``[B, D]`` vectors, or ``[B, T, D]`` (T: longest in the batch) for NONE."""
-        ids, types, attention, pool_mask = (torch.from_numpy(a).to(self.device) for a in features.padded())
-        lengths = torch.from_numpy(features.lengths).to(self.device)
+        device = self.device
+        ids = torch.from_numpy(features.input_ids).to(device, torch.long)
+        types = torch.from_numpy(features.type_ids).to(device, torch.long)
+        pool_mask = torch.from_numpy(features.pool_mask).to(device)
         with torch.inference_mode():
-            layers, pooled = self.model(ids, types, attention, self.spec.output_layers)
-            out = pool(layers, pool_mask, lengths, self.spec.pooling_strategy, pooled)
+            packing = Packing.from_lengths(torch.from_numpy(features.lengths).to(device))
+            layers, pooled = self.model(ids, types, packing, self.spec.output_layers)
+            if self.compute_dtype != torch.float32:  # pool and normalise in fp32
+                layers, pooled = [h.float() for h in layers], None if pooled is None else pooled.float()
+            out = pool(layers, pool_mask, packing, self.spec.pooling_strategy, pooled)
             if self.spec.normalize:
                 out = torch.nn.functional.normalize(out.float(), dim=-1)
             return out.to(torch.float16 if self.spec.fp16 else torch.float32).cpu().numpy()

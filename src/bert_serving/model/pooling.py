@@ -14,6 +14,8 @@ from enum import Enum
 
 import torch
 
+from .packing import Packing
+
 __all__ = ["PoolingStrategy", "pool"]
 
 
@@ -49,32 +51,37 @@ class PoolingStrategy(Enum):
 def pool(
     layers: list[torch.Tensor],
     pool_mask: torch.Tensor,
-    lengths: torch.Tensor,
+    packing: Packing,
     strategy: PoolingStrategy,
     pooled_output: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Pool hidden states ``[B, T, H]`` of one or more layers (concatenated on H, in order).
+    """Pool packed hidden states ``[tokens, H]`` of one or more layers (concatenated on H, in
+    the order given) into ``[B, D]``, or ``[B, T, D]`` for NONE.
 
-    ``pool_mask`` is bool ``[B, T]``: the positions mean/max pooling and NONE keep.
-    ``lengths`` is ``[B]``: real tokens per sequence (LAST_TOKEN's position + 1).
+    ``pool_mask`` is bool ``[tokens]``: the positions mean/max pooling and NONE keep.
     """
     if strategy is PoolingStrategy.CLS_POOLED:
         if pooled_output is None:
             raise ValueError("CLS_POOLED needs the pooler output")
         return pooled_output
     hidden = layers[0] if len(layers) == 1 else torch.cat(layers, dim=-1)
+    if strategy is PoolingStrategy.FIRST_TOKEN:
+        return hidden[packing.offsets[:-1]]
+    if strategy is PoolingStrategy.LAST_TOKEN:
+        return hidden[packing.offsets[1:] - 1]
     mask = pool_mask.unsqueeze(-1)
     if strategy is PoolingStrategy.NONE:
-        return hidden * mask
-    if strategy is PoolingStrategy.FIRST_TOKEN:
-        return hidden[:, 0]
-    if strategy is PoolingStrategy.LAST_TOKEN:
-        return hidden[torch.arange(hidden.shape[0], device=hidden.device), lengths - 1]
-    mean = (hidden * mask).sum(dim=1) / (mask.sum(dim=1) + 1e-10)
+        return packing.pad(hidden * mask)
+    b, width = packing.batch_size, hidden.shape[-1]
+    counts = torch.zeros(b, 1, dtype=hidden.dtype, device=hidden.device).index_add_(
+        0, packing.row, mask.to(hidden.dtype))
+    mean = torch.zeros(b, width, dtype=hidden.dtype, device=hidden.device).index_add_(
+        0, packing.row, hidden * mask) / (counts + 1e-10)
     if strategy is PoolingStrategy.REDUCE_MEAN:
         return mean
-    maximum = hidden.masked_fill(~mask, float("-inf")).amax(dim=1)
-    maximum = torch.where(mask.any(dim=1), maximum, torch.zeros_like(maximum))
+    maximum = torch.full((b, width), float("-inf"), dtype=hidden.dtype, device=hidden.device).scatter_reduce_(
+        0, packing.row[:, None].expand_as(hidden), hidden.masked_fill(~mask, float("-inf")), reduce="amax")
+    maximum = torch.where(counts > 0, maximum, torch.zeros_like(maximum))
     if strategy is PoolingStrategy.REDUCE_MAX:
         return maximum
     return torch.cat([mean, maximum], dim=-1)  # REDUCE_MEAN_MAX

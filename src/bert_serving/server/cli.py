@@ -108,14 +108,19 @@ def get_args_parser() -> argparse.ArgumentParser:
     _flag(serving, "drain_timeout", type=float, default=30.0,
           help="seconds a shutdown waits for accepted requests before answering them with an error")
     _flag(serving, "num_worker", type=int, default=1, help="model replicas, each in its own process")
+    _flag(serving, "worker_threads", type=int, default=0,
+          help="torch threads per CPU worker; default: the cores divided among the workers")
     _flag(serving, "max_batch_size", type=int, default=256, help="most sequences in one forward pass")
     _flag(serving, "max_batch_tokens", type=int, default=0,
-          help="most padded tokens in one forward pass; 0: 4096 on CPU, 16384 on GPU")
+          help="most tokens in one forward pass; 0: 1024 on CPU (4096 with bfloat16), 16384 on GPU")
     _flag(serving, "priority_batch_size", type=int, default=16,
           help="requests of at most this many texts skip ahead of bulk work")
     _flag(serving, "cpu", action="store_true", default=False, help="run on CPU even if a GPU is present")
     _flag(serving, "xla", action="store_true", default=False, help="accepted for compatibility; no effect")
     _flag(serving, "fp16", action="store_true", default=False, help="half precision on GPU; float16 vectors")
+    _flag(serving, "dtype", choices=["float32", "bfloat16", "float16"], default="float32",
+          help="what the model computes in; bfloat16 is ~3x faster on CPUs with AMX, vectors within cosine "
+               "0.9999 of float32 (default: float32, exact)")
     _flag(serving, "gpu_memory_fraction", type=float, default=0.5, help="share of GPU memory per worker")
     _flag(serving, "device_map", type=int, nargs="+", default=[], help="GPU ids for the workers, cycled")
     _flag(serving, "prefetch_size", type=int, default=10, help="accepted for compatibility")

@@ -39,6 +39,7 @@ class ServerConfig:
     drain_timeout: float = 30.0  # seconds a shutdown waits for accepted requests
     # workers and devices
     num_worker: int = 1
+    worker_threads: int = 0  # torch threads per CPU worker; 0 = the cores shared out
     cpu: bool = False
     device_map: tuple[int, ...] = ()
     gpu_memory_fraction: float = 0.5
@@ -140,14 +141,17 @@ class ServerConfig:
         return [f"cuda:{ids[i % len(ids)]}" for i in range(self.num_worker)]
 
     def threads_per_worker(self) -> int:
-        """CPU threads each worker's torch may use: the cores shared out, at least one."""
-        return max(1, (os.cpu_count() or 1) // self.num_worker)
+        """CPU threads each worker's torch may use: -worker_threads, else the cores shared out."""
+        return self.worker_threads or max(1, (os.cpu_count() or 1) // self.num_worker)
 
     def batch_tokens(self, device: str) -> int:
-        """The padded-token budget of one forward pass."""
+        """The token budget of one forward pass: measured best on CPU (benchmarks/), where fp32
+        prefers batches that stay in cache and bfloat16 (AMX) bigger ones; larger on GPUs."""
         if self.max_batch_tokens:
             return self.max_batch_tokens
-        return 16384 if device.startswith("cuda") else 4096
+        if device.startswith("cuda"):
+            return 16384
+        return 4096 if self.encoder.dtype == "bfloat16" else 1024
 
     def as_status(self) -> dict[str, object]:
         """The flags as SHOW_CONFIG reports them (the original's keys, pooling as an int)."""

@@ -57,7 +57,7 @@ def model_settings(server: BertServer) -> dict[str, object]:
         "max_seq_len": described["max_seq_len"],
         "dim": described["output_dim"],
         "normalize": described["normalize"],
-        "dtype": "float16" if described["fp16"] else "float32",
+        "dtype": described["dtype"],
         "devices": list(server.devices),
         "workers": len(server.devices),
         "max_batch_size": server.config.max_batch_size,

@@ -1,0 +1,78 @@
+"""`Packing`: a batch of sequences laid end to end, with no padding, plus what is needed to
+pad them only where a padded shape is unavoidable (attention, per-token output).
+
+Most of BERT's work (every linear layer, layer norms, activations) is per token, so it runs on
+the packed ``[tokens, hidden]`` matrix and never touches padding; only attention needs the
+``[batch, time]`` layout. With sequences of mixed lengths in one batch (small requests from
+many clients) this removes the padding waste entirely, as TEI does with varlen kernels.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+__all__ = ["Packing"]
+
+
+@dataclass(frozen=True)
+class Packing:
+    lengths: torch.Tensor  # [B] long
+    offsets: torch.Tensor  # [B + 1] long
+    max_len: int
+    index: torch.Tensor | None  # [N] position of each packed token in the [B * T] padded layout; None: no padding
+    row: torch.Tensor  # [N] batch row of each packed token
+    attn_mask: torch.Tensor | None  # [B, 1, 1, T] bool, True on real keys; None when no row is padded
+
+    @classmethod
+    def from_lengths(cls, lengths: torch.Tensor) -> Packing:
+        device = lengths.device
+        b = int(lengths.numel())
+        t = int(lengths.max()) if b else 0
+        offsets = torch.zeros(b + 1, dtype=torch.long, device=device)
+        torch.cumsum(lengths, 0, out=offsets[1:])
+        row = torch.repeat_interleave(torch.arange(b, device=device), lengths)
+        if b and bool((lengths == t).all()):
+            return cls(lengths, offsets, t, None, row, None)
+        position = torch.arange(int(offsets[-1]), device=device) - offsets[:-1].repeat_interleave(lengths)
+        keys = torch.arange(t, device=device)[None, :] < lengths[:, None]
+        return cls(lengths, offsets, t, row * t + position, row, keys[:, None, None, :])
+
+    @property
+    def padding_ratio(self) -> float:
+        """Padded slots per real token: 1.0 when every sequence has the same length."""
+        return self.batch_size * self.max_len / max(int(self.offsets[-1]), 1)
+
+    def as_padded(self) -> Packing:
+        """This batch in the padded layout: every row ``max_len`` long (pad/unpad become free
+        reshapes), the attention mask still hiding the padding."""
+        full = torch.full_like(self.lengths, self.max_len)
+        offsets = torch.arange(self.batch_size + 1, device=self.lengths.device) * self.max_len
+        row = torch.arange(self.batch_size, device=self.lengths.device).repeat_interleave(self.max_len)
+        return Packing(full, offsets, self.max_len, None, row, self.attn_mask)
+
+    @property
+    def batch_size(self) -> int:
+        return int(self.lengths.numel())
+
+    @property
+    def positions(self) -> torch.Tensor:
+        """Each packed token's position within its own sequence."""
+        if self.index is None:
+            return torch.arange(self.max_len, device=self.lengths.device).repeat(self.batch_size)
+        return self.index - self.row * self.max_len
+
+    def pad(self, packed: torch.Tensor) -> torch.Tensor:
+        """``[N, ...]`` -> ``[B, T, ...]``, zeros in the padding."""
+        shape = (self.batch_size, self.max_len, *packed.shape[1:])
+        if self.index is None:
+            return packed.reshape(shape)
+        out = packed.new_zeros((self.batch_size * self.max_len, *packed.shape[1:]))
+        out.index_copy_(0, self.index, packed)
+        return out.view(shape)
+
+    def unpad(self, padded: torch.Tensor) -> torch.Tensor:
+        """``[B, T, ...]`` -> ``[N, ...]``."""
+        flat = padded.reshape(self.batch_size * self.max_len, *padded.shape[2:])
+        return flat if self.index is None else flat.index_select(0, self.index)
