@@ -35,6 +35,7 @@ import numpy as np
 import zmq
 
 HERE = Path(__file__).resolve().parent
+TIMEOUT_S = 120  # a contender silent this long has hung: it is reported so, and measured no further
 CORPUS = HERE / "corpus.txt"
 BIN = Path(sys.executable).parent
 
@@ -77,6 +78,91 @@ class Server:
         self.client.close()
         self.proc.terminate()
         self.proc.wait(60)
+
+
+class HttpEmbedder:
+    """An OpenAI-style embeddings route: ours (``-http_port``) or a peer's (infinity-emb)."""
+
+    def __init__(self, url: str, model: str = "any", chunk: int = 1024) -> None:
+        import httpx
+
+        self.url, self.model, self.chunk = url, model, chunk
+        self.http = httpx.Client(timeout=TIMEOUT_S)
+        self.failure: str | None = None  # set when it stopped answering
+
+    def encode(self, texts: list[str]) -> list:
+        import asyncio
+
+        import httpx
+
+        async def run() -> list:
+            async with httpx.AsyncClient(timeout=TIMEOUT_S) as client:  # chunks in flight together, as BertClient does
+                replies = await asyncio.gather(*(
+                    client.post(self.url, json={"input": texts[i : i + self.chunk], "model": self.model})
+                    for i in range(0, len(texts), self.chunk)))
+            return [d["embedding"] for r in replies for d in r.raise_for_status().json()["data"]]
+
+        if len(texts) == 1:
+            return self.http.post(self.url, json={"input": texts, "model": self.model}).raise_for_status().json()
+        return asyncio.run(run())
+
+    def many_clients(self, texts: list[str], clients: int) -> float:
+        """``clients`` concurrent callers, one 1-sentence request in flight each."""
+        import asyncio
+
+        import httpx
+
+        async def run() -> None:
+            queue = list(texts)
+            async with httpx.AsyncClient(timeout=TIMEOUT_S, limits=httpx.Limits(max_connections=clients)) as client:
+                async def caller() -> None:
+                    while queue:
+                        (await client.post(self.url, json={"input": [queue.pop()], "model": self.model})
+                         ).raise_for_status()
+
+                await asyncio.gather(*(caller() for _ in range(clients)))
+
+        started = time.perf_counter()
+        asyncio.run(run())
+        return len(texts) / (time.perf_counter() - started)
+
+    def close(self) -> None:
+        self.http.close()
+
+
+class Infinity(HttpEmbedder):
+    """michaelfeil/infinity (``infinity_emb v2``) serving the same model, from its own venv
+    (``benchmarks/setup_infinity.sh`` makes one)."""
+
+    def __init__(self, venv: Path) -> None:
+        from bert_serving.model.loading import default_model_dir
+
+        port = _free_port()
+        model = str(default_model_dir())
+        env = {**os.environ, "HF_HUB_OFFLINE": "1", "INFINITY_ANONYMOUS_USAGE_STATS": "0"}
+        self.proc = subprocess.Popen(
+            [str(venv / "bin" / "infinity_emb"), "v2", "--model-id", model, "--port", str(port), "--host",
+             "127.0.0.1", "--engine", "torch", "--device", "cpu", "--batch-size", "32"],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+        )
+        for line in self.proc.stdout:
+            if "Uvicorn running" in line:
+                break
+        else:
+            raise RuntimeError("infinity did not start")
+        super().__init__(f"http://127.0.0.1:{port}/embeddings", model)
+        self.encode(["warm up"] * 64)
+
+    def close(self) -> None:
+        super().close()
+        self.proc.terminate()
+        self.proc.wait(60)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 class InProcess:
@@ -158,6 +244,16 @@ def many_clients(server: Server, texts: list[str], clients: int, per_request: in
     return len(texts) / seconds
 
 
+def measure(peer: HttpEmbedder, step) -> None:
+    """Run one measurement of a peer, unless it has already failed; note a failure."""
+    if peer.failure is None:
+        try:
+            step()
+        except Exception as exc:  # a peer that hangs or errs is reported, not fatal to the run
+            peer.failure = f"{type(exc).__name__} after {TIMEOUT_S} s" if "Timeout" in type(exc).__name__ else repr(exc)
+            print(f"a contender failed: {peer.failure}", flush=True)
+
+
 def pct(values: list[float], q: float) -> float:
     return float(np.percentile(values, q))
 
@@ -173,6 +269,9 @@ def main() -> None:
     parser.add_argument("--server-flags", default="", help="extra bert-serving-start flags for every server")
     parser.add_argument("--variant", action="append", default=[], metavar="NAME=FLAGS",
                         help="also measure a server started with FLAGS, e.g. bf16='-dtype bfloat16'")
+    parser.add_argument("--infinity", type=Path, metavar="VENV",
+                        help="also measure infinity-emb from this venv (benchmarks/setup_infinity.sh makes one)")
+    parser.add_argument("--http", action="store_true", help="also measure our server over HTTP (/v1/embeddings)")
     parser.add_argument("--no-sweeps", action="store_true")
     parser.add_argument("--out", type=Path, default=HERE / "results" / datetime.now().strftime("%Y-%m-%d-%H%M"))
     args = parser.parse_args()
@@ -190,31 +289,47 @@ def main() -> None:
     for spec in args.variant:
         name, _, flags = spec.partition("=")
         variants[f"server {name}"] = shlex.split(flags)
-    servers = {name: Server(*extra, *flags) for name, flags in variants.items()}
+    http_port = _free_port()
+    servers = {name: Server(*extra, *flags, *([f"-http_port={http_port}"] if args.http and name == "server" else []))
+               for name, flags in variants.items()}
+    peers: dict[str, HttpEmbedder] = {}
+    if args.http:
+        peers["server over HTTP"] = HttpEmbedder(f"http://127.0.0.1:{http_port}/v1/embeddings")
+    if args.infinity:
+        peers["infinity-emb"] = Infinity(args.infinity)
     inproc = InProcess()
     results: dict[str, list] = {"st_bulk": [], "st_single": []}
-    for name in servers:
+    for name in [*servers, *peers]:
         results.update({f"{name}|bulk": [], f"{name}|small": [], f"{name}|single": []})
     for rnd in range(rounds):  # interleaved: each round measures every contender once
         results["st_bulk"].append(throughput(inproc.encode, bulk))
         for name, server in servers.items():
             results[f"{name}|bulk"].append(throughput(server.encode, bulk))
             results[f"{name}|small"].append(many_clients(server, small, clients=32))
+        for name, peer in peers.items():
+            measure(peer, lambda: results[f"{name}|bulk"].append(throughput(peer.encode, bulk)))
+            measure(peer, lambda: results[f"{name}|small"].append(peer.many_clients(small, clients=32)))
         results["st_single"].append(latencies_ms(inproc.encode, singles))
         for name, server in servers.items():
             results[f"{name}|single"].append(latencies_ms(server.encode, singles))
+        for name, peer in peers.items():
+            measure(peer, lambda: results[f"{name}|single"].append(latencies_ms(peer.encode, singles)))
         line = "; ".join(f"{name}: bulk {results[f'{name}|bulk'][-1]:.0f}, 32x1 {results[f'{name}|small'][-1]:.0f}, "
-                         f"p50 {statistics.median(results[f'{name}|single'][-1]):.2f} ms" for name in servers)
+                         f"p50 {statistics.median(results[f'{name}|single'][-1]):.2f} ms"
+                         for name in [*servers, *peers] if results[f"{name}|single"])
         print(f"round {rnd + 1}/{rounds}: in-process bulk {results['st_bulk'][-1]:.0f}, p50 "
               f"{statistics.median(results['st_single'][-1]):.2f} ms; {line}", flush=True)
     statuses = {name: server.status() for name, server in servers.items()}
-    for server in servers.values():
-        server.close()
+    for contender in [*servers.values(), *peers.values()]:
+        contender.close()
 
     st_bulk = statistics.median(results["st_bulk"])
     st_single = [x for run in results["st_single"] for x in run]
     summary = {"in-process": {"bulk": st_bulk, "single_p50_ms": pct(st_single, 50), "single_p99_ms": pct(st_single, 99)}}
-    for name in servers:
+    for name in [*servers, *peers]:
+        if not results[f"{name}|single"]:
+            summary[name] = {"failed": peers[name].failure}
+            continue
         single = [x for run in results[f"{name}|single"] for x in run]
         bulk_rate = statistics.median(results[f"{name}|bulk"])
         summary[name] = {
@@ -224,8 +339,10 @@ def main() -> None:
             "single_p99_ms": pct(single, 99),
             "bulk_ratio_vs_in_process": bulk_rate / st_bulk,
             "small_ratio_vs_bulk": statistics.median(results[f"{name}|small"]) / bulk_rate,
-            "avg_batch_size": statuses[name]["statistic"]["avg_batch_size"],
-            "flags": " ".join([*extra, *variants[name]]) or "(defaults)",
+            "avg_batch_size": statuses[name]["statistic"]["avg_batch_size"] if name in statuses else None,
+            "failure": peers[name].failure if name in peers else None,
+            "flags": " ".join([*extra, *variants[name]]) or "(defaults)" if name in variants else
+            ("/v1/embeddings" if name in peers and "HTTP" in name else "--engine torch --batch-size 32"),
         }
     sweeps = {} if args.no_sweeps else run_sweeps(args, corpus, extra, inproc)
     write_report(args, summary, results, sweeps, statuses["server"], rounds)
@@ -278,7 +395,8 @@ def write_report(args, summary: dict, results: dict, sweeps: dict, status: dict,
     (out / "results.json").write_text(json.dumps({"summary": summary, "rounds": results, "sweeps": sweeps},
                                                  indent=1))
     st = summary["in-process"]
-    servers = [name for name in summary if name != "in-process"]
+    failed = {name: v["failed"] for name, v in summary.items() if "failed" in v}
+    servers = [name for name in summary if name != "in-process" and name not in failed]
     lines = [
         f"# bert-serving benchmark, {datetime.now():%Y-%m-%d %H:%M}",
         "",
@@ -299,8 +417,13 @@ def write_report(args, summary: dict, results: dict, sweeps: dict, status: dict,
         f"| single sentence, p99 ms | {st['single_p99_ms']:.2f} | " + " | ".join(
             f"{summary[n]['single_p99_ms']:.2f}" for n in servers) + " |",
         "",
-        "Average batch the servers ran: " + ", ".join(f"{n} {summary[n]['avg_batch_size']:.1f}" for n in servers)
-        + " sentences.",
+        *[f"{name} stopped answering during the run ({why}) and was measured no further; it appears in no "
+          "column." for name, why in failed.items()],
+        *[f"{name} stopped answering during the run ({summary[name]['failure']}); its figures are from the rounds "
+          "before." for name in servers if summary[name].get("failure")],
+        "",
+        "Average batch the servers ran: " + ", ".join(f"{n} {summary[n]['avg_batch_size']:.1f}" for n in servers
+                                                      if summary[n]["avg_batch_size"] is not None) + " sentences.",
     ]
     for name, sweep in sweeps.items():
         lines += ["", f"## Throughput against {name.replace('_', ' ')} (sentences/s)", "",
