@@ -156,7 +156,11 @@ class Infinity(HttpEmbedder):
     def close(self) -> None:
         super().close()
         self.proc.terminate()
-        self.proc.wait(60)
+        try:
+            self.proc.wait(20)
+        except subprocess.TimeoutExpired:  # a wedged server may not even stop
+            self.proc.kill()
+            self.proc.wait(20)
 
 
 def _free_port() -> int:

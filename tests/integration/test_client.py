@@ -6,6 +6,7 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -32,14 +33,31 @@ def bc(tiny_server):
         yield client
 
 
-def test_client_imports_only_numpy_and_pyzmq() -> None:
+def test_client_works_with_only_numpy_and_pyzmq_installed(tmp_path, tiny_server) -> None:
+    """A bare interpreter (no site-packages) that sees numpy, pyzmq and our package only."""
+    import numpy
+    import zmq
+
+    site = tmp_path / "site"
+    site.mkdir()
+    for module in (numpy, zmq):
+        root = Path(module.__file__).parent
+        (site / root.name).symlink_to(root)
+    for libs in Path(numpy.__file__).parents[1].glob("*.libs"):  # the wheels' bundled shared libraries
+        if libs.name.split(".")[0] in ("numpy", "pyzmq"):
+            (site / libs.name).symlink_to(libs)
+    (site / "bert_serving").symlink_to(Path(__file__).resolve().parents[2] / "src" / "bert_serving")
     code = (
-        "import sys; import bert_serving.client; "
-        "heavy = [m for m in ('torch', 'transformers', 'tokenizers', 'starlette', 'fastapi', 'uvicorn', "
-        "'bert_serving.server', 'bert_serving.model') if m in sys.modules]; print(heavy)"
+        "import sys; from bert_serving.client import BertClient; "
+        f"bc = BertClient(port={tiny_server.config.port}, port_out={tiny_server.config.port_out}); "
+        "print(bc.encode(['the cat']).shape); "
+        "print(sorted(m for m in ('torch', 'tokenizers', 'fastapi', 'bert_serving.server', 'bert_serving.model') "
+        "if m in sys.modules))"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "[]"
+    out = subprocess.run([sys.executable, "-S", "-c", code], capture_output=True, text=True,
+                         env={"PYTHONPATH": str(site), "PATH": "/usr/bin:/bin"}, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split("\n")[:2] == ["(1, 32)", "[]"]
 
 
 def test_encode_tokenized_tokens_and_formats(bc, reference) -> None:
