@@ -1,0 +1,36 @@
+"""The public names users import, and an honest ``__all__`` in every public module."""
+
+from __future__ import annotations
+
+import importlib
+
+import pytest
+
+PUBLIC = {
+    "bert_serving.client": {"BertClient", "ConcurrentBertClient", "terminate_server"},
+    "bert_serving.server": {"BertServer", "get_args_parser", "get_benchmark_parser", "get_shutdown_parser"},
+    "bert_serving.server.helper": {"get_args_parser"},  # where 1.10.0 code imports it from
+    "bert_serving.model": {"Encoder", "EncoderSettings", "PoolingStrategy", "CheckpointReader", "resolve"},
+    "bert_serving.errors": {"BertServingError", "InvalidRequestError", "OverloadedError", "ServerTimeoutError"},
+    "bert_serving.protocol": {"parse_request", "parse_reply", "error_frames", "result_frames"},
+}
+
+
+@pytest.mark.parametrize("module_name", sorted(PUBLIC))
+def test_public_names_are_exported_and_exist(module_name: str) -> None:
+    module = importlib.import_module(module_name)
+    assert PUBLIC[module_name] <= set(module.__all__)
+    for name in module.__all__:
+        assert hasattr(module, name), f"{module_name}.__all__ names {name!r}, which does not exist"
+
+
+def test_every_error_kind_has_one_code_and_status() -> None:
+    from bert_serving import errors
+
+    kinds = [getattr(errors, n) for n in errors.__all__ if isinstance(getattr(errors, n), type)]
+    codes = [k.code for k in kinds]
+    assert len(codes) == len(set(codes))
+    for kind in kinds:
+        rebuilt = errors.error_from_code(kind.code, "message")
+        assert type(rebuilt) is kind and 400 <= rebuilt.http_status < 600
+    assert issubclass(errors.ServerTimeoutError, TimeoutError)  # as 1.10.0 raised
