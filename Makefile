@@ -24,7 +24,7 @@ $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	# The CPU build of torch first: an unpinned torch pulled in by a dependency is a multi-GB CUDA build.
 	$(PIP) install torch==2.13.0
-	$(PIP) install -e '.[server,test,ray]'
+	$(PIP) install -e '.[server,test,ray,bench]'
 	$(PIP) install --no-deps --target $(STOCK_CLIENT) --upgrade bert-serving-client==1.10.0
 	touch $(STAMP)
 
