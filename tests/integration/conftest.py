@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import textwrap
+import threading
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -74,3 +75,31 @@ def run_stock_client(server: BertServer, body: str, timeout: float = 60) -> dict
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=timeout, env=env)
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+class Concurrently:
+    """``work(i)`` for i in range(n), each on its own thread; results by i, exceptions kept."""
+
+    def __init__(self, work, n: int) -> None:
+        self.results: dict[int, object] = {}
+        self.errors: list[BaseException] = []
+
+        def run(i: int) -> None:
+            try:
+                self.results[i] = work(i)
+            except BaseException as exc:  # reported by join()
+                self.errors.append(exc)
+
+        self._threads = [threading.Thread(target=run, args=(i,)) for i in range(n)]
+
+    def start(self) -> "Concurrently":
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def join(self, timeout: float = 120) -> dict[int, object]:
+        for thread in self._threads:
+            thread.join(timeout)
+        assert not any(t.is_alive() for t in self._threads), "a client thread is still waiting"
+        assert not self.errors, self.errors
+        return self.results

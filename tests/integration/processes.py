@@ -61,3 +61,11 @@ def stop(proc: subprocess.Popen) -> None:
     if proc.poll() is None:
         proc.kill()
         proc.wait(30)
+
+
+def terminate_and_wait(proc: subprocess.Popen, port: int, timeout: float = 60) -> None:
+    """``bert-serving-terminate -port PORT``, then the server's clean exit."""
+    done = subprocess.run([str(BIN / "bert-serving-terminate"), "-port", str(port)], capture_output=True, text=True,
+                          timeout=timeout)
+    assert done.returncode == 0, done.stderr
+    assert proc.wait(timeout) == 0

@@ -11,7 +11,7 @@ from bert_serving.client import BertClient
 from bert_serving.model import Encoder
 
 from ..conftest import TINY_BERT
-from .conftest import running_server
+from .conftest import Concurrently, running_server
 
 VOCAB = ("the quick brown fox jumps over lazy dog cat sat on mat first do it then right better hello world "
          "unbelievable playing players and more words here by model encode sentence vector run long text").split()
@@ -31,24 +31,14 @@ def test_sixteen_clients_get_exactly_what_each_sentence_gets_alone(reference) ->
     sizes = [1, 600, 3, 250, 17, 1, 90, 600, 5, 333, 2, 64, 1, 420, 16, 128]
     jobs = [random_sentences(rng, n) for n in sizes]
     alone = {s: reference.encode([s])[0] for job in jobs for s in job}  # every sentence on its own
-    results: dict[int, np.ndarray] = {}
-    errors: list[BaseException] = []
     with running_server("-max_seq_len", "32", "-num_worker", "2", "-max_batch_size", "64") as server:
 
-        def client(i: int) -> None:
-            try:
-                with BertClient(port=server.config.port, port_out=server.config.port_out, timeout=60000) as bc:
-                    results[i] = bc.encode(jobs[i])
-            except BaseException as exc:  # pragma: no cover - reported below
-                errors.append(exc)
+        def client(i: int) -> np.ndarray:
+            with BertClient(port=server.config.port, port_out=server.config.port_out, timeout=60000) as bc:
+                return bc.encode(jobs[i])
 
-        threads = [threading.Thread(target=client, args=(i,)) for i in range(16)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(120)
+        results = Concurrently(client, 16).start().join()
         statistic = server.stats.statistic()
-    assert not errors
     for i, job in enumerate(jobs):
         want = np.stack([alone[s] for s in job])
         np.testing.assert_allclose(results[i], want, atol=1e-5, rtol=0)
@@ -60,24 +50,15 @@ def test_many_one_sentence_clients_share_forward_passes() -> None:
     num_clients, per_client = 32, 8
     with running_server("-max_seq_len", "32", model_dir=None) as server:  # MiniLM: passes take a while
         barrier = threading.Barrier(num_clients)
-        errors: list[BaseException] = []
 
         def client(i: int) -> None:
-            try:
-                with BertClient(port=server.config.port, port_out=server.config.port_out, timeout=60000) as bc:
-                    barrier.wait()
-                    for j in range(per_client):
-                        assert bc.encode([f"client {i} asks question number {j}"]).shape == (1, 384)
-            except BaseException as exc:  # pragma: no cover - reported below
-                errors.append(exc)
+            with BertClient(port=server.config.port, port_out=server.config.port_out, timeout=60000) as bc:
+                barrier.wait()
+                for j in range(per_client):
+                    assert bc.encode([f"client {i} asks question number {j}"]).shape == (1, 384)
 
-        threads = [threading.Thread(target=client, args=(i,)) for i in range(num_clients)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(120)
+        Concurrently(client, num_clients).start().join()
         statistic = server.status(with_statistic=True)["statistic"]
-    assert not errors
     requests = num_clients * per_client
     assert statistic["num_data_request"] == requests
     assert statistic["num_batched_seq"] == requests

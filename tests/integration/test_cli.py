@@ -13,7 +13,7 @@ from bert_serving.model import PoolingStrategy
 
 from ..conftest import TINY_BERT
 from .conftest import free_ports, running_server
-from .processes import BIN, start_cli, wait_for_line
+from .processes import BIN, start_cli, stop, terminate_and_wait, wait_for_line
 
 
 def test_every_original_flag_parses_in_both_spellings() -> None:
@@ -61,14 +61,9 @@ def test_start_logs_configuration_then_ready_and_terminate_stops_it() -> None:
         assert text.index("effective configuration") < text.index("worker 0 (cpu) ready") < text.index("ready to serve")
         with BertClient(port=port, port_out=port_out) as bc:
             assert bc.encode(["the cat"]).shape == (1, 32)
-        done = subprocess.run([str(BIN / "bert-serving-terminate"), "-port", str(port)], capture_output=True,
-                              text=True, timeout=60)
-        assert done.returncode == 0, done.stderr
-        assert proc.wait(60) == 0
+        terminate_and_wait(proc, port)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        stop(proc)
 
 
 def test_busy_ports_fail_with_a_clear_message() -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -17,7 +16,7 @@ from bert_serving.errors import InvalidRequestError, ServerTimeoutError
 from bert_serving.model import Encoder
 
 from ..conftest import TINY_BERT
-from .conftest import free_ports
+from .conftest import Concurrently, free_ports
 
 SENTENCES = ["First do it", "then do it right", "then do it better", "the cat sat ||| on the mat"]
 
@@ -134,20 +133,7 @@ def test_big_lists_are_chunked_and_come_back_in_order(tiny_server, reference) ->
 
 
 def test_a_client_can_be_shared_between_threads(bc, reference) -> None:
-    results, errors = {}, []
-
-    def work(i: int) -> None:
-        try:
-            results[i] = bc.encode([SENTENCES[i % 4]])
-        except Exception as exc:  # pragma: no cover - reported below
-            errors.append(exc)
-
-    threads = [threading.Thread(target=work, args=(i,)) for i in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert not errors
+    results = Concurrently(lambda i: bc.encode([SENTENCES[i % 4]]), 8).start().join()
     for i, vectors in results.items():
         np.testing.assert_allclose(vectors, reference.encode([SENTENCES[i % 4]]), atol=1e-5)
 
@@ -155,14 +141,8 @@ def test_a_client_can_be_shared_between_threads(bc, reference) -> None:
 def test_concurrent_client_pool(tiny_server, reference) -> None:
     with ConcurrentBertClient(max_concurrency=3, port=tiny_server.config.port,
                               port_out=tiny_server.config.port_out) as pool:
-        outs = [None] * 9
-        threads = [threading.Thread(target=lambda i=i: outs.__setitem__(i, pool.encode([SENTENCES[i % 4]])))
-                   for i in range(9)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        for i, vectors in enumerate(outs):
+        outs = Concurrently(lambda i: pool.encode([SENTENCES[i % 4]]), 9).start().join()  # 9 threads, 3 clients
+        for i, vectors in outs.items():
             np.testing.assert_allclose(vectors, reference.encode([SENTENCES[i % 4]]), atol=1e-5)
         assert pool.server_config["server_version"] == "1.10.0"
         with pytest.raises(NotImplementedError):

@@ -25,7 +25,7 @@ from bert_serving.server.workers import BatchFailed, ReplicaCrashed
 from ..conftest import TINY_BERT
 from .conftest import free_ports, running_server
 from .test_batching import random_sentences
-from .test_cli import BIN, start_cli, wait_for_line
+from .processes import start_cli, stop, terminate_and_wait, wait_for_line
 
 NODE = {"num_cpus": 2, "object_store_memory": 256 << 20}
 
@@ -138,14 +138,9 @@ def test_cli_with_a_local_ray_serves_and_stops(sentences, reference) -> None:
         assert "started a local Ray instance" in text and "ray replica 0 ready on node" in text
         with BertClient(port=port, port_out=port_out, check_length=False) as bc:
             np.testing.assert_allclose(bc.encode(sentences[:50]), reference[:50], atol=1e-5, rtol=0)
-        done = subprocess.run([str(BIN / "bert-serving-terminate"), "-port", str(port)], capture_output=True,
-                              text=True, timeout=60)
-        assert done.returncode == 0, done.stderr
-        assert proc.wait(60) == 0
+        terminate_and_wait(proc, port)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        stop(proc)
 
 
 # on a 2-node cluster ------------------------------------------------------------------------------
