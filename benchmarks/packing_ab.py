@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bert_serving.model import Encoder, Features
+from bert_serving.model import Encoder
 from bert_serving.model import bert
 from bert_serving.model.packing import Packing
 

@@ -254,7 +254,7 @@ class BertClient:
             if self.token_info_available:
                 return vectors, tokens
             warnings.warn('"show_tokens=True", but the server does not send tokens: start it with '
-                          '"bert-serving-start -show_tokens_to_client"')
+                          '"bert-serving-start -show_tokens_to_client"', stacklevel=3)  # the user's call
         return vectors
 
     def _encode_chunks(self, texts: list, show_progress: bool):
@@ -338,12 +338,13 @@ class BertClient:
 
     def _warn_length(self, texts, is_tokenized: bool) -> None:
         if self.length_limit is None:
-            warnings.warn('the server has no "max_seq_len": it sizes each request by its longest text')
+            warnings.warn('the server has no "max_seq_len": it sizes each request by its longest text', stacklevel=4)
         elif self.length_limit and not self._check_length(texts, self.length_limit, is_tokenized):
             warnings.warn(
                 f'some texts have more tokens than the server\'s "max_seq_len={self.length_limit}" and will be '
                 "truncated; disable this check with BertClient(check_length=False), or start the server with a "
-                "larger -max_seq_len"
+                "larger -max_seq_len",
+                stacklevel=4,
             )
 
     @staticmethod

@@ -213,7 +213,8 @@ def _st_pooling(config_path: Path) -> PoolingStrategy:
 
 
 def _hf_weights_file(folder: Path, flag: str) -> Path:
-    for name in ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json"):
+    names = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
+    for name in names:
         if (folder / name).is_file():
             return folder / name
     raise ConfigurationError(

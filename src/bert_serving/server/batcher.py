@@ -45,7 +45,8 @@ class Batch:
     @property
     def features(self) -> Features:
         if self._features is None:
-            self._features = Features.concat([r.features for r, _ in self.segments], [rows for _, rows in self.segments])
+            requests, rows = zip(*self.segments)
+            self._features = Features.concat([r.features for r in requests], rows)
         return self._features
 
     def __len__(self) -> int:

@@ -73,7 +73,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     _flag(bert, "pooling_layer", type=int, nargs="+", default=None,
           help="layer(s) to pool, -1 the last; several are concatenated in the order given. Default: -2, or -1 "
                "for sentence-transformers models")
-    _flag(bert, "pooling_strategy", type=pooling_strategy, default=None, metavar="{" + ",".join(PoolingStrategy.__members__) + "}",
+    _flag(bert, "pooling_strategy", type=pooling_strategy, default=None,
+          metavar="{" + ",".join(PoolingStrategy.__members__) + "}",
           help="default: REDUCE_MEAN, or the sentence-transformers model's pooling")
     _flag(bert, "mask_cls_sep", action="store_true", default=False, help="leave [CLS] and [SEP] out of pooling")
     _flag(bert, "no_special_token", action="store_true", default=False,

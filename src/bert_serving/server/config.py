@@ -72,7 +72,8 @@ class ServerConfig:
         if self.max_batch_size < 1:
             raise ConfigurationError(f"-max_batch_size must be at least 1, got {self.max_batch_size}")
         if self.max_batch_tokens < 0:
-            raise ConfigurationError(f"-max_batch_tokens must be positive (or 0 for automatic), got {self.max_batch_tokens}")
+            raise ConfigurationError(
+                f"-max_batch_tokens must be positive (or 0 for automatic), got {self.max_batch_tokens}")
         if self.priority_batch_size < 0:
             raise ConfigurationError(f"-priority_batch_size must be >= 0, got {self.priority_batch_size}")
         if self.max_request_texts < 1 or self.max_request_bytes < 1024 or self.max_queued_texts < 1:

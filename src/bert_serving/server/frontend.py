@@ -192,7 +192,8 @@ class Frontend:
         try:
             self.pub.send_multipart(frames, flags=zmq.NOBLOCK, copy=False)
         except zmq.Again:
-            logger.warning("client %r has %d unread answers; dropping one", bytes(frames[0]), _ANSWERS_QUEUED_PER_CLIENT)
+            logger.warning("client %r has %d unread answers; dropping one", bytes(frames[0]),
+                           _ANSWERS_QUEUED_PER_CLIENT)
             self._stats.error("undelivered")
 
     def _is_subscribed(self, identity: bytes) -> bool:

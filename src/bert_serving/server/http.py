@@ -39,8 +39,17 @@ from ..errors import (AuthenticationError, BertServingError, ConfigurationError,
                       PayloadTooLargeError)
 from .dashboard import index_page, mount_dashboard, wants_html
 from .metrics import CONTENT_TYPE, render_metrics
-from .openai_api import EmbeddingsResponse, Integer, OpenAIError, Text, integer, embeddings_body, embeddings_request_model, \
-    openai_error_body, request_texts
+from .openai_api import (
+    EmbeddingsResponse,
+    Integer,
+    OpenAIError,
+    Text,
+    embeddings_body,
+    embeddings_request_model,
+    integer,
+    openai_error_body,
+    request_texts,
+)
 from .request import Outcome
 
 if TYPE_CHECKING:

@@ -30,7 +30,7 @@ from ..model.features import Features
 from .batcher import Batch, Batcher
 from .sink import Sink
 from .stats import Stats
-from .worker_main import BATCH, ERR, READY, SPEC, STOP, pack
+from .worker_main import BATCH, ERR, SPEC, STOP, pack
 
 __all__ = ["BatchFailed", "LocalReplica", "Replica", "ReplicaCrashed", "WorkerPool"]
 
@@ -106,7 +106,8 @@ class LocalReplica:
         """The process's next message; `ReplicaCrashed` as soon as it is seen dead."""
         while not self._socket.poll(self._poll_ms):
             if self.process.poll() is not None:
-                raise ReplicaCrashed(f"{self.name}, pid {self.process.pid}, died with exit code {self.process.returncode}")
+                raise ReplicaCrashed(
+                    f"{self.name}, pid {self.process.pid}, died with exit code {self.process.returncode}")
         return self._socket.recv_multipart()
 
     def describe(self) -> dict[str, object]:
