@@ -89,22 +89,6 @@ class Features:
             tokens = tuple(parts[s].tokens[r] for s, r in zip(source, _row_ids(parts, rows)))
         return Features(gather("input_ids"), gather("type_ids"), gather("pool_mask"), offsets, tokens)
 
-    def padded(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """``[B, T]`` arrays (ids, type ids, attention mask, pool mask), T the longest sequence."""
-        lengths = self.lengths
-        b, t = len(lengths), int(lengths.max(initial=0))
-        rows = np.repeat(np.arange(b), lengths)
-        cols = np.arange(self.num_tokens) - np.repeat(self.offsets[:-1], lengths)
-        ids = np.zeros((b, t), dtype=np.int64)
-        types = np.zeros((b, t), dtype=np.int64)
-        attention = np.zeros((b, t), dtype=np.bool_)
-        pool = np.zeros((b, t), dtype=np.bool_)
-        ids[rows, cols] = self.input_ids
-        types[rows, cols] = self.type_ids
-        attention[rows, cols] = True
-        pool[rows, cols] = self.pool_mask
-        return ids, types, attention, pool
-
 
 def _row_ids(parts: Sequence[Features], rows) -> list[int]:
     if rows is None:

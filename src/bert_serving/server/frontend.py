@@ -233,7 +233,7 @@ class Frontend:
         client = f"zmq:{message.identity.decode('ascii', 'replace')}"
         command = message.command
         if command == protocol.TERMINATION:
-            peer = frames[0].get("Peer-Address") if hasattr(frames[0], "get") else None
+            peer = frames[0].get("Peer-Address")  # where the message came from, as the kernel saw it
             self._stats.control_request(client)
             if self._termination.allows(peer, message.token):
                 logger.info("TERMINATION received from %s", peer or "a local peer")
