@@ -157,17 +157,9 @@ class Frontend:
             if self.pub in events:
                 self._subscriptions()
             if self._inbox in events:
-                for _ in range(1000):
-                    try:
-                        self._publish(self._inbox.recv_multipart(flags=zmq.NOBLOCK, copy=False))
-                    except zmq.Again:
-                        break
+                _drain(self._inbox, self._publish, 1000)
             if self.pull in events:
-                for _ in range(100):
-                    try:
-                        self._handle(self.pull.recv_multipart(flags=zmq.NOBLOCK, copy=False))
-                    except zmq.Again:
-                        break
+                _drain(self.pull, self._handle, 100)
             self._expire_held(force=stopping)
             if stopping and not events:
                 return
@@ -264,6 +256,16 @@ class Frontend:
             reply(Outcome(error=exc))
             return
         self._intake.submit(texts, is_tokenized, reply, client)
+
+
+def _drain(sock: zmq.Socket, handle: Callable[[list], None], limit: int) -> None:
+    """Hand up to ``limit`` waiting messages to ``handle`` (bounded, so no socket starves the others)."""
+    for _ in range(limit):
+        try:
+            frames = sock.recv_multipart(flags=zmq.NOBLOCK, copy=False)
+        except zmq.Again:
+            return
+        handle(frames)
 
 
 def _zmq_reply(outbox: Outbox, identity: bytes, req_id: int):
