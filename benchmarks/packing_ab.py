@@ -1,5 +1,5 @@
 """Packed against padded execution of the same batches, in process, to place
-`bert_serving.model.bert.PADDED_UP_TO` (the padding ratio below which a batch runs padded).
+`bert_serving.model.architectures.bert.PADDED_UP_TO` (the padding ratio below which a batch runs padded).
 
     python benchmarks/packing_ab.py
 
@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from bert_serving.model import Encoder
-from bert_serving.model import bert
+from bert_serving.model.architectures import bert
 from bert_serving.model.packing import Packing
 
 

@@ -57,8 +57,8 @@ def main() -> None:
     from bert_serving.model.encoder import EncoderSettings, resolve
     from bert_serving.model.pooling import PoolingStrategy
     from bert_serving.server import ray_replicas
-    from bert_serving.server.worker_main import load_encoder
-    from bert_serving.server.workers import LocalReplica
+    from bert_serving.server.replicas.local import LocalReplica
+    from bert_serving.server.replicas.runtime import load_encoder
 
     if options.object_store:
         ray_replicas._INLINE_BYTES = 100 * 1024

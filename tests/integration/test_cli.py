@@ -8,8 +8,8 @@ import pytest
 
 from bert_serving.client import BertClient
 from bert_serving.errors import ConfigurationError
-from bert_serving.server import BertServer, ServerConfig, get_args_parser
 from bert_serving.model import PoolingStrategy
+from bert_serving.server import BertServer, ServerConfig, get_args_parser
 
 from ..conftest import TINY_BERT
 from .conftest import free_ports, running_server

@@ -18,13 +18,13 @@ from bert_serving.client import BertClient
 from bert_serving.errors import ConfigurationError
 from bert_serving.model import Encoder, Features
 from bert_serving.server import BertServer, get_args_parser
-from bert_serving.server.ray_replicas import RayReplica
-from bert_serving.server.workers import BatchFailed, ReplicaCrashed
+from bert_serving.server.replicas.pool import BatchFailed, ReplicaCrashed
+from bert_serving.server.replicas.ray_replicas import RayReplica
 
 from ..conftest import TINY_BERT
 from .conftest import free_ports, running_server
-from .test_batching import random_sentences
 from .processes import start_cli, stop, terminate_and_wait, wait_for_line
+from .test_batching import random_sentences
 
 NODE = {"num_cpus": 2, "object_store_memory": 256 << 20}
 

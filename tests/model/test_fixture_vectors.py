@@ -110,7 +110,7 @@ def test_batching_does_not_change_vectors(tiny_bert, expected) -> None:
 
 def test_packed_and_padded_execution_agree(tiny_bert, expected, monkeypatch) -> None:
     """Mixed-length batches run packed; near-uniform ones padded (bert.PADDED_UP_TO): same vectors."""
-    from bert_serving.model import bert
+    from bert_serving.model.architectures import bert
 
     for strategy in (PoolingStrategy.NONE, PoolingStrategy.REDUCE_MEAN_MAX, PoolingStrategy.CLS_POOLED):
         encoder = load(tiny_bert, "hf", pooling_strategy=strategy, pooling_layer=(-1,))

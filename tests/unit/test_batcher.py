@@ -9,8 +9,8 @@ import pytest
 
 from bert_serving.errors import NotReadyError, OverloadedError
 from bert_serving.model.features import Features
-from bert_serving.server.batcher import Batcher
-from bert_serving.server.request import Request
+from bert_serving.server.pipeline.batcher import Batcher
+from bert_serving.server.pipeline.request import Request
 
 
 def request(*lengths: int) -> Request:

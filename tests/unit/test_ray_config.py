@@ -59,7 +59,7 @@ def test_nothing_imports_ray_without_the_flag() -> None:
     script = (
         "import sys\n"
         "from bert_serving.server import BertServer, get_args_parser\n"
-        "import bert_serving.server.workers, bert_serving.server.cli\n"
+        "import bert_serving.server.replicas.pool, bert_serving.server.cli\n"
         f"BertServer(get_args_parser().parse_args(['-model_dir', {str(TINY_BERT / 'google')!r}]))\n"
         "print(sorted(m for m in sys.modules if m == 'ray' or m.startswith('ray.') or m.endswith('ray_replicas')))\n"
     )

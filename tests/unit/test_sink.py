@@ -7,10 +7,10 @@ import numpy as np
 from bert_serving.errors import InferenceError
 from bert_serving.model import EncoderSettings, PoolingStrategy, resolve
 from bert_serving.model.features import Features
-from bert_serving.server.batcher import Batch
-from bert_serving.server.request import Request
-from bert_serving.server.sink import Sink
-from bert_serving.server.stats import Stats
+from bert_serving.server.pipeline.batcher import Batch
+from bert_serving.server.pipeline.request import Request
+from bert_serving.server.pipeline.sink import Sink
+from bert_serving.server.pipeline.stats import Stats
 
 from ..conftest import TINY_BERT
 
@@ -22,7 +22,7 @@ def make_request(lengths, answers):
 
 def test_rows_land_in_request_order_whatever_the_batch_order() -> None:
     spec = resolve(EncoderSettings(model_dir=str(TINY_BERT / "google")))
-    sink, answers = Sink(spec, Stats()), []
+    sink, answers = Sink(spec.outputs, Stats()), []
     req = make_request([3, 4, 5], answers)
     sink.deliver(Batch([(req, np.array([2, 0]))]), np.stack([np.full(32, 2.0), np.full(32, 0.0)]))
     assert not answers
@@ -34,7 +34,7 @@ def test_rows_land_in_request_order_whatever_the_batch_order() -> None:
 def test_token_output_is_padded_per_request() -> None:
     spec = resolve(EncoderSettings(model_dir=str(TINY_BERT / "google"), max_seq_len=None,
                                    pooling_strategy=PoolingStrategy.NONE))
-    sink, answers = Sink(spec, Stats()), []
+    sink, answers = Sink(spec.outputs, Stats()), []
     req = make_request([2, 4], answers)
     block = np.ones((2, 6, 32), dtype=np.float32)  # a batch padded wider than this request needs
     sink.deliver(Batch([(req, np.array([0, 1]))]), block)
@@ -46,7 +46,7 @@ def test_token_output_is_padded_per_request() -> None:
 def test_a_failed_request_is_answered_once() -> None:
     spec = resolve(EncoderSettings(model_dir=str(TINY_BERT / "google")))
     stats = Stats()
-    sink, answers = Sink(spec, stats), []
+    sink, answers = Sink(spec.outputs, stats), []
     req = make_request([3, 3], answers)
     sink.fail(Batch([(req, np.array([0]))]), InferenceError("boom"))
     sink.deliver(Batch([(req, np.array([1]))]), np.zeros((1, 32)))

@@ -11,11 +11,11 @@ import pytest
 from bert_serving.errors import InferenceError, NotReadyError
 from bert_serving.model import EncoderSettings, resolve
 from bert_serving.model.features import Features
-from bert_serving.server.batcher import Batcher
-from bert_serving.server.request import Request
-from bert_serving.server.sink import Sink
-from bert_serving.server.stats import Stats
-from bert_serving.server.workers import BatchFailed, ReplicaCrashed, WorkerPool
+from bert_serving.server.pipeline.batcher import Batcher
+from bert_serving.server.pipeline.request import Request
+from bert_serving.server.pipeline.sink import Sink
+from bert_serving.server.pipeline.stats import Stats
+from bert_serving.server.replicas.pool import BatchFailed, ReplicaCrashed, WorkerPool
 
 from ..conftest import TINY_BERT
 
@@ -59,7 +59,7 @@ def make_request(first_ids: list[int], answers: list) -> Request:
 
 def run(replicas, requests_ids: list[list[int]], max_batch_size: int = 2):
     stats = Stats()
-    sink = Sink(resolve(EncoderSettings(model_dir=str(TINY_BERT / "google"))), stats)
+    sink = Sink(resolve(EncoderSettings(model_dir=str(TINY_BERT / "google"))).outputs, stats)
     batcher = Batcher(max_batch_size=max_batch_size, priority_batch_size=0)
     pool = WorkerPool(replicas, batcher=batcher, sink=sink, stats=stats)
     pool.start()
@@ -108,7 +108,7 @@ def test_a_model_error_fails_its_batch_at_once_without_restart() -> None:
 
 def test_a_replica_that_cannot_start_is_reported() -> None:
     stats = Stats()
-    sink = Sink(resolve(EncoderSettings(model_dir=str(TINY_BERT / "google"))), stats)
+    sink = Sink(resolve(EncoderSettings(model_dir=str(TINY_BERT / "google"))).outputs, stats)
     pool = WorkerPool([FakeReplica("w0", fail_start=True)], batcher=Batcher(), sink=sink, stats=stats)
     pool.start()
     with pytest.raises(NotReadyError, match="w0 failed to start: RuntimeError: no GPU here"):

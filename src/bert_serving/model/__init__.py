@@ -1,10 +1,21 @@
 """Text -> vectors with BERT, in process: loading every BERT layout, the original server's
-tokenization and pooling, and the `Encoder` the server's workers run."""
+tokenization and pooling, and the `Encoder` the server's workers run.
 
-from .checkpoint import CheckpointError, CheckpointReader
-from .encoder import Encoder, EncoderSettings, ModelSpec, resolve
-from .features import Features
-from .pooling import PoolingStrategy
+The names below are imported on first use, so that the numpy-only modules here (`features`,
+`outputs`) can be imported by the server's pipeline without loading torch.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from .._lazy import lazy_exports
+
+if TYPE_CHECKING:
+    from .checkpoint import CheckpointError, CheckpointReader
+    from .encoder import Encoder, EncoderSettings, ModelSpec, resolve
+    from .features import Features
+    from .pooling import PoolingStrategy
 
 __all__ = [
     "CheckpointError",
@@ -16,3 +27,17 @@ __all__ = [
     "PoolingStrategy",
     "resolve",
 ]
+
+_HOMES = {
+    "CheckpointError": "checkpoint",
+    "CheckpointReader": "checkpoint",
+    "Encoder": "encoder",
+    "EncoderSettings": "encoder",
+    "ModelSpec": "encoder",
+    "resolve": "encoder",
+    "Features": "features",
+    "PoolingStrategy": "pooling",
+}
+
+
+__getattr__, __dir__ = lazy_exports(__name__, _HOMES)

@@ -19,9 +19,10 @@ import numpy as np
 import torch
 
 from ..errors import ConfigurationError
-from .bert import BertConfig, BertModel
+from .architectures.bert import BertConfig, BertModel
 from .features import Features, plan_batches
 from .loading import ModelSource, load_weights, locate_model
+from .outputs import OutputLayout
 from .packing import Packing
 from .pooling import PoolingStrategy, pool
 from .tokenization import Tokenizer
@@ -124,29 +125,16 @@ class ModelSpec:
             return Tokenizer.from_file(self.source.tokenizer_path, force_cased=not self.do_lower_case, **options)
         return Tokenizer.from_vocab(self.source.vocab_path, lowercase=self.do_lower_case, **options)
 
-    def output_buffer(self, lengths: np.ndarray) -> np.ndarray:
-        """Zeros shaped like the result for sequences of these lengths: ``[N, D]``, or
-        ``[N, T, D]`` for NONE (T = max_seq_len; when dynamic, the longest sequence, or
-        max_position_embeddings with -fixed_embed_length)."""
-        n = len(lengths)
-        if not self.pooling_strategy.per_token:
-            return np.zeros((n, self.dim), dtype=self.output_dtype)
-        if self.max_seq_len is not None:
-            t = self.max_seq_len
-        elif self.fixed_embed_length:
-            t = self.config.max_position_embeddings
-        else:
-            t = int(lengths.max(initial=0))
-        return np.zeros((n, t, self.dim), dtype=self.output_dtype)
-
-    @staticmethod
-    def place(buffer: np.ndarray, rows: np.ndarray, block: np.ndarray, lengths: np.ndarray) -> None:
-        """Write a batch's output ``block`` into ``buffer`` at ``rows``."""
-        if buffer.ndim == 2:
-            buffer[rows] = block
-            return
-        for row, vectors, length in zip(rows, block, lengths):
-            buffer[row, :length] = vectors[:length]
+    @property
+    def outputs(self) -> OutputLayout:
+        """The shape of a request's result, for whoever reassembles it (the server's sink)."""
+        return OutputLayout(
+            dim=self.dim,
+            dtype=self.output_dtype,
+            per_token=self.pooling_strategy.per_token,
+            max_seq_len=self.max_seq_len,
+            fixed_length=self.config.max_position_embeddings if self.fixed_embed_length else None,
+        )
 
     def describe(self) -> dict[str, object]:
         """The effective settings, as SHOW_CONFIG and the startup log report them."""
@@ -315,9 +303,10 @@ class Encoder:
             is_tokenized = isinstance(texts, list) and bool(texts) and all(isinstance(t, list) for t in texts)
         features = self.tokenizer.encode(list(texts), is_tokenized, keep_tokens=show_tokens)
         lengths = features.lengths
-        result = self.spec.output_buffer(lengths)
+        outputs = self.spec.outputs
+        result = outputs.buffer(lengths)
         for rows in plan_batches(lengths, max_batch_tokens, max_batch_size):
-            self.spec.place(result, rows, self.embed(features.take(rows)), lengths[rows])
+            outputs.place(result, rows, self.embed(features.take(rows)), lengths[rows])
         if show_tokens:
             return result, [list(t) for t in features.tokens]
         return result

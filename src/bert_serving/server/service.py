@@ -1,6 +1,9 @@
 """`BertServer`: builds the pipeline from a `ServerConfig`, starts it, drains it, stops it.
 
-    client -> frontend (ZeroMQ) / http -> intake -> batcher -> workers -> sink -> reply
+    client -> zmq.frontend / http.app -> pipeline (intake -> batcher) -> replicas -> pipeline.sink -> reply
+
+It is the edges' `Gateway`: they submit work and read status through it, and import nothing
+of this module.
 
 The 1.10.0 API is kept: ``BertServer(get_args_parser().parse_args([...]))``, ``start()``,
 ``join()``, ``close()``, ``is_ready``, use as a context manager, ``BertServer.shutdown(args)``.
@@ -20,14 +23,17 @@ import zmq
 from .. import __version__, protocol
 from ..errors import NotReadyError
 from ..model.encoder import resolve
-from .access import CurveServer, TerminationPolicy
-from .batcher import Batcher
 from .config import ServerConfig
-from .frontend import Frontend
-from .intake import Intake
-from .sink import Sink
-from .stats import Stats
-from .workers import WorkerPool
+from .pipeline.batcher import Batcher
+from .pipeline.gateway import ServedModel
+from .pipeline.intake import Intake
+from .pipeline.request import ReplyFn
+from .pipeline.sink import Sink
+from .pipeline.stats import Stats
+from .replicas.local import local_worker_pool
+from .replicas.pool import WorkerPool
+from .zmq.access import CurveServer, TerminationPolicy
+from .zmq.frontend import Frontend
 
 __all__ = ["BertServer"]
 
@@ -48,6 +54,11 @@ class BertServer:
         self._stopped = threading.Event()
         self._startup_error: BaseException | None = None
         self._lifecycle: threading.Thread | None = None
+        self.tokenizer = self.spec.tokenizer()
+        self._served = ServedModel(
+            name=self.spec.source.name, dim=self.spec.dim, vocab_size=self.tokenizer.vocab_size,
+            settings={**self.config.as_status(), **self.spec.describe(), "device_map": self.devices},
+        )
         self._log_configuration()
 
     def _log_configuration(self) -> None:
@@ -75,8 +86,7 @@ class BertServer:
             max_queued_rows=config.max_queued_texts,
         )
         self.stats.queue_rows = lambda: self.batcher.queued_rows
-        self.sink = Sink(spec, self.stats)
-        self.tokenizer = spec.tokenizer()
+        self.sink = Sink(spec.outputs, self.stats, show_tokens=spec.show_tokens)
         self.intake = Intake(self.tokenizer, self.batcher, self.sink, self.stats, keep_tokens=spec.show_tokens,
                              max_request_texts=config.max_request_texts)
         try:
@@ -85,8 +95,7 @@ class BertServer:
             self._ctx.destroy(linger=0)
             raise
         self.frontend = Frontend(
-            self._ctx, bind=config.bind, port=config.port, port_out=config.port_out, intake=self.intake,
-            stats=self.stats, status=self.status, on_terminate=lambda peer: self.request_stop(),
+            self._ctx, bind=config.bind, port=config.port, port_out=config.port_out, gateway=self,
             termination=TerminationPolicy(config.terminate_token), curve=self.curve,
             max_request_bytes=config.max_request_bytes,
         )
@@ -96,9 +105,13 @@ class BertServer:
                 self.curve.start()
             self.frontend.bind()
             if config.http_port is not None:
-                from .http import HttpServer, create_app
+                from .http.app import HttpSettings, create_app  # fastapi is imported only when HTTP is served
+                from .http.server import HttpServer
 
-                self.http = HttpServer(create_app(self), config.bind, config.http_port)
+                settings = HttpSettings(max_request_texts=config.max_request_texts,
+                                        max_request_bytes=config.max_request_bytes, cors=config.cors,
+                                        api_key=config.api_key)
+                self.http = HttpServer(create_app(self, settings), config.bind, config.http_port)
                 self.http.bind()
         except Exception:
             self.frontend.close()
@@ -119,12 +132,12 @@ class BertServer:
     def _worker_pool(self) -> WorkerPool:
         config, stages = self.config, {"batcher": self.batcher, "sink": self.sink, "stats": self.stats}
         if config.ray_address:
-            from .ray_replicas import ray_worker_pool  # Ray is an optional extra: imported only here
+            from .replicas.ray_replicas import ray_worker_pool  # Ray is an optional extra: imported only here
 
             return ray_worker_pool(self.spec, address=config.ray_address, num_replicas=config.replicas,
                                    num_cpus=config.ray_num_cpus, num_gpus=config.ray_num_gpus,
                                    gpu_memory_fraction=config.gpu_memory_fraction, **stages)
-        return WorkerPool.local(
+        return local_worker_pool(
             self.spec, self.devices, ctx=self._ctx,
             threads=config.threads_per_worker() if self.devices[0] == "cpu" else 1,
             gpu_memory_fraction=config.gpu_memory_fraction, **stages,
@@ -216,7 +229,17 @@ class BertServer:
 
         terminate_server(args.ip, args.port, timeout=args.timeout)
 
-    # views ----------------------------------------------------------------------------------------
+    # the edges' Gateway -----------------------------------------------------------------------------
+
+    @property
+    def model(self) -> ServedModel:
+        return self._served
+
+    def submit(self, texts: object, is_tokenized: bool, reply: ReplyFn, client: str) -> None:
+        self.intake.submit(texts, is_tokenized, reply, client)
+
+    def serving(self) -> bool:
+        return self.is_ready.is_set()
 
     def readiness(self) -> dict[str, object]:
         """``/ready``: ready only when loaded, warm, every worker up, and not stopping."""

@@ -12,7 +12,7 @@ import time
 from collections import Counter, OrderedDict, deque
 from dataclasses import dataclass, field
 
-from ..errors import BertServingError
+from ...errors import BertServingError
 
 __all__ = ["Histogram", "Stats"]
 

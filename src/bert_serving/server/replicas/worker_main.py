@@ -1,5 +1,6 @@
-"""A worker process: one model replica answering batches. `WorkerPool` starts each in a fresh
-interpreter running ``serve(ENDPOINT, WORKER_ID)``.
+"""The worker process's ``main``: one model replica answering batches. `local.LocalReplica`
+starts each in a fresh interpreter running ``serve(ENDPOINT, WORKER_ID)``; the frames it
+speaks are in `channel`.
 
 Frames on the private PAIR socket::
 
@@ -19,36 +20,18 @@ import json
 import logging
 import os
 import pickle
-from typing import TYPE_CHECKING
 
 import numpy as np
 import zmq
 
-from ..model.features import Features
+from .channel import BATCH, ERR, OK, READY, SPEC, unpack
+from .runtime import load_encoder
 
-if TYPE_CHECKING:
-    from ..model.encoder import Encoder, ModelSpec
-
-__all__ = ["BATCH", "ERR", "OK", "READY", "SPEC", "STOP", "load_encoder", "pack", "unpack"]
+__all__ = ["serve"]
 
 logger = logging.getLogger(__name__)
 
-SPEC, BATCH, STOP, READY, OK, ERR = b"SPEC", b"BATCH", b"STOP", b"READY", b"OK", b"ERR"
 _PARENT_CHECK_MS = 1000
-
-
-def pack(features: Features) -> list:
-    return [features.input_ids, features.type_ids, features.pool_mask.view(np.uint8), features.offsets]
-
-
-def unpack(frames: list) -> Features:
-    ids, types, mask, offsets = (f.buffer for f in frames)
-    return Features(
-        input_ids=np.frombuffer(ids, dtype=np.int32),
-        type_ids=np.frombuffer(types, dtype=np.int8),
-        pool_mask=np.frombuffer(mask, dtype=np.uint8).view(np.bool_),
-        offsets=np.frombuffer(offsets, dtype=np.int64),
-    )
 
 
 def _error(seq: int, exc: BaseException) -> list[bytes]:
@@ -99,18 +82,3 @@ def serve(endpoint: str, worker_id: int) -> None:
     finally:
         sock.close()
         ctx.term()
-
-
-def load_encoder(spec: ModelSpec, device: str, *, threads: int, gpu_memory_fraction: float) -> Encoder:
-    """A replica's model: torch limited to ``threads`` (and its share of GPU memory), loaded on
-    ``device`` and warmed up by one pass. What every kind of replica runs at its start."""
-    import torch
-
-    from ..model.encoder import Encoder
-
-    torch.set_num_threads(threads)
-    if device.startswith("cuda"):
-        torch.cuda.set_per_process_memory_fraction(gpu_memory_fraction, torch.device(device))
-    encoder = Encoder(spec, device=device)
-    encoder.embed(encoder.tokenizer.encode(["warm up the model"] * 2))
-    return encoder

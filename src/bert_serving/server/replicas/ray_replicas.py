@@ -39,11 +39,11 @@ from ray.exceptions import GetTimeoutError, RayActorError, RayError, RayTaskErro
 from ray.util.placement_group import PlacementGroup, placement_group, remove_placement_group
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
-from ..errors import ConfigurationError
-from ..model.encoder import ModelSpec
-from ..model.features import Features
-from .worker_main import load_encoder
-from .workers import BatchFailed, ReplicaCrashed, WorkerPool
+from ...errors import ConfigurationError
+from ...model.encoder import ModelSpec
+from ...model.features import Features
+from .pool import BatchFailed, ReplicaCrashed, WorkerPool
+from .runtime import load_encoder
 
 __all__ = ["RayReplica", "ray_worker_pool"]
 

@@ -13,8 +13,8 @@ from typing import Callable
 
 import numpy as np
 
-from ..errors import BertServingError
-from ..model.features import Features
+from ...errors import BertServingError
+from ...model.features import Features
 
 __all__ = ["Outcome", "ReplyFn", "Request"]
 

@@ -12,11 +12,11 @@ import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from ..errors import BertServingError, NotReadyError, PayloadTooLargeError, ServerError
-from ..model.tokenization import Tokenizer
+from ...errors import BertServingError, NotReadyError, PayloadTooLargeError, ServerError
+from ...model.tokenization import Tokenizer
 from .batcher import Batcher
-from .sink import Sink
 from .request import Outcome, ReplyFn, Request
+from .sink import Sink
 from .stats import Stats
 
 __all__ = ["Intake"]

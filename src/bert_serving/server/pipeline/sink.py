@@ -10,8 +10,8 @@ import time
 
 import numpy as np
 
-from ..errors import BertServingError
-from ..model.encoder import ModelSpec
+from ...errors import BertServingError
+from ...model.outputs import OutputLayout
 from .batcher import Batch
 from .request import Outcome, Request
 from .stats import Stats
@@ -22,8 +22,9 @@ logger = logging.getLogger(__name__)
 
 
 class Sink:
-    def __init__(self, spec: ModelSpec, stats: Stats) -> None:
-        self._spec = spec
+    def __init__(self, outputs: OutputLayout, stats: Stats, *, show_tokens: bool = False) -> None:
+        self._outputs = outputs
+        self._show_tokens = show_tokens
         self._stats = stats
         self._lock = threading.Lock()
         self._outstanding: dict[int, Request] = {}  # accepted, not yet answered
@@ -56,9 +57,9 @@ class Sink:
                 if request.done:
                     continue
                 if request.result is None:
-                    request.result = self._spec.output_buffer(request.features.lengths)
+                    request.result = self._outputs.buffer(request.features.lengths)
                     request.remaining = len(request)
-                self._spec.place(request.result, rows, part, request.features.lengths[rows])
+                self._outputs.place(request.result, rows, part, request.features.lengths[rows])
                 request.remaining -= len(rows)
                 if request.remaining == 0:
                     request.done = True
@@ -82,7 +83,7 @@ class Sink:
 
     def _answer(self, request: Request, result: np.ndarray | None, error: BertServingError | None) -> None:
         tokens = None
-        if result is not None and self._spec.show_tokens and request.features.tokens is not None:
+        if result is not None and self._show_tokens and request.features.tokens is not None:
             tokens = [list(t) for t in request.features.tokens]
         self._stats.request_done(request, error, time.perf_counter())
         try:

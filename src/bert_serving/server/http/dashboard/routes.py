@@ -20,7 +20,7 @@ from fastapi.staticfiles import StaticFiles
 from .view import dashboard_view
 
 if TYPE_CHECKING:
-    from ..service import BertServer
+    from ...pipeline.gateway import Gateway
 
 __all__ = ["STATIC", "index_page", "mount_dashboard", "wants_html"]
 
@@ -28,7 +28,7 @@ STATIC = Path(__file__).parent / "static"
 _NO_CACHE = {"Cache-Control": "no-cache"}  # a new server version brings a new page
 
 
-def mount_dashboard(app: FastAPI, server: BertServer, guarded: list[Depends]) -> None:
+def mount_dashboard(app: FastAPI, gateway: Gateway, guarded: list[Depends], *, api_key_required: bool) -> None:
     """Add the dashboard's routes to ``app``; ``guarded`` checks the API key."""
     app.mount("/dashboard/static", StaticFiles(directory=STATIC), name="dashboard-static")
 
@@ -39,7 +39,7 @@ def mount_dashboard(app: FastAPI, server: BertServer, guarded: list[Depends]) ->
     @app.get("/dashboard/data", dependencies=guarded, tags=["operations"])
     async def dashboard_data() -> Response:
         """What the dashboard shows: model settings, readiness, raw counters, latency, clients."""
-        body = orjson.dumps(dashboard_view(server), option=orjson.OPT_NON_STR_KEYS)
+        body = orjson.dumps(dashboard_view(gateway, api_key_required=api_key_required), option=orjson.OPT_NON_STR_KEYS)
         return Response(body, media_type="application/json", headers={"Cache-Control": "no-store"})
 
 

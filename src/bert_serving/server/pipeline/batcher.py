@@ -26,8 +26,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..errors import NotReadyError, OverloadedError
-from ..model.features import Features
+from ...errors import NotReadyError, OverloadedError
+from ...model.features import Features
 from .request import Request
 
 __all__ = ["Batch", "Batcher"]

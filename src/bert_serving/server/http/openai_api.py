@@ -17,7 +17,7 @@ from typing import Annotated, Literal
 import numpy as np
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, create_model
 
-from ..errors import BertServingError, InvalidRequestError
+from ...errors import BertServingError, InvalidRequestError
 
 __all__ = ["EmbeddingsRequest", "EmbeddingsResponse", "Integer", "OpenAIError", "Text", "integer", "embeddings_body",
            "embeddings_request_model", "openai_error_body", "request_texts"]

@@ -21,7 +21,7 @@ import zmq
 import zmq.auth
 from zmq.auth.thread import ThreadAuthenticator
 
-from ..errors import ConfigurationError
+from ...errors import ConfigurationError
 
 __all__ = ["CurveServer", "TerminationPolicy"]
 

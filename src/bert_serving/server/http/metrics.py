@@ -11,7 +11,7 @@ from typing import Callable
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 
-from .stats import Histogram, Stats
+from ..pipeline.stats import Histogram, Stats
 
 __all__ = ["CONTENT_TYPE", "render_metrics"]
 

@@ -17,8 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import ConfigurationError
-from .packing import Packing
+from ...errors import ConfigurationError
+from ..packing import Packing
 
 __all__ = ["PADDED_UP_TO", "BertConfig", "BertModel"]
 

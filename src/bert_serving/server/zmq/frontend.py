@@ -22,12 +22,11 @@ from typing import Callable
 
 import zmq
 
-from .. import protocol
-from ..errors import ConfigurationError, ForbiddenError, InvalidRequestError, NotReadyError, PayloadTooLargeError
+from ... import protocol
+from ...errors import ConfigurationError, ForbiddenError, InvalidRequestError, NotReadyError, PayloadTooLargeError
+from ..pipeline.gateway import Gateway
+from ..pipeline.request import Outcome
 from .access import CurveServer, TerminationPolicy
-from .intake import Intake
-from .request import Outcome
-from .stats import Stats
 
 __all__ = ["Frontend", "Outbox"]
 
@@ -72,10 +71,7 @@ class Frontend:
         bind: str,
         port: int,
         port_out: int,
-        intake: Intake,
-        stats: Stats,
-        status: Callable[[bool, str], dict],
-        on_terminate: Callable[[str], None],
+        gateway: Gateway,
         termination: TerminationPolicy | None = None,
         curve: CurveServer | None = None,
         max_request_bytes: int = 64 * 1024 * 1024,
@@ -83,10 +79,8 @@ class Frontend:
     ) -> None:
         self._ctx = ctx
         self._bind, self.port, self.port_out = bind, port, port_out
-        self._intake = intake
-        self._stats = stats
-        self._status = status
-        self._on_terminate = on_terminate
+        self._gateway = gateway
+        self._stats = gateway.stats
         self._termination = termination or TerminationPolicy()
         self._curve = curve
         self._max_request_bytes = max_request_bytes
@@ -229,7 +223,7 @@ class Frontend:
             self._stats.control_request(client)
             if self._termination.allows(peer, message.token):
                 logger.info("TERMINATION received from %s", peer or "a local peer")
-                self._on_terminate(peer or "")
+                self._gateway.request_stop()
             else:
                 logger.warning("refused TERMINATION from %s", peer)
                 self._publish(protocol.error_frames(message.identity, message.req_id, ForbiddenError(
@@ -237,7 +231,7 @@ class Frontend:
             return
         if command in (protocol.SHOW_CONFIG, protocol.SHOW_STATUS):
             self._stats.control_request(client)
-            status = self._status(command == protocol.SHOW_STATUS, message.identity.decode("ascii", "replace"))
+            status = self._gateway.status(command == protocol.SHOW_STATUS, message.identity.decode("ascii", "replace"))
             self._publish(protocol.config_frames(message.identity, message.req_id, status))
             return
         reply = _zmq_reply(self.outbox, message.identity, message.req_id)
@@ -255,7 +249,7 @@ class Frontend:
             self._stats.error(exc.code)
             reply(Outcome(error=exc))
             return
-        self._intake.submit(texts, is_tokenized, reply, client)
+        self._gateway.submit(texts, is_tokenized, reply, client)
 
 
 def _drain(sock: zmq.Socket, handle: Callable[[list], None], limit: int) -> None:

@@ -2,7 +2,7 @@
 
 Counters come from `Stats.snapshot()`, the very copy ``/metrics`` exports; latency percentiles
 are computed from its histograms as SHOW_STATUS computes them; clients come from
-`Stats.clients()`, readiness from `BertServer.readiness()`. Rates are not computed here: the page
+`Stats.clients()`, readiness from `Gateway.readiness()`. Rates are not computed here: the page
 derives requests/s, sentences/s and batch means from two successive views, as Prometheus' ``rate()``
 would from two scrapes.
 """
@@ -12,24 +12,25 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING
 
-from ... import __version__
-from ..stats import Histogram
+from .... import __version__
+from ...pipeline.stats import Histogram
 
 if TYPE_CHECKING:
-    from ..service import BertServer
+    from ...pipeline.gateway import Gateway
 
 __all__ = ["dashboard_view"]
 
 
-def dashboard_view(server: BertServer) -> dict[str, object]:
+def dashboard_view(gateway: Gateway, *, api_key_required: bool = False) -> dict[str, object]:
     """What the dashboard shows, as of now."""
-    snapshot = server.stats.snapshot()
+    stats = gateway.stats
+    snapshot = stats.snapshot()
     return {
         "time": time.time(),
         "version": __version__,
-        "uptime_seconds": round(time.time() - server.stats.started_at, 3),
-        "readiness": server.readiness(),
-        "model": model_settings(server),
+        "uptime_seconds": round(time.time() - stats.started_at, 3),
+        "readiness": gateway.readiness(),
+        "model": {**model_settings(gateway), "api_key_required": api_key_required},
         "requests": snapshot["requests_by_channel"],
         "sentences": snapshot["sentences"],
         "tokens": snapshot["tokens"],
@@ -42,13 +43,13 @@ def dashboard_view(server: BertServer) -> dict[str, object]:
         "batch_size": _sum_count(snapshot["batch_size"]),
         "batch_tokens": _sum_count(snapshot["batch_tokens"]),
         "latency_ms": {phase: _percentiles(h) for phase, h in snapshot["latency"].items()},
-        "clients": server.stats.clients(),
+        "clients": stats.clients(),
     }
 
 
-def model_settings(server: BertServer) -> dict[str, object]:
+def model_settings(gateway: Gateway) -> dict[str, object]:
     """The served model and the settings that shape its vectors and its speed."""
-    described = server.spec.describe()
+    described = gateway.model.settings
     return {
         "name": described["model_name"],
         "format": described["model_layout"],
@@ -58,10 +59,9 @@ def model_settings(server: BertServer) -> dict[str, object]:
         "dim": described["output_dim"],
         "normalize": described["normalize"],
         "dtype": described["dtype"],
-        "devices": list(server.devices),
-        "workers": len(server.devices),
-        "max_batch_size": server.config.max_batch_size,
-        "api_key_required": server.config.api_key is not None,
+        "devices": list(described["device_map"]),
+        "workers": len(described["device_map"]),
+        "max_batch_size": described["max_batch_size"],
     }
 
 

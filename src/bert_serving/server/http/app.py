@@ -1,0 +1,236 @@
+"""The HTTP edge (``-http_port``): an ASGI app on uvicorn, in the server's own process.
+
+Requests enter the same pipeline as ZeroMQ requests, through the `Gateway`; no pool of
+clients sits in between. Routes:
+
+- ``POST /encode``, ``GET /status/server``, ``GET /status/client``: the original's, same bodies;
+- ``POST /v1/embeddings`` and ``/embeddings``: OpenAI's shapes (`openai_api`);
+- ``GET /health`` (alive), ``GET /ready`` (loaded, warm, not draining), ``GET /metrics``;
+- ``GET /openapi.json`` and ``GET /docs`` (Swagger UI served from the package, not a CDN);
+- ``GET /dashboard``: a live page of the same counters (`dashboard`).
+
+Errors are answered in each route's shape (`responses`). With an API key set, inference and
+status routes want ``Authorization: Bearer KEY``.
+"""
+
+# No `from __future__ import annotations` here: FastAPI reads the route signatures' types,
+# and the request models are built per server, inside create_app.
+import asyncio
+import hmac
+import logging
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+from fastapi import Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse, Response
+from pydantic import BaseModel, Field, StrictBool, create_model
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from ... import __version__
+from ...errors import AuthenticationError, BertServingError, InvalidRequestError
+from ..pipeline.gateway import Gateway
+from ..pipeline.request import Outcome
+from .dashboard import index_page, mount_dashboard, wants_html
+from .limits import BodyLimit
+from .metrics import CONTENT_TYPE, render_metrics
+from .openai_api import (
+    EmbeddingsResponse,
+    Integer,
+    OpenAIError,
+    Text,
+    embeddings_body,
+    embeddings_request_model,
+    integer,
+    request_texts,
+)
+from .responses import (
+    OPENAI_PATHS,
+    ErrorBody,
+    client_of,
+    documented_errors,
+    error_response,
+    json_response,
+    validation_error,
+)
+
+__all__ = ["HttpSettings", "create_app"]
+
+logger = logging.getLogger(__name__)
+
+_INFERENCE_PATHS = ("/encode", *OPENAI_PATHS)
+
+
+@dataclass(frozen=True)
+class HttpSettings:
+    """The HTTP edge's own settings (from `ServerConfig`)."""
+
+    max_request_texts: int
+    max_request_bytes: int
+    cors: str = "*"
+    api_key: str | None = None
+
+
+class EncodeRequest(BaseModel):
+    """The original's request; `encode_request_model` narrows it to a served model's limits."""
+
+    id: Any = Field(None, description="Echoed back as is")
+    texts: list[Text] | list[list[Text | Integer]] = Field(description="Texts, or token lists with is_tokenized")
+    is_tokenized: StrictBool = Field(False, description="Accepted as the original's; as on the ZeroMQ wire, "
+                                                        "lists of tokens are recognised by their shape")
+
+
+def encode_request_model(vocab_size: int, max_texts: int) -> type[EncodeRequest]:
+    token = integer(ge=0, lt=vocab_size)
+    tokens = Annotated[list[Text | token], Field(min_length=1)]
+    return create_model(
+        "EncodeRequest",
+        __base__=EncodeRequest,
+        texts=(Annotated[list[Text], Field(min_length=1, max_length=max_texts)]
+               | Annotated[list[tokens], Field(min_length=1, max_length=max_texts)],
+               Field(description="Texts, or token lists (with is_tokenized)")),
+    )
+
+
+class EncodeResponse(BaseModel):
+    id: Any = None
+    result: list = Field(description="One vector per text ([N, D]), or per token with NONE pooling ([N, T, D])")
+    status: int = 200
+
+
+def create_app(gateway: Gateway, config: HttpSettings) -> FastAPI:
+    """The ASGI app of one server: every route goes through ``gateway``."""
+    model = gateway.model
+    vocab_size = model.vocab_size
+    EncodeBody = encode_request_model(vocab_size, config.max_request_texts)  # noqa: N806
+    EmbeddingsBody = embeddings_request_model(vocab_size, model.dim, config.max_request_texts)  # noqa: N806
+    app = FastAPI(
+        title="bert-serving",
+        version=__version__,
+        description="BERT sentence vectors over HTTP: the original /encode route and OpenAI's /v1/embeddings.",
+        docs_url=None,
+        redoc_url=None,
+    )
+    app.add_middleware(CORSMiddleware, allow_origins=[o.strip() for o in config.cors.split(",")],
+                       allow_methods=["*"], allow_headers=["*"])
+    app.add_middleware(BodyLimit, max_bytes=config.max_request_bytes)
+
+    # errors raised here never reached the pipeline, which counts its own: count them as the
+    # ZeroMQ edge counts a request it cannot decode
+    def refused(request: Request, error: BertServingError) -> Response:
+        if request.url.path in _INFERENCE_PATHS:
+            gateway.stats.data_request(client_of(request), 0)
+        gateway.stats.error(error.code)
+        return error_response(request.url.path, error)
+
+    @app.exception_handler(BertServingError)
+    async def _on_error(request: Request, exc: BertServingError) -> Response:
+        return refused(request, exc)
+
+    @app.exception_handler(RequestValidationError)
+    async def _on_invalid(request: Request, exc: RequestValidationError) -> Response:
+        return refused(request, validation_error(exc.errors()))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _on_http(request: Request, exc: StarletteHTTPException) -> Response:
+        if exc.status_code == 400:  # e.g. a body that is not JSON at all
+            return refused(request, InvalidRequestError(f"the body is not valid JSON ({exc.detail})"))
+        body = {"description": str(exc.detail), "type": "HTTPException", "code": f"http_{exc.status_code}",
+                "status": exc.status_code}
+        return json_response(body, exc.status_code, exc.headers)
+
+    def authorized(request: Request) -> None:
+        if config.api_key is None:
+            return
+        scheme, _, key = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(key.strip().encode(), config.api_key.encode()):
+            raise AuthenticationError("this server wants 'Authorization: Bearer <API key>'")
+
+    guarded = [Depends(authorized)]
+
+    async def encode(texts: list, is_tokenized: bool, client: str) -> Outcome:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Outcome] = loop.create_future()
+
+        def reply(outcome: Outcome) -> None:
+            loop.call_soon_threadsafe(lambda: future.done() or future.set_result(outcome))
+
+        gateway.submit(texts, is_tokenized, reply, client)
+        return await future
+
+    @app.post("/encode", response_model=EncodeResponse, responses=documented_errors(ErrorBody), dependencies=guarded,
+              tags=["bert-as-service"])
+    async def encode_route(body: EncodeBody, request: Request) -> Response:
+        """Vectors for ``texts``, as bert-as-service's HTTP proxy answered."""
+        is_tokenized = all(isinstance(t, list) for t in body.texts)
+        outcome = await encode(body.texts, is_tokenized, client_of(request))
+        if outcome.error is not None:
+            return error_response(request.url.path, outcome.error)
+        return json_response({"id": body.id, "result": outcome.result, "status": 200})
+
+    @app.get("/status/server", dependencies=guarded, tags=["bert-as-service"])
+    async def status_server(request: Request) -> Response:
+        """SHOW_STATUS: configuration and statistics."""
+        return json_response(gateway.status(with_statistic=True, client=client_of(request)))
+
+    @app.get("/status/client", dependencies=guarded, tags=["bert-as-service"])
+    async def status_client(request: Request) -> Response:
+        """What the server knows of the caller."""
+        me = client_of(request)
+        seen = next((c for c in gateway.stats.clients() if c["client"] == me), {"client": me, "requests": 0})
+        return json_response(seen)
+
+    for path in OPENAI_PATHS:
+        @app.post(path, response_model=EmbeddingsResponse, responses=documented_errors(OpenAIError), dependencies=guarded,
+                  tags=["OpenAI"], name=f"embeddings{path.replace('/', '_')}")
+        async def embeddings(body: EmbeddingsBody, request: Request) -> Response:
+            """OpenAI-compatible embeddings."""
+            texts, is_ids = request_texts(body)
+            outcome = await encode(texts, is_ids, client_of(request))
+            if outcome.error is not None:
+                return error_response(request.url.path, outcome.error)
+            return json_response(embeddings_body(body, outcome.result, outcome.num_tokens, model.name))
+
+    @app.get("/health", tags=["operations"])
+    async def health() -> Response:
+        """Alive: the process answers."""
+        return json_response({"status": "ok"})
+
+    @app.get("/ready", tags=["operations"], responses={503: {"description": "Loading, degraded or stopping"}})
+    async def ready() -> Response:
+        """Ready: the model is loaded and warm, every worker is up, and the server is not draining."""
+        state = gateway.readiness()
+        return json_response(state, 200 if state["ready"] else 503)
+
+    @app.get("/metrics", tags=["operations"], response_class=Response)
+    async def metrics() -> Response:
+        """Prometheus metrics."""
+        return Response(render_metrics(gateway.stats, gateway.serving), media_type=CONTENT_TYPE)
+
+    @app.get("/", tags=["operations"])
+    async def index(request: Request) -> Response:
+        """What is served here, and where (for a browser, a page of links)."""
+        info = {"name": "bert-serving", "version": __version__, "model": model.name,
+                "dim": model.dim, "docs": "/docs", "openapi": "/openapi.json", "dashboard": "/dashboard",
+                "routes": ["/encode", "/v1/embeddings", "/status/server", "/health", "/ready", "/metrics"]}
+        return index_page(info) if wants_html(request) else json_response(info)
+
+    _mount_docs(app)
+    mount_dashboard(app, gateway, guarded, api_key_required=config.api_key is not None)
+    return app
+
+
+def _mount_docs(app: FastAPI) -> None:
+    from fastapi.staticfiles import StaticFiles
+    from swagger_ui_bundle import swagger_ui_path
+
+    app.mount("/docs/static", StaticFiles(directory=swagger_ui_path), name="swagger-static")
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs() -> HTMLResponse:
+        return get_swagger_ui_html(openapi_url="/openapi.json", title="bert-serving API",
+                                   swagger_js_url="/docs/static/swagger-ui-bundle.js",
+                                   swagger_css_url="/docs/static/swagger-ui.css",
+                                   swagger_favicon_url="/docs/static/favicon-32x32.png")

@@ -1,0 +1,74 @@
+"""How the HTTP edge answers: JSON bodies, and every error in its route's shape.
+
+Every error has its kind's status (`bert_serving.errors`) and the route's error body: OpenAI's
+envelope on the OpenAI routes, ``{"description", "type", "code", "status"}`` elsewhere (the
+original's flask-json shape).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from fastapi import Request
+from fastapi.responses import Response
+from pydantic import BaseModel
+
+from ...errors import AuthenticationError, BertServingError, InvalidRequestError
+from .openai_api import openai_error_body
+
+__all__ = ["OPENAI_PATHS", "ErrorBody", "client_of", "documented_errors", "error_response", "json_response",
+           "validation_error"]
+
+OPENAI_PATHS = ("/v1/embeddings", "/embeddings")
+
+
+class ErrorBody(BaseModel):
+    description: str
+    type: str
+    code: str
+    status: int
+
+
+def json_response(content: Any, status: int = 200, headers: dict | None = None) -> Response:
+    return Response(orjson.dumps(content, option=orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS), status, headers,
+                    media_type="application/json")
+
+
+def error_response(path: str, error: BertServingError) -> Response:
+    """``error`` as the route at ``path`` reports errors."""
+    headers = {"WWW-Authenticate": "Bearer"} if isinstance(error, AuthenticationError) else None
+    if path in OPENAI_PATHS:
+        return json_response(openai_error_body(error), error.http_status, headers)
+    body = {"description": error.message, "type": type(error).__name__, "code": error.code,
+            "status": error.http_status}
+    return json_response(body, error.http_status, headers)
+
+
+_ERRORS = {400: "Malformed request", 401: "Missing or wrong API key", 413: "Request too large",
+           429: "Backlog full, retry later", 500: "The model failed", 503: "Not ready or shutting down"}
+
+
+def documented_errors(model: type[BaseModel]) -> dict:
+    return {status: {"model": model, "description": text} for status, text in _ERRORS.items()}
+
+
+def client_of(request: Request) -> str:
+    return f"http:{request.client.host if request.client else 'unknown'}"
+
+
+def validation_error(errors: list[dict]) -> InvalidRequestError:
+    """pydantic's errors as one readable message: ``texts[1]: must not be empty or blank``."""
+    problems, param = [], None
+    for error in errors:
+        # union members show up in the location as type tags ("list[constrained-str]"): skip them
+        loc = [p for p in error["loc"][1:] if isinstance(p, int) or not any(c in p for c in "[]-")]
+        where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc).lstrip(".") or "body"
+        message = "must not be empty or blank" if "should match pattern" in error["msg"] else error["msg"]
+        problem = f"{where}: {message}"
+        if problem not in problems:
+            problems.append(problem)
+        param = param or (str(loc[0]) if loc else None)
+    return InvalidRequestError("; ".join(problems[:4]) or "malformed request body", param=param)
+
+

@@ -1,0 +1,54 @@
+"""`HttpServer`: uvicorn serving the ASGI app, on a socket bound up front, in its own thread."""
+
+from __future__ import annotations
+
+import socket
+import threading
+
+import uvicorn
+
+from ...errors import ConfigurationError
+
+__all__ = ["HttpServer"]
+
+
+class HttpServer:
+    """uvicorn on a socket bound up front (so a busy port fails at start), in its own thread."""
+
+    def __init__(self, app, host: str, port: int) -> None:
+        self.host, self.port = host, port
+        self._server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off",
+                                                     timeout_graceful_shutdown=10))
+        self._socket: socket.socket | None = None
+        self._thread = threading.Thread(target=self._run, name="http", daemon=True)
+
+    def bind(self) -> None:
+        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        # answers are small and go out in two writes (head, body): without this, Nagle's
+        # algorithm meets the client's delayed ACK and every response waits ~40 ms
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        try:
+            sock.bind((self.host, self.port))
+        except OSError as exc:
+            sock.close()
+            raise ConfigurationError(f"cannot serve HTTP on {self.host}:{self.port} ({exc.strerror}); "
+                                     "choose another -http_port") from None
+        sock.listen(2048)
+        sock.setblocking(False)
+        self._socket = sock
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def _run(self) -> None:
+        self._server.run(sockets=[self._socket])
+
+    def close(self) -> None:
+        """Stop taking connections, let open ones finish, stop."""
+        self._server.should_exit = True
+        if self._thread.is_alive():
+            self._thread.join(15)
+        if self._socket is not None:
+            self._socket.close()

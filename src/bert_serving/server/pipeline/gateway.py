@@ -1,0 +1,51 @@
+"""`Gateway`: everything an edge (ZeroMQ or HTTP) may ask of the server, and nothing more.
+
+The composition (`service.BertServer`) implements it and hands it to each edge, so the edges
+depend on this narrow face instead of on the server's internals, and never on each other.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Mapping, Protocol
+
+from .request import ReplyFn
+from .stats import Stats
+
+__all__ = ["Gateway", "ServedModel"]
+
+
+@dataclass(frozen=True)
+class ServedModel:
+    """What the edges need to know of the served model, to validate requests and describe it."""
+
+    name: str
+    dim: int  # width of one output vector
+    vocab_size: int  # token ids a client may send are 0 <= id < vocab_size
+    settings: Mapping[str, object] = field(default_factory=dict)  # effective settings, for humans
+
+
+class Gateway(Protocol):
+    """The server as its edges see it."""
+
+    @property
+    def stats(self) -> Stats:
+        """The counters behind SHOW_STATUS, ``/metrics`` and the dashboard (edges count refusals)."""
+
+    @property
+    def model(self) -> ServedModel: ...
+
+    def submit(self, texts: object, is_tokenized: bool, reply: ReplyFn, client: str) -> None:
+        """Queue ``texts`` for the model; exactly one `Outcome` goes to ``reply``, on another thread."""
+
+    def status(self, with_statistic: bool = False, client: str = "") -> dict[str, object]:
+        """SHOW_CONFIG, and with ``with_statistic`` SHOW_STATUS, as the stock client reads them."""
+
+    def readiness(self) -> dict[str, object]:
+        """``{"ready": bool, "status": str, "workers": {...}}``: what ``/ready`` answers."""
+
+    def serving(self) -> bool:
+        """Loaded, warm and not stopping."""
+
+    def request_stop(self) -> None:
+        """Begin a graceful shutdown; returns at once."""
