@@ -273,6 +273,11 @@ class Encoder:
     def dim(self) -> int:
         return self.spec.dim
 
+    def release_memory(self) -> None:
+        """Give cached GPU memory back after a failed batch (an out-of-memory one, say)."""
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+
     def embed(self, features: Features) -> np.ndarray:
         """One forward pass: ``[B, D]`` vectors, or ``[B, T, D]`` (T: longest in the batch) for NONE."""
         device = self.device

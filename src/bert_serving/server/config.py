@@ -47,7 +47,8 @@ class ServerConfig:
     max_batch_size: int = 256  # sequences per forward pass
     max_batch_tokens: int = 0  # padded tokens per forward pass; 0 = chosen for the device
     priority_batch_size: int = 16  # requests this small skip ahead of bulk work
-    prefetch_size: int = 10  # accepted for compatibility (a TF input pipeline knob of the original)
+    prefetch_size: int = 2  # batches in flight per replica
+    batch_timeout_s: float = 60.0  # a replica slower than this on one batch is taken for hung
     # replicas on a Ray cluster instead of local worker processes (docs/ray.md)
     ray_address: str | None = None  # auto, HOST:PORT of the head node, or local
     num_replicas: int | None = None  # default: -num_worker
@@ -74,6 +75,11 @@ class ServerConfig:
         if self.max_batch_tokens < 0:
             raise ConfigurationError(
                 f"-max_batch_tokens must be positive (or 0 for automatic), got {self.max_batch_tokens}")
+        if self.prefetch_size < 1:
+            raise ConfigurationError(f"-prefetch_size must be at least 1 (batches in flight per worker), got "
+                                     f"{self.prefetch_size}")
+        if self.batch_timeout_s <= 0:
+            raise ConfigurationError(f"-batch_timeout_s must be positive, got {self.batch_timeout_s}")
         if self.priority_batch_size < 0:
             raise ConfigurationError(f"-priority_batch_size must be >= 0, got {self.priority_batch_size}")
         if self.max_request_texts < 1 or self.max_request_bytes < 1024 or self.max_queued_texts < 1:
