@@ -285,7 +285,7 @@ class Encoder:
         types = torch.from_numpy(features.type_ids).to(device, torch.long)
         pool_mask = torch.from_numpy(features.pool_mask).to(device)
         with torch.inference_mode():
-            packing = Packing.from_lengths(torch.from_numpy(features.lengths).to(device))
+            packing = Packing.from_lengths(features.lengths, device)
             layers, pooled = self.model(ids, types, packing, self.spec.output_layers)
             if self.compute_dtype != torch.float32:  # pool and normalise in fp32
                 layers, pooled = [h.float() for h in layers], None if pooled is None else pooled.float()

@@ -151,14 +151,17 @@ class ServerConfig:
         """CPU threads each worker's torch may use: -worker_threads, else the cores shared out."""
         return self.worker_threads or max(1, (os.cpu_count() or 1) // self.num_worker)
 
-    def batch_tokens(self, device: str) -> int:
-        """The token budget of one forward pass: measured best on CPU (benchmarks/), where fp32
-        prefers batches that stay in cache and bfloat16 (AMX) bigger ones; larger on GPUs."""
+    def batch_tokens(self, device: str, hidden_size: int = 384) -> int:
+        """The token budget of one forward pass. On CPU, measured best for MiniLM-sized models
+        (benchmarks/): fp32 prefers batches that stay in cache, bfloat16 (AMX) bigger ones; a
+        narrower model does less work per token, so its batches grow (as 1/hidden^2, up to
+        16384 tokens) until the work again outweighs each pass's fixed cost. Larger on GPUs."""
         if self.max_batch_tokens:
             return self.max_batch_tokens
         if device.startswith("cuda"):
             return 16384
-        return 4096 if self.encoder.dtype == "bfloat16" else 1024
+        base = 4096 if self.encoder.dtype == "bfloat16" else 1024
+        return int(min(16384, max(base, base * (384 / max(hidden_size, 1)) ** 2)))
 
     def as_status(self) -> dict[str, object]:
         """The flags as SHOW_CONFIG reports them (the original's keys, pooling as an int)."""

@@ -81,7 +81,7 @@ class BertServer:
                       if config.zmq_secret_key else None)
         self.batcher = Batcher(
             max_batch_size=config.max_batch_size,
-            max_batch_tokens=config.batch_tokens(self.devices[0]),
+            max_batch_tokens=config.batch_tokens(self.devices[0], getattr(spec.config, "hidden_size", 384)),
             priority_batch_size=config.priority_batch_size,
             max_queued_rows=config.max_queued_texts,
         )

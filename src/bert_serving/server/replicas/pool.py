@@ -161,10 +161,11 @@ class _Feeder:
                                  f"{pool.batch_timeout_s:g} s (-batch_timeout_s); taken for hung")
         return True
 
-    def _fill(self) -> None:
+    def _fill(self, wait: bool = True) -> None:
+        """Send batches while there is room; with ``wait``, an idle replica waits a while for one."""
         pool = self.pool
         while len(self.in_flight) < pool.prefetch:
-            batch = pool.batcher.next_batch(timeout=0 if self.in_flight else _POLL_S)
+            batch = pool.batcher.next_batch(timeout=_POLL_S if wait and not self.in_flight else 0)
             if batch is None:
                 return
             self._seq += 1
@@ -187,7 +188,7 @@ class _Feeder:
         if finished.error is not None:
             self._isolate(head.batch, finished)
         else:
-            self._fill()  # the replica's next batch goes out before this one's delivery
+            self._fill(wait=False)  # the replica's next batch goes out before this one's delivery
             waits = []
             for request, _ in head.batch.segments:
                 if not request.first_batch_at:
