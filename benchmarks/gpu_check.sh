@@ -5,6 +5,7 @@
 #   bash benchmarks/gpu_prepare.sh                      # here, once: wheels, vocabulary, fixtures into .gpu/
 #   bash benchmarks/gpu_check.sh                        # on the GPU machine, in the repository's root
 #   bash benchmarks/gpu_check.sh --dry-run              # anywhere: GPU tests skip, one short CPU round
+#   bash benchmarks/gpu_check.sh --smoke                # on the GPU machine: the tests, one short CUDA round
 #
 # Where torch sees no CUDA device it is a dry run whatever was asked: the tests skip cleanly and the benchmark
 # makes one short round on the CPU, so that the script itself is tested (tests/unit/test_gpu_check.py, in CI).
@@ -34,6 +35,14 @@ if [ -z "$gpu" ] || [ "$dry" = "--dry-run" ]; then
   echo "dry run (${gpu:-no CUDA device}): results in $out"
   "$PY" -m pytest -q -m gpu tests/gpu -p no:cacheprovider 2>&1 | tee "$out/gpu-tests.txt"
   "$PY" benchmarks/overhead.py --quick --model negligible --out "$out"
+  exit 0
+fi
+
+if [ "$dry" = "--smoke" ]; then
+  out=${OUT:-$(mktemp -d)}
+  "$PY" -m pytest -q -m gpu tests/gpu -p no:cacheprovider -rs -x 2>&1 | tee "$out/gpu-tests.txt" || true
+  "$PY" benchmarks/overhead.py --device cuda --quick --model negligible --model minilm-shaped --out "$out" 2>&1 \
+      | grep -v "Loading weights\|Writing model" | tee "$out/overhead.log"
   exit 0
 fi
 

@@ -11,7 +11,7 @@ cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
 rm -rf .gpu && mkdir -p .gpu/wheels .gpu/vocab .gpu/shared/fixtures
 # the versions this venv runs, so the GPU machine runs what the tests here passed with
-pins=$($PY -m pip freeze --disable-pip-version-check | grep -iE '^(pyzmq|fastapi|starlette|pydantic|pydantic[-_]core|annotated[-_]types|annotated[-_]doc|typing[-_]inspection|typing[-_]extensions|opentelemetry[-_]api|uvicorn|h11|click|anyio|idna|orjson|google[-_]crc32c|cramjam|swagger[-_]ui[-_]bundle)==')
+pins=$($PY -m pip freeze --disable-pip-version-check | grep -iE '^(pyzmq|fastapi|starlette|pydantic|pydantic[-_]core|annotated[-_]types|annotated[-_]doc|typing[-_]inspection|typing[-_]extensions|opentelemetry[-_]api|uvicorn|h11|click|anyio|idna|orjson|google[-_]crc32c|cramjam|swagger[-_]ui[-_]bundle|httptools)==')
 platforms=""
 for p in manylinux_2_28_x86_64 manylinux_2_27_x86_64 manylinux_2_24_x86_64 manylinux_2_17_x86_64 manylinux2014_x86_64 \
          manylinux_2_5_x86_64 manylinux1_x86_64; do platforms="$platforms --platform $p"; done

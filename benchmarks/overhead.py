@@ -51,7 +51,6 @@ import numpy as np
 import zmq
 
 HERE = Path(__file__).resolve().parent
-BIN = Path(sys.executable).parent
 CORPUS = HERE / "corpus.txt"
 CLIENTS = 32
 BULK = 1024
@@ -358,7 +357,7 @@ class Server(Process):
     def __init__(self, model_dir: str | None, device: str, flags: list[str], http: bool) -> None:
         self.port, self.port_out = free_port(), free_port()
         self.http_port = free_port() if http else None
-        argv = [str(BIN / "bert-serving-start"), f"-port={self.port}", f"-port_out={self.port_out}",
+        argv = [sys.executable, "-m", "bert_serving.server", f"-port={self.port}", f"-port_out={self.port_out}",
                 "-bind=127.0.0.1", *(["-model_dir", model_dir] if model_dir else []),
                 *(["-device_map", "0"] if device == "cuda" else ["-cpu"]),
                 *([f"-http_port={self.http_port}"] if http else []), *flags]

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 import subprocess
 import sys
@@ -25,6 +26,10 @@ __all__ = ["LocalReplica", "local_worker_pool"]
 logger = logging.getLogger(__name__)
 
 _WORKER_COMMAND = "from bert_serving.server.replicas.worker_main import serve; serve()"
+# OpenMP threads that spin while they wait steal the cores the server's own threads need (sockets,
+# tokenization): measured on 2 cores, spinning workers cost 10-40x the CPU per small request
+# (benchmarks/overhead.py). A worker's threads sleep instead, unless the user chose otherwise.
+_WORKER_ENV = {"OMP_WAIT_POLICY": "PASSIVE"}
 _GRACEFUL_STOP_S = 5.0
 
 
@@ -50,6 +55,7 @@ class LocalReplica:
         self._socket.linger = 0
         self._socket.bind(endpoint)
         self.process = subprocess.Popen([sys.executable, "-c", _WORKER_COMMAND], stdin=subprocess.PIPE,
+                                        env={**_WORKER_ENV, **os.environ},
                                         start_new_session=True)  # the terminal's Ctrl-C is the server's to handle
         self.process.stdin.write(json.dumps({**self._orders, "endpoint": endpoint}).encode())
         self.process.stdin.close()
