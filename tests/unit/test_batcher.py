@@ -148,3 +148,16 @@ def test_abandon_returns_every_unanswered_request_once() -> None:
     b.done = True
     assert {r.id for r in batcher.abandon()} == {a.id, c.id}
     assert batcher.queued_rows == 0 and batcher.next_batch(timeout=0) is None
+
+
+def test_ready_only_gives_more_of_a_big_request_but_leaves_small_ones_to_gather() -> None:
+    batcher = Batcher(max_batch_size=4, max_batch_tokens=1000, priority_batch_size=2)
+    submit(batcher, request(5, 5, 5, 5, 5, 5, 5, 5))  # bulk: two batches of 4
+    first = batcher.next_batch(timeout=0)
+    assert len(first) == 4
+    submit(batcher, request(3))  # a small request arrives while the first batch runs
+    assert batcher.next_batch(timeout=0, ready_only=True) is None  # not cut yet: let it gather
+    second = batcher.next_batch(timeout=0)
+    assert len(second) == 1  # the priority lane first
+    rest = batcher.next_batch(timeout=0, ready_only=True)
+    assert rest is not None and len(rest) == 4  # the rest of the bulk request was cut already

@@ -141,7 +141,7 @@ def create_app(gateway: Gateway, config: HttpSettings) -> FastAPI:
                 "status": exc.status_code}
         return json_response(body, exc.status_code, exc.headers)
 
-    def authorized(request: Request) -> None:
+    async def authorized(request: Request) -> None:  # async: FastAPI would run a plain def on a thread pool
         if config.api_key is None:
             return
         scheme, _, key = request.headers.get("authorization", "").partition(" ")

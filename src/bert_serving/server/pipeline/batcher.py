@@ -174,12 +174,16 @@ class Batcher:
     def queued_rows(self) -> int:
         return self._queued_rows
 
-    def next_batch(self, timeout: float | None = None) -> Batch | None:
-        """The next batch to run, waiting up to ``timeout`` seconds; None if there is none."""
+    def next_batch(self, timeout: float | None = None, *, ready_only: bool = False) -> Batch | None:
+        """The next batch to run, waiting up to ``timeout`` seconds; None if there is none.
+
+        ``ready_only``: only a batch that is already complete (the rest of a window cut earlier,
+        i.e. more of a big request, or a retry), never a new window of waiting requests: those
+        are better left to gather into a bigger batch while the replica is busy anyway."""
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._cond:
             while True:
-                batch = self._take()
+                batch = self._take(ready_only)
                 if batch is not None:
                     self._queued_rows -= len(batch)
                     live = batch.live()
@@ -191,11 +195,13 @@ class Batcher:
                     return None
                 self._cond.wait(remaining)
 
-    def _take(self) -> Batch | None:
+    def _take(self, ready_only: bool = False) -> Batch | None:
         if self._retry:
             return self._retry.popleft()
         for lane, ready in zip(self._lanes, self._ready):
             if not ready and lane:
+                if ready_only:
+                    return None
                 ready.extend(self._cut(self._window(lane)))
             if ready:
                 return ready.popleft()
