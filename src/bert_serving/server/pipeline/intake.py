@@ -45,8 +45,9 @@ class Intake:
         self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="tokenize")
         self._closed = False
 
-    def submit(self, texts: object, is_tokenized: bool, reply: ReplyFn, client: str) -> None:
-        """Tokenize and queue ``texts`` in the background; its `Outcome` goes to ``reply``."""
+    def submit(self, texts: object, is_tokenized: bool, reply: ReplyFn, client: str, *, pairs: bool = False) -> None:
+        """Tokenize and queue ``texts`` in the background; its `Outcome` goes to ``reply``.
+        ``pairs``: texts are strings or explicit ``[A, B]`` pairs (`Tokenizer.encode_pairs`)."""
         count = len(texts) if isinstance(texts, list) else 0
         self._stats.data_request(client, count)
         if self._closed:
@@ -64,11 +65,15 @@ class Intake:
             self._refuse(reply, exc)
             return
         received = time.perf_counter()
-        self._pool.submit(self._tokenize, texts, is_tokenized, reply, client, received, count)
+        self._pool.submit(self._tokenize, texts, is_tokenized, reply, client, received, count, pairs)
 
-    def _tokenize(self, texts, is_tokenized: bool, reply: ReplyFn, client: str, received: float, count: int) -> None:
+    def _tokenize(self, texts, is_tokenized: bool, reply: ReplyFn, client: str, received: float, count: int,
+                  pairs: bool = False) -> None:
         try:
-            features = self._tokenizer.encode(texts, is_tokenized, keep_tokens=self._keep_tokens)
+            if pairs:
+                features = self._tokenizer.encode_pairs(texts, keep_tokens=self._keep_tokens)
+            else:
+                features = self._tokenizer.encode(texts, is_tokenized, keep_tokens=self._keep_tokens)
         except Exception as exc:
             self._batcher.release(count)
             if not isinstance(exc, BertServingError):  # a tokenizer bug must still answer the client
