@@ -291,7 +291,10 @@ class Encoder:
 
     @classmethod
     def load(cls, model_dir: str | None = None, *, device: str | None = None, **settings) -> Encoder:
-        """Resolve and load a model in one call; ``settings`` are `EncoderSettings` fields."""
+        """Resolve and load a model in one call; ``settings`` are `EncoderSettings` fields
+        (``pooling_strategy`` also by name: ``"CLASSIFICATION"``)."""
+        if isinstance(settings.get("pooling_strategy"), str):
+            settings["pooling_strategy"] = PoolingStrategy.from_string(settings["pooling_strategy"])
         return cls(resolve(EncoderSettings(model_dir=model_dir, **settings)), device=device)
 
     def _build_model(self) -> BertModel:
