@@ -9,8 +9,10 @@ here gets exactly one answer.
 from __future__ import annotations
 
 import logging
+import queue
+import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from typing import Callable
 
 from ...errors import BertServingError, NotReadyError, PayloadTooLargeError, ServerError
 from ...model.tokenization import Tokenizer
@@ -42,7 +44,7 @@ class Intake:
         self._stats = stats
         self._keep_tokens = keep_tokens
         self.max_request_texts = max_request_texts
-        self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="tokenize")
+        self._pool = _Threads(threads, "tokenize")
         self._closed = False
 
     def submit(self, texts: object, is_tokenized: bool, reply: ReplyFn, client: str, *, pairs: bool = False) -> None:
@@ -96,4 +98,35 @@ class Intake:
     def close(self) -> None:
         """Stop taking requests; those already handed over are still tokenized and queued."""
         self._closed = True
-        self._pool.shutdown(wait=True)
+        self._pool.shutdown()
+
+
+class _Threads:
+    """A few daemon threads running the calls handed to them, in order. Unlike a
+    ``ThreadPoolExecutor``, which refuses work once the interpreter begins to exit, they keep
+    working after the main thread has returned: a script that starts a server and ends (as
+    1.10.0's README does) leaves it serving."""
+
+    def __init__(self, count: int, name: str) -> None:
+        self._calls: queue.SimpleQueue[tuple[Callable, tuple] | None] = queue.SimpleQueue()
+        self._threads = [threading.Thread(target=self._work, name=f"{name}-{i}", daemon=True) for i in range(count)]
+        for thread in self._threads:
+            thread.start()
+
+    def submit(self, fn: Callable, *args) -> None:
+        self._calls.put((fn, args))
+
+    def _work(self) -> None:
+        while (call := self._calls.get()) is not None:
+            fn, args = call
+            try:
+                fn(*args)
+            except Exception:  # the calls answer their own errors; this is a last resort
+                logger.exception("%s failed", getattr(fn, "__name__", fn))
+
+    def shutdown(self) -> None:
+        """Run what was handed over, then stop the threads."""
+        for _ in self._threads:
+            self._calls.put(None)
+        for thread in self._threads:
+            thread.join()
