@@ -9,11 +9,14 @@ interleaved round by round so the machine's noise hits all alike.
 The model: a cross-encoder the size of ``cross-encoder/ms-marco-MiniLM-L-6-v2`` (6 layers, 384
 wide), made here from the packaged all-MiniLM-L6-v2 backbone with a one-output head
 (``BertForSequenceClassification``, seeded) and saved as sentence-transformers saves a
-CrossEncoder; nothing is downloaded. Its scores are meaningless, its cost is a real reranker's.
-Queries and documents come from ``benchmarks/corpus.txt``.
+CrossEncoder; nothing is downloaded. ``--shape DIR`` takes the architecture and tokenizer from a
+folder without weights instead (random weights: the same cost). Its scores are meaningless, its
+cost is a real reranker's. Queries and documents come from ``benchmarks/corpus.txt``.
 
 Contenders, each timed over the same pairs:
-- ``CrossEncoder.predict(pairs, batch_size=32)`` in this process (all of a round's pairs at once);
+- ``CrossEncoder.predict(pairs, batch_size=32)`` in this process, one call per query with its
+  documents (the baseline: the same calls as the server gets), and once more with all of a
+  round's pairs in one call (sorted by length across queries: less padding);
 - the server (``bert-serving-start``, its own process) through ``BertClient.rerank``, one call
   per query with its documents, sequentially;
 - with ``--http``: the same calls as ``POST /rerank``.
@@ -38,26 +41,33 @@ from pathlib import Path
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
-BIN = Path(sys.executable).parent
+SERVER = [sys.executable, "-c", "from bert_serving.server.cli import main; main()"]  # bert-serving-start
 CORPUS = HERE / "corpus.txt"
 
 
-def make_cross_encoder(folder: Path, seed: int = 0) -> Path:
-    """A MiniLM-L6-sized CrossEncoder from the packaged all-MiniLM-L6-v2 backbone."""
+def make_cross_encoder(folder: Path, shape: Path | None = None, seed: int = 0) -> Path:
+    """A MiniLM-L6-sized CrossEncoder from the packaged all-MiniLM-L6-v2 backbone (or, from
+    ``shape``, a folder with its config and tokenizer, random weights)."""
     import torch
     from sentence_transformers import CrossEncoder
-    from transformers import BertForSequenceClassification, logging as hf_logging
-
-    from bert_serving.model.loading import default_model_dir
+    from transformers import BertConfig, BertForSequenceClassification
+    from transformers import logging as hf_logging
 
     hf_logging.set_verbosity_error()  # "newly initialized: classifier.*" is the point here
     torch.manual_seed(seed)
+    if shape is None:
+        from bert_serving.model.loading import default_model_dir
+
+        shape = default_model_dir()
     raw = folder.with_name(folder.name + "-hf")
-    model = BertForSequenceClassification.from_pretrained(str(default_model_dir()), num_labels=1)
+    if (shape / "model.safetensors").is_file():
+        model = BertForSequenceClassification.from_pretrained(str(shape), num_labels=1)
+    else:
+        model = BertForSequenceClassification(BertConfig.from_pretrained(str(shape), num_labels=1))
     model.save_pretrained(raw)
     for name in ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json"):
-        if (default_model_dir() / name).is_file():
-            (raw / name).write_bytes((default_model_dir() / name).read_bytes())
+        if (shape / name).is_file():
+            (raw / name).write_bytes((shape / name).read_bytes())
     CrossEncoder(str(raw), device="cpu").save(str(folder))
     return folder
 
@@ -77,7 +87,7 @@ def free_ports(n: int) -> list[int]:
 class Server:
     def __init__(self, model: Path, http: bool, flags: list[str]) -> None:
         self.port, self.port_out, self.http_port = free_ports(3)
-        command = [str(BIN / "bert-serving-start"), f"-model_dir={model}", f"-port={self.port}",
+        command = [*SERVER, f"-model_dir={model}", f"-port={self.port}",
                    f"-port_out={self.port_out}", "-bind=127.0.0.1", *flags]
         if http:
             command.append(f"-http_port={self.http_port}")
@@ -127,6 +137,9 @@ def main() -> None:
     parser.add_argument("--http", action="store_true", help="also measure HTTP /rerank")
     parser.add_argument("--quick", action="store_true", help="2 rounds of 8 queries x 50 documents")
     parser.add_argument("--server-flags", default="", help="extra bert-serving-start flags")
+    parser.add_argument("--shape", type=Path, default=None,
+                        help="config + tokenizer of the model to build (default: the packaged all-MiniLM-L6-v2)")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda: for both contenders")
     parser.add_argument("--out", type=Path, default=HERE / "results" / datetime.now().strftime("%Y-%m-%d"))
     args = parser.parse_args()
     if args.quick:
@@ -139,15 +152,19 @@ def main() -> None:
     pairs = [(q, d) for q, documents in work for d in documents]
 
     with tempfile.TemporaryDirectory() as tmp:
-        model_dir = make_cross_encoder(Path(tmp) / "minilm-l6-cross-encoder")
+        model_dir = make_cross_encoder(Path(tmp) / "minilm-l6-cross-encoder", args.shape)
         import torch
         from sentence_transformers import CrossEncoder
 
-        local = CrossEncoder(str(model_dir), device="cpu")
-        server = Server(model_dir, args.http, args.server_flags.split())
+        local = CrossEncoder(str(model_dir), device=args.device)
+        flags = args.server_flags.split() + (["-cpu"] if args.device == "cpu" else [])
+        server = Server(model_dir, args.http, flags)
         try:
             contenders = {
                 "CrossEncoder.predict(batch_size=32), in process":
+                    lambda: np.concatenate([local.predict([(q, x) for x in d], batch_size=32, show_progress_bar=False)
+                                            for q, d in work]),
+                "CrossEncoder.predict(batch_size=32), in process, all pairs in one call":
                     lambda: local.predict(pairs, batch_size=32, show_progress_bar=False),
                 "bert-serving, BertClient.rerank (ZeroMQ)":
                     lambda: np.concatenate([server.rerank_zmq(q, d) for q, d in work]),
@@ -175,9 +192,10 @@ def main() -> None:
         f"# Reranking, {datetime.now():%Y-%m-%d %H:%M}",
         "",
         f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__} "
-        f"({torch.get_num_threads()} threads here). Model: MiniLM-L6 cross-encoder (6 layers, 384 wide). "
+        f"({torch.get_num_threads()} threads here), device {args.device}"
+        f"{' (' + torch.cuda.get_device_name() + ')' if args.device.startswith('cuda') else ''}. Model: MiniLM-L6 cross-encoder (6 layers, 384 wide). "
         f"{args.queries} queries x {args.documents} documents = {len(pairs)} pairs per round, median of "
-        f"{args.rounds} interleaved rounds. Server flags: `{args.server_flags or '(defaults)'}`.",
+        f"{args.rounds} interleaved rounds. Server flags: `{' '.join(flags) or '(defaults)'}`.",
         "",
         "| contender | pairs/s | vs in process | max abs score difference |",
         "|---|---|---|---|",

@@ -7,7 +7,7 @@ ZeroMQ error replies) and one HTTP status::
     ├── RequestError                 the request cannot be served as sent      (4xx)
     │   ├── InvalidRequestError      malformed frames, bad JSON, wrong types,   400  invalid_request
     │   │                            empty texts, unknown control words
-    │   ├── UnsupportedTaskError     a task the served model does not do        400  unsupported_task
+    │   ├── UnsupportedTaskError     a task the served model does not do        404  unsupported_task
     │   │                            (rerank on an embedder, embeddings from a classifier)
     │   ├── AuthenticationError      missing or wrong API key / token           401  unauthorized
     │   ├── ForbiddenError           operation refused for this peer            403  forbidden
@@ -79,7 +79,7 @@ class UnsupportedTaskError(RequestError):
     """The served model does another task (embed, classify, rerank) than the request asks for."""
 
     code = "unsupported_task"
-    http_status = 400
+    http_status = 404  # the route exists, but not for this server's model
 
 
 class AuthenticationError(RequestError):

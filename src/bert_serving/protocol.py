@@ -173,6 +173,9 @@ def decode_data(payload: bytes) -> DataRequest:
     if not isinstance(value, dict):
         raise InvalidRequestError(f"the payload must be a JSON list of texts (or a task object), "
                                   f"got {type(value).__name__}")
+    if "task" not in value:
+        raise InvalidRequestError('the payload must be a JSON list of texts, or a task object ({"task": "predict" '
+                                  'or "rerank", ...}); this object names no task')
     task, raw_scores = value.get("task"), value.get("raw_scores", False)
     if not isinstance(raw_scores, bool):
         raise InvalidRequestError("raw_scores must be true or false", param="raw_scores")

@@ -123,14 +123,16 @@ def test_our_client_predicts_with_labels_pairs_and_raw_scores(classifier_server,
 def test_a_classifier_refuses_what_it_does_not_do_with_a_4xx(classifier_server) -> None:
     _, base = classifier_server
     embeddings = httpx.post(f"{base}/v1/embeddings", json={"input": "x"})
-    assert embeddings.status_code == 400 and embeddings.json()["error"]["code"] == "unsupported_task"
+    assert embeddings.status_code == 404 and embeddings.json()["error"]["code"] == "unsupported_task"
     assert "-pooling_strategy" in embeddings.json()["error"]["message"]
     for path, body, shape in (("/rerank", {"query": "q", "texts": ["d"]}, "error"),
                               ("/v1/rerank", {"query": "q", "documents": ["d"]}, "message")):
         answer = httpx.post(base + path, json=body)
-        assert answer.status_code == 400 and "cross-encoder" in answer.json()[shape]
+        assert answer.status_code == 404 and "cross-encoder" in answer.json()[shape]
     assert httpx.post(f"{base}/encode", json={"texts": ["x"]}).json()["status"] == 200  # the original's route: scores
     assert httpx.get(f"{base}/").json()["task"] == "classify"
+    paths = set(httpx.get(f"{base}/openapi.json").json()["paths"])  # the schema shows what this server answers
+    assert "/predict" in paths and not paths & {"/rerank", "/v1/rerank", "/v1/embeddings"}
 
 
 @pytest.mark.parametrize(("problem_type", "num_labels"), [

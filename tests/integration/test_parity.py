@@ -104,7 +104,7 @@ def test_an_embedder_refuses_predict_and_rerank_saying_how_to_start_one() -> Non
                                     ("/rerank", {"query": "q", "texts": ["d"]}, lambda b: b["error"]),
                                     ("/v1/rerank", {"query": "q", "documents": ["d"]}, lambda b: b["message"])):
             answer = httpx.post(base + path, json=body)
-            assert answer.status_code == 400
+            assert answer.status_code == 404
             assert "this server embeds" in message(answer.json()) and "bert-serving-start" in message(answer.json())
         with BertClient(port=server.config.port, port_out=server.config.port_out) as bc:
             assert bc.labels is None and bc.server_config["task"] == "embed"

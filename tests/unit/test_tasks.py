@@ -59,7 +59,7 @@ def test_each_task_answers_its_requests_and_refuses_the_others_saying_how(model,
         with pytest.raises(UnsupportedTaskError) as raised:
             check_task(model, wanted)
         assert model.name in raised.value.message and "bert-serving-start" in raised.value.message
-        assert raised.value.http_status == 400
+        assert raised.value.http_status == 404
 
 
 def test_a_heads_reply_gets_scores_unless_raw_and_is_counted() -> None:

@@ -193,7 +193,7 @@ def create_app(gateway: Gateway, config: HttpSettings) -> FastAPI:
 
     for path in OPENAI_PATHS:
         @app.post(path, response_model=EmbeddingsResponse, responses=documented_errors(OpenAIError), dependencies=guarded,
-                  tags=["OpenAI"], name=f"embeddings{path.replace('/', '_')}")
+                  tags=["OpenAI"], name=f"embeddings{path.replace('/', '_')}", include_in_schema=model.task == "embed")
         async def embeddings(body: EmbeddingsBody, request: Request) -> Response:
             """OpenAI-compatible embeddings."""
             texts, is_ids = request_texts(body)

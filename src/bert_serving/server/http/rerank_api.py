@@ -83,7 +83,8 @@ def mount_rerank(app: FastAPI, model: ServedModel, submit: Submit, guarded: list
 
     for path in RERANK_PATHS:
         @app.post(path, response_model=RerankResponse, responses=RERANK_ERROR_RESPONSES, dependencies=guarded,
-                  tags=["Cohere / Jina"], name=f"rerank{path.replace('/', '_')}")
+                  tags=["Cohere / Jina"], name=f"rerank{path.replace('/', '_')}",
+                  include_in_schema=model.task == "rerank")
         async def rerank(body: Body, request: Request) -> Response:
             """Documents by relevance to the query, most relevant first (needs a cross-encoder)."""
             if body.rank_fields not in (None, ["text"]):

@@ -67,7 +67,8 @@ def error_response(path: str, error: BertServingError) -> Response:
     return json_response(body, error.http_status, headers)
 
 
-_ERRORS = {400: "Malformed request", 401: "Missing or wrong API key", 413: "Request too large",
+_ERRORS = {400: "Malformed request", 401: "Missing or wrong API key",
+           404: "The served model does another task (embed, classify, rerank)", 413: "Request too large",
            429: "Backlog full, retry later", 500: "The model failed", 503: "Not ready or shutting down"}
 
 

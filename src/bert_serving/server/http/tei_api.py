@@ -123,8 +123,9 @@ def mount_tei(app: FastAPI, model: ServedModel, submit: Submit, guarded: list[De
     PredictBody = predict_request_model(max_texts)  # noqa: N806
     RerankBody = tei_rerank_request_model(max_texts)  # noqa: N806
 
+    # routes the served model cannot answer still answer (a 404 saying so), but stay out of the schema
     @app.post("/predict", response_model=list[Prediction] | list[list[Prediction]], responses=TEI_ERROR_RESPONSES,
-              dependencies=guarded, tags=["text-embeddings-inference"])
+              dependencies=guarded, tags=["text-embeddings-inference"], include_in_schema=model.task != "embed")
     async def predict(body: PredictBody, request: Request) -> Response:
         """A served classifier's (or cross-encoder's) scores for a text, a pair or a batch, as TEI."""
         items, batched = predict_items(body.inputs)
@@ -135,7 +136,7 @@ def mount_tei(app: FastAPI, model: ServedModel, submit: Submit, guarded: list[De
         return json_response(answers if batched else answers[0])
 
     @app.post("/rerank", response_model=list[Rank], responses=TEI_ERROR_RESPONSES, dependencies=guarded,
-              tags=["text-embeddings-inference"])
+              tags=["text-embeddings-inference"], include_in_schema=model.task == "rerank")
     async def rerank(body: RerankBody, request: Request) -> Response:
         """The texts by relevance to the query, most relevant first, as TEI (needs a cross-encoder)."""
         pairs = [[body.query, text] for text in body.texts]
