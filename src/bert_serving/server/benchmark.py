@@ -168,7 +168,8 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, list[tuple[object, floa
                           f"\tserver/in-process: {avg / local:.2f}x", flush=True)
             rows.append((value, avg))
         tables[name] = rows
-        table = f"\n|`{name}`\t|samples/s|\n|---|---|\n" + "\n".join(
+        unit = "pairs/s" if name == "rerank_documents" else "samples/s"
+        table = f"\n|`{name}`\t|{unit}|\n|---|---|\n" + "\n".join(
             f"|{value}\t|{'error' if speed is None else f'{speed:.0f}'}|" for value, speed in rows
         )
         print(table, flush=True)
