@@ -6,6 +6,13 @@ Client -> server (PUSH -> PULL on ``port``), always 4 frames::
 
 ``payload`` is JSON: a list of texts, a list of token lists, or a control word
 (SHOW_CONFIG, SHOW_STATUS, TERMINATION). ``req_id`` and ``msg_len`` are ASCII decimals.
+Our extension, a JSON object the stock client never sends, asks a served head for scores::
+
+    {"task": "predict", "texts": ["text", "A ||| B", ["A", "B"], ...], "raw_scores": false}
+    {"task": "rerank", "query": "text", "documents": ["text", ...], "raw_scores": false}
+
+answered with the result frames below (scores ``[N, num_labels]``; rerank: ``[N, 1]`` in
+document order).
 
 Server -> client (PUB -> SUB on ``port_out``, topic = identity)::
 
@@ -38,14 +45,18 @@ __all__ = [
     "TERMINATION",
     "Reply",
     "ClientMessage",
+    "DataRequest",
     "MalformedRequest",
     "config_frames",
+    "decode_data",
     "decode_texts",
     "keep_alive",
     "error_frames",
     "parse_reply",
     "parse_request",
+    "predict_payload",
     "request_frames",
+    "rerank_payload",
     "result_frames",
     "texts_payload",
 ]
@@ -126,23 +137,78 @@ def parse_request(frames: list[bytes]) -> ClientMessage:
     return ClientMessage(identity_f, payload, int(req_id), int(msg_len))
 
 
-def decode_texts(payload: bytes) -> tuple[list, bool]:
-    """The texts of a data request and whether they are pre-tokenized (lists of tokens)."""
+def _load(payload: bytes) -> Any:
     try:
-        texts = json.loads(payload)
+        return json.loads(payload)
     except UnicodeDecodeError:
         raise InvalidRequestError("the payload is not UTF-8 encoded JSON") from None
     except ValueError as exc:
         raise InvalidRequestError(f"the payload is not valid JSON: {exc}") from None
+
+
+def decode_texts(payload: bytes) -> tuple[list, bool]:
+    """The texts of a data request and whether they are pre-tokenized (lists of tokens)."""
+    texts = _load(payload)
     if not isinstance(texts, list):
         raise InvalidRequestError(f"the payload must be a JSON list of texts, got {type(texts).__name__}")
     is_tokenized = bool(texts) and all(isinstance(t, list) for t in texts)
     return texts, is_tokenized
 
 
+@dataclass(frozen=True)
+class DataRequest:
+    """A data request: the original's (a list), or our task extension (an object)."""
+
+    texts: list  # texts or token lists; for predict / rerank, texts and [A, B] pairs
+    is_tokenized: bool = False
+    task: str | None = None  # None: the original's request; "predict" or "rerank"
+    raw_scores: bool = False
+
+
+def decode_data(payload: bytes) -> DataRequest:
+    """Any data request; raises `InvalidRequestError` naming what is wrong with it."""
+    value = _load(payload)
+    if isinstance(value, list):
+        return DataRequest(value, bool(value) and all(isinstance(t, list) for t in value))
+    if not isinstance(value, dict):
+        raise InvalidRequestError(f"the payload must be a JSON list of texts (or a task object), "
+                                  f"got {type(value).__name__}")
+    if "task" not in value:
+        raise InvalidRequestError('the payload must be a JSON list of texts, or a task object ({"task": "predict" '
+                                  'or "rerank", ...}); this object names no task')
+    task, raw_scores = value.get("task"), value.get("raw_scores", False)
+    if not isinstance(raw_scores, bool):
+        raise InvalidRequestError("raw_scores must be true or false", param="raw_scores")
+    if task == "predict":
+        return DataRequest(value.get("texts"), task=task, raw_scores=raw_scores)
+    if task == "rerank":
+        query, documents = value.get("query"), value.get("documents")
+        if not isinstance(query, str) or not query.strip():
+            raise InvalidRequestError("query must be a non-blank text", param="query")
+        if not isinstance(documents, list) or not documents:
+            raise InvalidRequestError("documents must be a non-empty list of texts", param="documents")
+        for i, document in enumerate(documents):
+            if not isinstance(document, str) or not document.strip():
+                raise InvalidRequestError(f"documents[{i}] must be a non-blank text, got {document!r:.80}",
+                                          param="documents")
+        return DataRequest([[query, d] for d in documents], task=task, raw_scores=raw_scores)
+    raise InvalidRequestError(f"unknown task {task!r} in the payload; one of predict, rerank", param="task")
+
+
 def texts_payload(texts: list) -> bytes:
     """The payload of a data request."""
     return json.dumps(texts).encode("utf-8")
+
+
+def predict_payload(texts: list, raw_scores: bool = False) -> bytes:
+    """The payload asking a served head for the scores of ``texts`` (strings, or [A, B] pairs)."""
+    return json.dumps({"task": "predict", "texts": texts, "raw_scores": raw_scores}).encode("utf-8")
+
+
+def rerank_payload(query: str, documents: list, raw_scores: bool = False) -> bytes:
+    """The payload asking a served reranker for the relevance of each document to ``query``."""
+    return json.dumps({"task": "rerank", "query": query, "documents": documents,
+                       "raw_scores": raw_scores}).encode("utf-8")
 
 
 def _json(value: Any) -> bytes:

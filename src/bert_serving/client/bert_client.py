@@ -17,11 +17,13 @@ import zmq
 from .. import protocol
 from ..errors import ServerTimeoutError
 
-__all__ = ["BertClient", "Response", "__version__"]
+__all__ = ["BertClient", "RerankResult", "Response", "__version__"]
 
 __version__ = protocol.PROTOCOL_VERSION  # the protocol this client speaks, as 1.10.0 reported it
 
 Response = namedtuple("Response", ["id", "embedding", "tokens"])
+# one document of `BertClient.rerank`'s answer; ``document`` is None unless asked for (Cohere's names)
+RerankResult = namedtuple("RerankResult", ["index", "relevance_score", "document"])
 
 
 def _timeout(method):
@@ -257,7 +259,7 @@ class BertClient:
                           '"bert-serving-start -show_tokens_to_client"', stacklevel=3)  # the user's call
         return vectors
 
-    def _encode_chunks(self, texts: list, show_progress: bool):
+    def _encode_chunks(self, texts: list, show_progress: bool, payload=protocol.texts_payload):
         chunks = [texts[i : i + self.chunk_size] for i in range(0, len(texts), self.chunk_size)]
         progress = _progress_bar(len(texts)) if show_progress else None
         results: dict[int, protocol.Reply] = {}
@@ -267,7 +269,7 @@ class BertClient:
                 for chunk in chunks:
                     while len(order) - len(results) >= self.max_in_flight:
                         self._collect(order, results, progress)
-                    order.append(self._send(protocol.texts_payload(chunk), len(chunk)))
+                    order.append(self._send(payload(chunk), len(chunk)))
                 while len(results) < len(order):
                     self._collect(order, results, progress)
         finally:
@@ -287,6 +289,45 @@ class BertClient:
             array = np.concatenate(arrays)
         tokens = [t for r in replies for t in (r.tokens or [])] or ""
         return self.formatter(array), tokens
+
+    # a served head: classifier, regressor, reranker -----------------------------------------
+
+    @property
+    def labels(self) -> list[str] | None:
+        """The names of a served classifier's outputs, the columns of `predict` (None: it embeds)."""
+        if "labels" not in self.server_info:
+            self.server_info = self.server_config
+        return self.server_info.get("labels")
+
+    @_timeout
+    def predict(self, texts: list, *, raw_scores: bool = False, show_progress: bool = False):
+        """A served classifier's scores for ``texts``: ``[N, num_labels]``, columns named by
+        `labels` (probabilities, or for a regressor/reranker its score). A text is a string
+        (``"A ||| B"`` a pair, as for `encode`) or an explicit pair ``[A, B]``. ``raw_scores``:
+        the logits, before the model's activation. A server that embeds raises
+        `UnsupportedTaskError`."""
+        _check_pairs(texts)
+        scores, _ = self._encode_chunks([list(t) if isinstance(t, tuple) else t for t in texts], show_progress,
+                                        payload=lambda chunk: protocol.predict_payload(chunk, raw_scores))
+        return scores
+
+    @_timeout
+    def rerank(self, query: str, documents: list[str], top_n: int | None = None, *, return_documents: bool = False,
+               raw_scores: bool = False) -> list[RerankResult]:
+        """``documents`` by relevance to ``query``, most relevant first (the first ``top_n``), as
+        `RerankResult` (``index`` into ``documents``, ``relevance_score``, ``document`` if
+        ``return_documents``). Needs a server that reranks (a cross-encoder), else raises
+        `UnsupportedTaskError`."""
+        if not isinstance(query, str) or not query.strip():
+            raise ValueError("query must be a non-blank string")
+        self._check_input_lst_str(documents)
+        if top_n is not None and (isinstance(top_n, bool) or not isinstance(top_n, int) or top_n < 1):
+            raise ValueError(f"top_n must be a positive integer or None, got {top_n!r}")
+        scores, _ = self._encode_chunks(list(documents), False,
+                                        payload=lambda chunk: protocol.rerank_payload(query, chunk, raw_scores))
+        scores = np.asarray(scores, dtype=np.float64).reshape(len(documents))
+        order = np.argsort(-scores, kind="stable")[:top_n]
+        return [RerankResult(int(i), float(scores[i]), documents[i] if return_documents else None) for i in order]
 
     def _collect(self, order: list[int], results: dict, progress) -> None:
         outstanding = [i for i in order if i not in results]
@@ -380,6 +421,19 @@ class BertClient:
             print(title)
         for key, value in values.items():
             print(f"{key:>30}\t=\t{value!s:<30}")
+
+
+def _check_pairs(texts) -> None:
+    if not isinstance(texts, list):
+        raise TypeError(f"texts must be a list of strings or [A, B] pairs, got {type(texts).__name__}")
+    if not texts:
+        raise ValueError("texts must be a non-empty list")
+    for i, text in enumerate(texts):
+        parts = [text] if isinstance(text, str) else text
+        if not isinstance(parts, (list, tuple)) or not 1 <= len(parts) <= 2 or not all(isinstance(p, str) for p in parts):
+            raise TypeError(f"texts[{i}] must be a string or a pair [A, B] of strings, got {text!r:.80}")
+        if not all(p.strip() for p in parts):
+            raise ValueError(f"all texts must be non-blank, but texts[{i}] is {text!r}")
 
 
 def _secure(sock: zmq.Socket, server_key: bytes | str, client_cert: str | None) -> None:

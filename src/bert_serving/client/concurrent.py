@@ -36,6 +36,14 @@ class ConcurrentBertClient:
         with self._borrow() as client:
             return client.encode(*args, **kwargs)
 
+    def predict(self, *args, **kwargs):
+        with self._borrow() as client:
+            return client.predict(*args, **kwargs)
+
+    def rerank(self, *args, **kwargs):
+        with self._borrow() as client:
+            return client.rerank(*args, **kwargs)
+
     @property
     def server_config(self) -> dict:
         with self._borrow() as client:

@@ -7,6 +7,10 @@
 `EncoderSettings` holds what a user chooses (``None``/``"auto"``: the model decides);
 `resolve` turns it into a `ModelSpec`, every choice fixed and checked, without loading weights;
 `Encoder` loads the weights and runs `embed` on `Features`.
+
+A model with a fine-tuned head (`heads`: the original's CLASSIFICATION / REGRESSION, a Hugging
+Face sequence classifier, a CrossEncoder) answers scores instead of vectors: `embed` gives its
+logits, `encode` / `predict` / `rerank` its scores (`scores.activate`).
 """
 
 from __future__ import annotations
@@ -21,10 +25,12 @@ import torch
 from ..errors import ConfigurationError
 from .architectures.bert import BertConfig, BertModel
 from .features import Features, plan_batches
-from .loading import ModelSource, load_weights, locate_model
+from .heads import ClassifierHead, HeadSpec, check_head_weights, choose_head
+from .loading import ModelSource, head_shapes, load_weights, locate_model
 from .outputs import OutputLayout
 from .packing import Packing
 from .pooling import PoolingStrategy, pool
+from .scores import activate
 from .tokenization import Tokenizer
 
 __all__ = ["Encoder", "EncoderSettings", "ModelSpec", "resolve"]
@@ -54,6 +60,7 @@ class EncoderSettings:
     show_tokens: bool = False
     fp16: bool = False  # the original's flag: half precision on GPU, float16 vectors
     dtype: str = "float32"  # compute precision: float32, bfloat16 (fast on CPUs with AMX), float16 (GPU)
+    num_labels: int | None = None  # the original's -num_labels: outputs of a CLASSIFICATION head (default 2)
 
 
 DTYPES = ("float32", "bfloat16", "float16")
@@ -77,10 +84,14 @@ class ModelSpec:
     show_tokens: bool
     fp16: bool  # float16 vectors on the wire, as the original's -fp16
     dtype: str  # what the model computes in
+    head: HeadSpec | None = None  # a fine-tuned head answers scores; None: an embedder
     output_layers: tuple[int, ...] = field(init=False)  # 1-based hidden-state indices
 
     def __post_init__(self) -> None:
         n = self.config.num_hidden_layers
+        if self.head is not None:  # a head reads the last layer (through the pooler, or its first token)
+            object.__setattr__(self, "output_layers", (n,))
+            return
         layers = []
         for index in self.pooling_layer:
             if not -n <= index < n:
@@ -94,9 +105,18 @@ class ModelSpec:
     @property
     def num_layers_needed(self) -> int:
         """Layers past the deepest pooled one are never computed."""
-        if self.pooling_strategy is PoolingStrategy.CLS_POOLED:
+        if self.pooling_strategy is PoolingStrategy.CLS_POOLED or self.head is not None:
             return self.config.num_hidden_layers
         return max(self.output_layers)
+
+    @property
+    def with_pooler(self) -> bool:
+        return self.pooling_strategy is PoolingStrategy.CLS_POOLED or (self.head is not None and self.head.on_pooler)
+
+    @property
+    def task(self) -> str:
+        """``embed``, or with a head ``classify`` (several labels) or ``rerank`` (one score)."""
+        return "embed" if self.head is None else self.head.task
 
     @property
     def max_length(self) -> int:
@@ -105,6 +125,8 @@ class ModelSpec:
 
     @property
     def dim(self) -> int:
+        if self.head is not None:
+            return self.head.num_labels
         if self.pooling_strategy is PoolingStrategy.CLS_POOLED:
             return self.config.hidden_size
         width = self.config.hidden_size * len(self.pooling_layer)
@@ -158,6 +180,11 @@ class ModelSpec:
             "output_dim": self.dim,
             "num_layers_computed": self.num_layers_needed,
             "max_position_embeddings": self.config.max_position_embeddings,
+            "task": self.task,
+            "num_labels": None if self.head is None else self.head.num_labels,
+            "labels": None if self.head is None else list(self.head.labels),
+            "activation": None if self.head is None else self.head.activation,
+            "head": None if self.head is None else self.head.origin,
         }
 
 
@@ -184,9 +211,13 @@ def resolve(settings: EncoderSettings) -> ModelSpec:
             raise ConfigurationError(f"-max_seq_len must be > 3 (room for [CLS] and [SEP]), got {max_seq_len}")
     strategy = settings.pooling_strategy or defaults.pooling_strategy
     normalize = defaults.normalize if settings.normalize is None else settings.normalize
-    if strategy.per_token and normalize:
+    head = _head(settings, source, config)
+    if head is not None:
+        strategy = settings.pooling_strategy or (
+            PoolingStrategy.REGRESSION if head.num_labels == 1 else PoolingStrategy.CLASSIFICATION)
+    if (strategy.per_token or head is not None) and normalize:
         if settings.normalize:
-            raise ConfigurationError("-normalize applies to sentence vectors; it cannot be combined with NONE pooling")
+            raise ConfigurationError(f"-normalize applies to sentence vectors; it cannot be combined with {strategy}")
         normalize = False
     return ModelSpec(
         source=source,
@@ -203,7 +234,20 @@ def resolve(settings: EncoderSettings) -> ModelSpec:
         show_tokens=settings.show_tokens,
         fp16=settings.fp16,
         dtype=_dtype(settings),
+        head=head,
     )
+
+
+def _head(settings: EncoderSettings, source: ModelSource, config: BertConfig) -> HeadSpec | None:
+    """The task: a fine-tuned head (checked against the checkpoint's weights), or None to embed."""
+    head = choose_head(settings.pooling_strategy, settings.num_labels, source.head, source.layout)
+    if head is None:
+        if settings.num_labels is not None:
+            logger.warning("-num_labels %d is ignored: it applies to -pooling_strategy CLASSIFICATION",
+                           settings.num_labels)
+        return None
+    check_head_weights(head, head_shapes(source), config.hidden_size, str(source.weights_path), source.layout)
+    return head
 
 
 def _dtype(settings: EncoderSettings) -> str:
@@ -247,7 +291,10 @@ class Encoder:
 
     @classmethod
     def load(cls, model_dir: str | None = None, *, device: str | None = None, **settings) -> Encoder:
-        """Resolve and load a model in one call; ``settings`` are `EncoderSettings` fields."""
+        """Resolve and load a model in one call; ``settings`` are `EncoderSettings` fields
+        (``pooling_strategy`` also by name: ``"CLASSIFICATION"``)."""
+        if isinstance(settings.get("pooling_strategy"), str):
+            settings["pooling_strategy"] = PoolingStrategy.from_string(settings["pooling_strategy"])
         return cls(resolve(EncoderSettings(model_dir=model_dir, **settings)), device=device)
 
     def _build_model(self) -> BertModel:
@@ -258,15 +305,22 @@ class Encoder:
         model = BertModel(
             spec.config,
             num_layers=spec.num_layers_needed,
-            with_pooler=spec.pooling_strategy is PoolingStrategy.CLS_POOLED,
+            with_pooler=spec.with_pooler,
             use_position_embeddings=not spec.no_position_embeddings,
         )
         model.load_hf_state_dict(weights, str(spec.source.weights_path))
         model.eval().requires_grad_(False)
         if self.compute_dtype != torch.float32:
             model.to(self.compute_dtype)
-        logger.info("loaded %s (%s, %d of %d layers) on %s", spec.source.name, spec.source.layout,
-                    spec.num_layers_needed, spec.config.num_hidden_layers, self.device)
+        self.head = None
+        if spec.head is not None:  # kept in float32 whatever the backbone computes in
+            self.head = ClassifierHead(spec.config.hidden_size, spec.head)
+            self.head.load(weights, str(spec.source.weights_path))
+            self.head.eval().requires_grad_(False).to(self.device)
+        logger.info("loaded %s (%s, %d of %d layers%s) on %s", spec.source.name, spec.source.layout,
+                    spec.num_layers_needed, spec.config.num_hidden_layers,
+                    f", {spec.head.origin} head: {spec.task}, {spec.head.num_labels} outputs" if spec.head else "",
+                    self.device)
         return model.to(self.device)
 
     @property
@@ -279,7 +333,8 @@ class Encoder:
             torch.cuda.empty_cache()
 
     def embed(self, features: Features) -> np.ndarray:
-        """One forward pass: ``[B, D]`` vectors, or ``[B, T, D]`` (T: longest in the batch) for NONE."""
+        """One forward pass: ``[B, D]`` vectors, or ``[B, T, D]`` (T: longest in the batch) for NONE;
+        with a head, its logits ``[B, num_labels]``."""
         device = self.device
         ids = torch.from_numpy(features.input_ids).to(device, torch.long)
         types = torch.from_numpy(features.type_ids).to(device, torch.long)
@@ -287,6 +342,10 @@ class Encoder:
         with torch.inference_mode():
             packing = Packing.from_lengths(features.lengths, device)
             layers, pooled = self.model(ids, types, packing, self.spec.output_layers)
+            if self.head is not None:
+                first = pooled if self.spec.head.on_pooler else layers[-1][packing.offsets[:-1]]
+                out = self.head(first.float())
+                return out.to(torch.float16 if self.spec.fp16 else torch.float32).cpu().numpy()
             if self.compute_dtype != torch.float32:  # pool and normalise in fp32
                 layers, pooled = [h.float() for h in layers], None if pooled is None else pooled.float()
             out = pool(layers, pool_mask, packing, self.spec.pooling_strategy, pooled)
@@ -303,15 +362,38 @@ class Encoder:
         max_batch_tokens: int = 16384,
         max_batch_size: int = 256,
     ) -> np.ndarray | tuple[np.ndarray, list[list[str]]]:
-        """Vectors for ``texts`` in order, batched by length; as a 1.10.0 server would answer."""
+        """Vectors for ``texts`` in order, batched by length; as a 1.10.0 server would answer
+        (with a head: its scores, e.g. CLASSIFICATION's probabilities)."""
         if is_tokenized is None:
             is_tokenized = isinstance(texts, list) and bool(texts) and all(isinstance(t, list) for t in texts)
         features = self.tokenizer.encode(list(texts), is_tokenized, keep_tokens=show_tokens)
+        result = self._run(features, max_batch_tokens, max_batch_size)
+        if self.head is not None:
+            result = activate(result, self.spec.head.activation)
+        if show_tokens:
+            return result, [list(t) for t in features.tokens]
+        return result
+
+    def predict(self, inputs: Sequence[str | Sequence[str]], *, raw_scores: bool = False) -> np.ndarray:
+        """A head's scores ``[N, num_labels]`` (label order: ``spec.head.labels``) for texts and
+        explicit ``(A, B)`` pairs; ``raw_scores``: the logits, no activation."""
+        if self.head is None:
+            raise ConfigurationError("this model has no head to predict with; it embeds (use encode)")
+        logits = self._run(self.tokenizer.encode_pairs(list(inputs)))
+        return logits if raw_scores else activate(logits, self.spec.head.activation)
+
+    def rerank(self, query: str, documents: Sequence[str], *, raw_scores: bool = False) -> np.ndarray:
+        """Relevance of each document to ``query`` (``[N]``, in document order), as
+        sentence-transformers' ``CrossEncoder.predict`` scores the pairs ``(query, document)``."""
+        if self.head is None or self.head.spec.num_labels != 1:
+            raise ConfigurationError("reranking needs a one-output head (a cross-encoder); this model "
+                                     f"{'embeds' if self.head is None else 'classifies'}")
+        return self.predict([[query, d] for d in documents], raw_scores=raw_scores)[:, 0]
+
+    def _run(self, features: Features, max_batch_tokens: int = 16384, max_batch_size: int = 256) -> np.ndarray:
         lengths = features.lengths
         outputs = self.spec.outputs
         result = outputs.buffer(lengths)
         for rows in plan_batches(lengths, max_batch_tokens, max_batch_size):
             outputs.place(result, rows, self.embed(features.take(rows)), lengths[rows])
-        if show_tokens:
-            return result, [list(t) for t in features.tokens]
         return result

