@@ -100,10 +100,10 @@ class ClientMessage:
         return None
 
     @property
-    def token(self) -> str | None:
-        """The token a TERMINATION carries, if any."""
+    def token(self) -> bytes | None:
+        """The token a TERMINATION carries, if any: raw bytes, whatever a peer sent."""
         if self.payload.startswith(TERMINATION + b" "):
-            return self.payload[len(TERMINATION) + 1 :].decode("utf-8", "replace")
+            return self.payload[len(TERMINATION) + 1 :]
         return None
 
 
