@@ -176,6 +176,8 @@ class BertClient:
             while True:
                 if wait_for in self.pending_response:
                     return self.pending_response.pop(wait_for)
+                if wait_for is None and self.pending_response:  # parked while another call waited
+                    return self.pending_response.pop(min(self.pending_response))
                 reply = protocol.parse_reply(self.receiver.recv_multipart())
                 if reply.req_id in self._abandoned:
                     self._abandoned.discard(reply.req_id)
@@ -272,6 +274,9 @@ class BertClient:
                     order.append(self._send(payload(chunk), len(chunk)))
                 while len(results) < len(order):
                     self._collect(order, results, progress)
+        except BaseException:  # a timeout (or an interrupt): no chunk's late answer may linger
+            self._abandon(i for i in order if i not in results)
+            raise
         finally:
             if progress is not None:
                 progress.close()
@@ -328,6 +333,14 @@ class BertClient:
         scores = np.asarray(scores, dtype=np.float64).reshape(len(documents))
         order = np.argsort(-scores, kind="stable")[:top_n]
         return [RerankResult(int(i), float(scores[i]), documents[i] if return_documents else None) for i in order]
+
+    def _abandon(self, req_ids) -> None:
+        """Forget these requests: their answers, now or later, are dropped."""
+        with self._recv_lock:
+            for req_id in req_ids:
+                self.pending_request.discard(req_id)
+                if self.pending_response.pop(req_id, None) is None:
+                    self._abandoned.add(req_id)
 
     def _collect(self, order: list[int], results: dict, progress) -> None:
         outstanding = [i for i in order if i not in results]
