@@ -85,18 +85,22 @@ def client_of(request: Request) -> str:
 
 
 def validation_error(errors: list[dict]) -> InvalidRequestError:
-    """pydantic's errors as one readable message: ``texts[1]: must not be empty or blank``."""
+    """pydantic's errors as one readable message naming the first problem found:
+    ``texts[1]: must not be empty or blank`` (and how many more there are, if any)."""
     problems, param = [], None
     for error in errors:
-        # union members show up in the location as type tags ("list[constrained-str]"): skip them
+        # union members show up in the location as type tags ("list[constrained-str]",
+        # "input-texts"): skip them
         loc = [p for p in error["loc"][1:] if isinstance(p, int) or not any(c in p for c in "[]-")]
         where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc).lstrip(".") or "body"
         message = "must not be empty or blank" if "should match pattern" in error["msg"] else error["msg"]
-        message = message.removeprefix("Value error, ")
+        message = message.removeprefix("Value error, ")  # our validators' own words
         problem = f"{where}: {message}"
         if problem not in problems:
             problems.append(problem)
         param = param or (str(loc[0]) if loc else None)
-    return InvalidRequestError("; ".join(problems[:4]) or "malformed request body", param=param)
-
-
+    if not problems:
+        return InvalidRequestError("malformed request body")
+    more = len(problems) - 1
+    return InvalidRequestError(problems[0] + (f" (and {more} more problem{'s' * (more > 1)})" if more else ""),
+                               param=param)
