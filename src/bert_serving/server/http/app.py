@@ -13,7 +13,8 @@ clients sits in between. Routes:
 - ``GET /dashboard``: a live page of the same counters (`dashboard`).
 
 Errors are answered in each route's shape (`responses`). With an API key set, inference and
-status routes want ``Authorization: Bearer KEY``.
+status routes want ``Authorization: Bearer KEY``. A client that disconnects before its answer
+abandons its request: its texts not yet run are dropped.
 """
 
 # No `from __future__ import annotations` here: FastAPI reads the route signatures' types,
@@ -33,7 +34,8 @@ from pydantic import BaseModel, Field, StrictBool, create_model
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ... import __version__
-from ...errors import AuthenticationError, BertServingError, InvalidRequestError
+from ...errors import AuthenticationError, BertServingError, InvalidRequestError, RequestError
+from ..pipeline.budget import MemoryBudget
 from ..pipeline.gateway import Gateway
 from ..pipeline.request import Outcome
 from .dashboard import index_page, mount_dashboard, wants_html
@@ -47,6 +49,7 @@ from .openai_api import (
     embeddings_body,
     embeddings_request_model,
     integer,
+    one_of,
     request_texts,
 )
 from .rerank_api import mount_rerank
@@ -78,6 +81,8 @@ class HttpSettings:
     max_request_bytes: int
     cors: str = "*"
     api_key: str | None = None
+    max_buffered_bytes: int = 2 * 1024**3  # request bodies being read and served, all together
+    token_ids: bool = False  # the OpenAI route takes token ids (-http_token_ids)
 
 
 class EncodeRequest(BaseModel):
@@ -89,15 +94,22 @@ class EncodeRequest(BaseModel):
                                                         "lists of tokens are recognised by their shape")
 
 
+def _texts_kind(value: object) -> str | None:
+    if not isinstance(value, list):
+        return None
+    return "texts-tokenized" if value and isinstance(value[0], list) else "texts-plain"
+
+
 def encode_request_model(vocab_size: int, max_texts: int) -> type[EncodeRequest]:
     token = integer(ge=0, lt=vocab_size)
     tokens = Annotated[list[Text | token], Field(min_length=1)]
+    texts = one_of({"texts-plain": Annotated[list[Text], Field(min_length=1, max_length=max_texts)],
+                    "texts-tokenized": Annotated[list[tokens], Field(min_length=1, max_length=max_texts)]},
+                   _texts_kind, "a list of texts, or a list of token lists")
     return create_model(
         "EncodeRequest",
         __base__=EncodeRequest,
-        texts=(Annotated[list[Text], Field(min_length=1, max_length=max_texts)]
-               | Annotated[list[tokens], Field(min_length=1, max_length=max_texts)],
-               Field(description="Texts, or token lists (with is_tokenized)")),
+        texts=(texts, Field(description="Texts, or token lists (with is_tokenized)")),
     )
 
 
@@ -112,7 +124,8 @@ def create_app(gateway: Gateway, config: HttpSettings) -> FastAPI:
     model = gateway.model
     vocab_size = model.vocab_size
     EncodeBody = encode_request_model(vocab_size, config.max_request_texts)  # noqa: N806
-    EmbeddingsBody = embeddings_request_model(vocab_size, model.dim, config.max_request_texts)  # noqa: N806
+    EmbeddingsBody = embeddings_request_model(vocab_size, model.dim, config.max_request_texts,  # noqa: N806
+                                              token_ids=config.token_ids)
     app = FastAPI(
         title="bert-serving",
         version=__version__,
@@ -123,7 +136,9 @@ def create_app(gateway: Gateway, config: HttpSettings) -> FastAPI:
     )
     app.add_middleware(CORSMiddleware, allow_origins=[o.strip() for o in config.cors.split(",")],
                        allow_methods=["*"], allow_headers=["*"])
-    app.add_middleware(BodyLimit, max_bytes=config.max_request_bytes)
+    app.add_middleware(BodyLimit, max_bytes=config.max_request_bytes,
+                       budget=MemoryBudget(config.max_buffered_bytes,
+                                           what="the request bodies being served (-max_queued_bytes)"))
 
     # errors raised here never reached the pipeline, which counts its own: count them as the
     # ZeroMQ edge counts a request it cannot decode
@@ -158,23 +173,36 @@ def create_app(gateway: Gateway, config: HttpSettings) -> FastAPI:
 
     guarded = [Depends(authorized)]
 
-    async def encode(texts: list, is_tokenized: bool, client: str, **task) -> Outcome:
-        """The pipeline's answer to one request (``task``: `Gateway.submit`'s task, raw_scores)."""
+    async def encode(texts: list, is_tokenized: bool, client: str, *, request: Request | None = None,
+                     **task) -> Outcome:
+        """The pipeline's answer to one request (``task``: `Gateway.submit`'s task, raw_scores).
+        Given the HTTP ``request``, a client that disconnects first abandons it: its texts not
+        yet run are dropped, and the error returned goes nowhere."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Outcome] = loop.create_future()
 
         def reply(outcome: Outcome) -> None:
             loop.call_soon_threadsafe(lambda: future.done() or future.set_result(outcome))
 
-        gateway.submit(texts, is_tokenized, reply, client, **task)
-        return await future
+        ticket = gateway.submit(texts, is_tokenized, reply, client, **task)
+        if request is None:
+            return await future
+        gone = asyncio.ensure_future(_disconnected(request))
+        try:
+            await asyncio.wait((future, gone), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            gone.cancel()
+        if future.done():
+            return future.result()
+        ticket.abandon()
+        return Outcome(error=_CLIENT_GONE)
 
     @app.post("/encode", response_model=EncodeResponse, responses=documented_errors(ErrorBody), dependencies=guarded,
               tags=["bert-as-service"])
     async def encode_route(body: EncodeBody, request: Request) -> Response:
         """Vectors for ``texts``, as bert-as-service's HTTP proxy answered."""
         is_tokenized = all(isinstance(t, list) for t in body.texts)
-        outcome = await encode(body.texts, is_tokenized, client_of(request))
+        outcome = await encode(body.texts, is_tokenized, client_of(request), request=request)
         if outcome.error is not None:
             return error_response(request.url.path, outcome.error)
         return json_response({"id": body.id, "result": outcome.result, "status": 200})
@@ -197,7 +225,7 @@ def create_app(gateway: Gateway, config: HttpSettings) -> FastAPI:
         async def embeddings(body: EmbeddingsBody, request: Request) -> Response:
             """OpenAI-compatible embeddings."""
             texts, is_ids = request_texts(body)
-            outcome = await encode(texts, is_ids, client_of(request), task="embed")
+            outcome = await encode(texts, is_ids, client_of(request), request=request, task="embed")
             if outcome.error is not None:
                 return error_response(request.url.path, outcome.error)
             return json_response(embeddings_body(body, outcome.result, outcome.num_tokens, model.name))
@@ -233,6 +261,16 @@ def create_app(gateway: Gateway, config: HttpSettings) -> FastAPI:
     _mount_docs(app)
     mount_dashboard(app, gateway, guarded, api_key_required=config.api_key is not None)
     return app
+
+
+# the outcome for a client that has gone (nobody reads the answer)
+_CLIENT_GONE = RequestError("the client closed the connection before its answer")
+
+
+async def _disconnected(request: Request) -> None:
+    """Returns once the client has closed its connection."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
 
 
 def _mount_docs(app: FastAPI) -> None:

@@ -91,8 +91,8 @@ def mount_rerank(app: FastAPI, model: ServedModel, submit: Submit, guarded: list
                 raise InvalidRequestError("rank_fields: only [\"text\"] is supported; put what to rank in each "
                                           "document's text", param="rank_fields")
             texts = [d if isinstance(d, str) else d.text for d in body.documents]
-            outcome = await submit([[body.query, t] for t in texts], False, client_of(request), task="rerank",
-                                   raw_scores=body.raw_scores)
+            outcome = await submit([[body.query, t] for t in texts], False, client_of(request), request=request,
+                                   task="rerank", raw_scores=body.raw_scores)
             if outcome.error is not None:
                 return error_response(request.url.path, outcome.error)
             scores = outcome.result[:, 0]

@@ -30,7 +30,7 @@ from .responses import TEI_ERROR_RESPONSES, client_of, error_response, json_resp
 
 __all__ = ["PredictRequest", "TeiRerankRequest", "mount_tei"]
 
-Submit = Callable[..., Awaitable[Outcome]]  # (texts, is_tokenized, client, task=, raw_scores=) -> Outcome
+Submit = Callable[..., Awaitable[Outcome]]  # (texts, is_tokenized, client, request=, task=, raw_scores=)
 
 _SHAPES = "a string, a pair of strings [string, string] or a batch of mixed strings and pairs [[string], [string, " \
           "string], ...]"
@@ -129,7 +129,8 @@ def mount_tei(app: FastAPI, model: ServedModel, submit: Submit, guarded: list[De
     async def predict(body: PredictBody, request: Request) -> Response:
         """A served classifier's (or cross-encoder's) scores for a text, a pair or a batch, as TEI."""
         items, batched = predict_items(body.inputs)
-        outcome = await submit(items, False, client_of(request), task="predict", raw_scores=body.raw_scores)
+        outcome = await submit(items, False, client_of(request), request=request, task="predict",
+                               raw_scores=body.raw_scores)
         if outcome.error is not None:
             return error_response(request.url.path, outcome.error)
         answers = predictions(outcome.result, model.labels)
@@ -140,7 +141,8 @@ def mount_tei(app: FastAPI, model: ServedModel, submit: Submit, guarded: list[De
     async def rerank(body: RerankBody, request: Request) -> Response:
         """The texts by relevance to the query, most relevant first, as TEI (needs a cross-encoder)."""
         pairs = [[body.query, text] for text in body.texts]
-        outcome = await submit(pairs, False, client_of(request), task="rerank", raw_scores=body.raw_scores)
+        outcome = await submit(pairs, False, client_of(request), request=request, task="rerank",
+                               raw_scores=body.raw_scores)
         if outcome.error is not None:
             return error_response(request.url.path, outcome.error)
         scores = outcome.result[:, 0]

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Mapping, Protocol
 
-from .request import ReplyFn
+from .request import ReplyFn, Ticket
 from .stats import Stats
 
 __all__ = ["Gateway", "ServedModel"]
@@ -39,8 +39,9 @@ class Gateway(Protocol):
     def model(self) -> ServedModel: ...
 
     def submit(self, texts: object, is_tokenized: bool, reply: ReplyFn, client: str, *, task: str | None = None,
-               raw_scores: bool = False) -> None:
-        """Queue ``texts`` for the model; exactly one `Outcome` goes to ``reply``, on another thread.
+               raw_scores: bool = False) -> Ticket:
+        """Queue ``texts`` for the model; exactly one `Outcome` goes to ``reply``, on another thread,
+        unless the returned `Ticket` is abandoned first (the client went away).
 
         ``task`` (`tasks.REQUESTS`): None for the original's request (vectors, or a head's scores);
         ``embed``, ``predict`` or ``rerank`` to ask for that and be refused (`UnsupportedTaskError`)
@@ -58,3 +59,7 @@ class Gateway(Protocol):
 
     def request_stop(self) -> None:
         """Begin a graceful shutdown; returns at once."""
+
+    def stage_failed(self, stage: str, error: BaseException) -> None:
+        """A serving loop (``stage`` names it) died: ``/ready`` answers 503 ``failed`` from now
+        on, and the server drains and exits non-zero. Returns at once."""

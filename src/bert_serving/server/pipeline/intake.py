@@ -2,9 +2,15 @@
 
 It tokenizes big requests on its own threads, so neither the sockets' I/O thread nor the workers
 wait for them, and small ones (a few short texts, most requests) at once on the caller's thread,
-where that costs less than handing them over; then it queues the request in the batcher. Whatever goes wrong on the way (malformed texts, a
-full backlog) is answered through the request's own reply callback: every request accepted
-here gets exactly one answer.
+where that costs less than handing them over; then it queues the request in the batcher.
+Whatever goes wrong on the way (malformed texts, a full backlog, a result too large to hold, a
+bug) is answered through the request's own reply callback: every request accepted here gets
+exactly one answer, unless its edge abandons its `Ticket` first (the client went away).
+
+Admission, before any work is spent: the count of texts (``-max_request_texts``), the backlog
+in texts (the batcher) and in bytes (`MemoryBudget`: the texts until tokenized, then the
+result until answered), and the result's size (``-max_result_bytes``), checked again once the
+lengths are known.
 """
 
 from __future__ import annotations
@@ -16,9 +22,11 @@ import time
 from typing import Callable
 
 from ...errors import BertServingError, NotReadyError, PayloadTooLargeError, ServerError
+from ...model.outputs import OutputLayout
 from ...model.tokenization import Tokenizer
 from .batcher import Batcher
-from .request import Outcome, ReplyFn, Request
+from .budget import MemoryBudget, human_bytes, size_of_texts
+from .request import Outcome, ReplyFn, Request, Ticket
 from .sink import Sink
 from .stats import Stats
 
@@ -37,62 +45,125 @@ class Intake:
         sink: Sink,
         stats: Stats,
         *,
+        outputs: OutputLayout | None = None,
+        budget: MemoryBudget | None = None,
         keep_tokens: bool = False,
         max_request_texts: int = 1_000_000,
+        max_result_bytes: int = 1 << 62,
         threads: int = 2,
     ) -> None:
         self._tokenizer = tokenizer
         self._batcher = batcher
         self._sink = sink
         self._stats = stats
+        self._outputs = outputs
+        self._budget = budget or MemoryBudget(1 << 62)
         self._keep_tokens = keep_tokens
         self.max_request_texts = max_request_texts
+        self.max_result_bytes = max_result_bytes
         self._pool = _Threads(threads, "tokenize")
         self._closed = False
 
-    def submit(self, texts: object, is_tokenized: bool, reply: ReplyFn, client: str, *, pairs: bool = False) -> None:
+    def submit(self, texts: object, is_tokenized: bool, reply: ReplyFn, client: str, *,
+               pairs: bool = False) -> Ticket:
         """Tokenize and queue ``texts`` in the background; its `Outcome` goes to ``reply``.
         ``pairs``: texts are strings or explicit ``[A, B]`` pairs (`Tokenizer.encode_pairs`)."""
+        ticket = Ticket()
         count = len(texts) if isinstance(texts, list) else 0
         self._stats.data_request(client, count)
         if self._closed:
             self._refuse(reply, NotReadyError("the server is shutting down and accepts no new requests"))
-            return
+            return ticket
         if count > self.max_request_texts:
             self._refuse(reply, PayloadTooLargeError(
                 f"{count} texts in one request; this server takes at most {self.max_request_texts} "
                 "(-max_request_texts): split the list"
             ))
-            return
+            return ticket
+        text_bytes = size_of_texts(texts)
         try:
+            self._check_result_size(count)  # as far as it is known before tokenization
             self._batcher.admit(count)  # a full backlog refuses here, before any work is spent
+            try:
+                self._budget.reserve(text_bytes)
+            except BertServingError:
+                self._batcher.release(count)
+                raise
         except BertServingError as exc:
             self._refuse(reply, exc)
-            return
+            return ticket
         received = time.perf_counter()
+        work = (ticket, texts, is_tokenized, reply, client, received, count, text_bytes, pairs)
         if _is_small(texts):
-            self._tokenize(texts, is_tokenized, reply, client, received, count, pairs)
+            self._tokenize(*work)
         else:
-            self._pool.submit(self._tokenize, texts, is_tokenized, reply, client, received, count, pairs)
+            self._pool.submit(self._tokenize, *work)
+        return ticket
 
-    def _tokenize(self, texts, is_tokenized: bool, reply: ReplyFn, client: str, received: float, count: int,
-                  pairs: bool = False) -> None:
+    def _check_result_size(self, count: int, longest: int = 0) -> int:
+        if self._outputs is None:
+            return 0
+        nbytes = self._outputs.nbytes(count, longest)
+        if nbytes > self.max_result_bytes:
+            shape = list(self._outputs.shape(count, longest))
+            per_token = "; or a pooled -pooling_strategy" if self._outputs.per_token else ""
+            raise PayloadTooLargeError(
+                f"the answer would be {shape} {self._outputs.dtype} ({human_bytes(nbytes)}); this server answers at "
+                f"most {human_bytes(self.max_result_bytes)} per request (-max_result_bytes): send fewer texts per "
+                f"request (BertClient's chunk_size){per_token}"
+            )
+        return nbytes
+
+    def _tokenize(self, ticket: Ticket, texts, is_tokenized: bool, reply: ReplyFn, client: str, received: float,
+                  count: int, text_bytes: int, pairs: bool) -> None:
+        try:
+            error = self._queue(ticket, texts, is_tokenized, reply, client, received, count, text_bytes, pairs)
+        except Exception as exc:  # a bug here must still answer the client
+            logger.exception("queueing a request failed")
+            error = ServerError(f"the server failed to queue this request ({type(exc).__name__}); it has been logged")
+        if error is not None:
+            self._refuse(reply, error)
+
+    def _queue(self, ticket: Ticket, texts, is_tokenized: bool, reply: ReplyFn, client: str, received: float,
+               count: int, text_bytes: int, pairs: bool) -> BertServingError | None:
+        """Tokenize and queue; the error to answer with instead (its admission given back)."""
+        if ticket.abandoned:  # the client went away while the request waited to be tokenized
+            self._budget.release(text_bytes)
+            self._batcher.release(count)
+            self._stats.error("abandoned")
+            return None
+        error: BertServingError | None = None
         try:
             if pairs:
                 features = self._tokenizer.encode_pairs(texts, keep_tokens=self._keep_tokens)
             else:
                 features = self._tokenizer.encode(texts, is_tokenized, keep_tokens=self._keep_tokens)
-        except Exception as exc:
+            result_bytes = self._check_result_size(len(features), int(features.lengths.max(initial=0)))
+        except BertServingError as exc:
+            error = exc
+        except Exception as exc:  # a tokenizer bug must still answer the client
+            logger.exception("tokenization failed")
+            error = ServerError(f"tokenization failed: {exc}")
+        finally:
+            self._budget.release(text_bytes)
+        if error is None:
+            try:
+                self._budget.reserve(result_bytes)
+            except BertServingError as exc:
+                error = exc
+        if error is not None:
             self._batcher.release(count)
-            if not isinstance(exc, BertServingError):  # a tokenizer bug must still answer the client
-                logger.exception("tokenization failed")
-                exc = ServerError(f"tokenization failed: {exc}")
-            self._refuse(reply, exc)
-            return
-        request = Request(features, reply, client, received_at=received, tokenized_at=time.perf_counter())
+            return error
+        request = Request(features, reply, client, received_at=received, tokenized_at=time.perf_counter(),
+                          reserved_bytes=result_bytes)
         self._stats.tokenized(request.tokenized_at - received, features.num_tokens)
         self._sink.track(request)
+        if not ticket.attach(request, self._sink.abandon):
+            self._sink.abandon(request)
+            self._batcher.release(count)
+            return None
         self._batcher.submit(request)
+        return None
 
     def _refuse(self, reply: ReplyFn, error: BertServingError) -> None:
         self._stats.error(error.code)
