@@ -66,11 +66,14 @@ def test_worker_killed_during_load_every_request_answered_correctly(minilm) -> N
         np.testing.assert_allclose(results[i], minilm.encode(job), atol=1e-5)
 
 
-@pytest.mark.parametrize("how", ["SIGTERM", "SIGINT", "bert-serving-terminate"])
+@pytest.mark.parametrize("how", ["SIGTERM", "SIGINT", "bert-serving-terminate", "SIGINT to the group",
+                                 "SIGTERM to the group"])
 def test_shutdown_during_load_drains_and_leaves_no_process(how, minilm) -> None:
+    """Also Ctrl-C in a terminal and systemd stopping the unit, which signal the whole process
+    group: the workers must not die with the server and be taken for crashed."""
     port, port_out = free_ports(2)
     proc = start_cli(f"-port={port}", f"-port_out={port_out}", "-max_seq_len=64", "-num_worker=2",
-                     "-bind=127.0.0.1", "-drain_timeout=60")
+                     "-bind=127.0.0.1", "-drain_timeout=60", own_group=True)
     try:
         wait_for_line(proc, "ready to serve")
         workers = children(proc.pid)
@@ -102,13 +105,17 @@ def test_shutdown_during_load_drains_and_leaves_no_process(how, minilm) -> None:
             from bert_serving.client import terminate_server
 
             threading.Thread(target=terminate_server, args=("127.0.0.1", port, 60_000), daemon=True).start()
+        elif how.endswith("to the group"):
+            os.killpg(proc.pid, getattr(signal, how.split()[0]))  # the server leads its own group
         else:
             proc.send_signal(getattr(signal, how))
         for t in threads:
             t.join(120)
+        assert not any(t.is_alive() for t in threads), "a client was never answered"
         assert proc.wait(70) == 0
         output = proc.stdout.read()
         assert "server stopped" in output and "Traceback" not in output
+        assert "restarting it" not in output and "died with exit code" not in output  # no worker taken for crashed
         assert not any(alive(pid) for pid in workers), "a worker outlived the server"
         served_after = [o for when, o in outcomes if when > stop_at[0] and isinstance(o[0], np.ndarray)]
         assert served_after, "requests accepted before the signal were not served after it"
