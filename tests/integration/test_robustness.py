@@ -47,7 +47,7 @@ class BrokenGateway:
         raise RuntimeError("a bug in the pipeline")
 
     def status(self, with_statistic: bool = False, client: str = "") -> dict:
-        return {"server_version": "1.10.0"}
+        return {"server_version": "1.10.0", "max_seq_len": 16}
 
     def stage_failed(self, stage: str, error: BaseException) -> None:
         self.failures.append(stage)
