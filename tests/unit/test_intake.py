@@ -119,10 +119,11 @@ def test_a_ticket_abandoned_before_tokenization_is_not_queued() -> None:
     original = intake._tokenizer.encode
     intake._tokenizer.encode = lambda *a, **k: (gate.wait(10), original(*a, **k))[1]
     answers = Answers()
-    tickets = [intake.submit(["held up"], False, answers, "t") for _ in range(3)]  # 2 tokenize threads
+    texts = [f"held up {i}" for i in range(20)]  # too many to be tokenized on the caller's thread
+    tickets = [intake.submit(texts, False, answers, "t") for _ in range(3)]  # 2 tokenize threads
     tickets[2].abandon()  # still waiting for a thread
     gate.set()
-    assert run_all(batcher, sink) == 2 and len(answers.outcomes) == 2
+    assert run_all(batcher, sink) == 40 and len(answers.outcomes) == 2
     intake.close()
     assert stats.errors == {"abandoned": 1} and budget.used_bytes == 0 and batcher.queued_rows == 0
 
