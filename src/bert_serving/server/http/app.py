@@ -100,9 +100,16 @@ def _texts_kind(value: object) -> str | None:
     return "texts-tokenized" if value and isinstance(value[0], list) else "texts-plain"
 
 
+def _token_kind(value: object) -> str | None:
+    if isinstance(value, str):
+        return "token-text"
+    return "token-id" if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
 def encode_request_model(vocab_size: int, max_texts: int) -> type[EncodeRequest]:
-    token = integer(ge=0, lt=vocab_size)
-    tokens = Annotated[list[Text | token], Field(min_length=1)]
+    token = one_of({"token-text": Text, "token-id": integer(ge=0, lt=vocab_size)}, _token_kind,
+                   "a word piece (string) or a token id")
+    tokens = Annotated[list[token], Field(min_length=1)]
     texts = one_of({"texts-plain": Annotated[list[Text], Field(min_length=1, max_length=max_texts)],
                     "texts-tokenized": Annotated[list[tokens], Field(min_length=1, max_length=max_texts)]},
                    _texts_kind, "a list of texts, or a list of token lists")

@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, create_model
 from ...errors import InvalidRequestError
 from ...model.scores import ranked
 from ..pipeline.gateway import ServedModel
-from .openai_api import Text, integer
+from .openai_api import Text, integer, one_of
 from .responses import RERANK_ERROR_RESPONSES, RERANK_PATHS, client_of, error_response, json_response
 from .tei_api import Submit
 
@@ -50,9 +50,15 @@ class RerankRequest(BaseModel):
     rank_fields: list[str] | None = Field(None, description="Only [\"text\"] is supported")
 
 
+def _document_kind(value: object) -> str | None:
+    return "document-text" if isinstance(value, str) else "document-object" if isinstance(value, dict) else None
+
+
 def rerank_request_model(max_texts: int) -> type[RerankRequest]:
+    document = one_of({"document-text": Text, "document-object": Document}, _document_kind,
+                      'a string or an object {"text": string}')
     return create_model("CohereRerankRequest", __base__=RerankRequest,
-                        documents=(Annotated[list[Text | Document], Field(min_length=1, max_length=max_texts)],
+                        documents=(Annotated[list[document], Field(min_length=1, max_length=max_texts)],
                                    Field(description="Texts, or objects with a text, to rank")))
 
 

@@ -25,7 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, create_model, fie
 from ...model.scores import ranked
 from ..pipeline.gateway import ServedModel
 from ..pipeline.request import Outcome
-from .openai_api import Text
+from .openai_api import Text, one_of
 from .responses import TEI_ERROR_RESPONSES, client_of, error_response, json_response
 
 __all__ = ["PredictRequest", "TeiRerankRequest", "mount_tei"]
@@ -67,11 +67,20 @@ def _inputs_problem(value: object) -> str | None:
     return None
 
 
+def _inputs_kind(value: object) -> str | None:
+    if isinstance(value, str):
+        return "inputs-text"
+    if not isinstance(value, list):
+        return None
+    return "inputs-batch" if value and isinstance(value[0], list) else "inputs-pair"
+
+
 def predict_request_model(max_texts: int) -> type[PredictRequest]:
     one = Annotated[list[Text], Field(min_length=1, max_length=2)]
     batch = Annotated[list[one], Field(min_length=1, max_length=max_texts)]
+    inputs = one_of({"inputs-text": Text, "inputs-pair": one, "inputs-batch": batch}, _inputs_kind, _SHAPES)
     return create_model("PredictRequest", __base__=PredictRequest,
-                        inputs=(Text | one | batch, Field(description=f"Model input: {_SHAPES}")))
+                        inputs=(inputs, Field(description=f"Model input: {_SHAPES}")))
 
 
 class TeiRerankRequest(BaseModel):
