@@ -35,6 +35,7 @@ import json
 import os
 import platform
 import shlex
+import signal
 import socket
 import statistics
 import subprocess
@@ -112,9 +113,20 @@ def echo_http(port: int, dim: int) -> None:
 # --- contenders ---------------------------------------------------------------------------------------------------
 
 
+def _die_with_parent() -> None:
+    """Linux: the contender gets SIGTERM when this script ends, however it ends."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
 class Process:
     def __init__(self, argv: list[str], ready: str | None = None) -> None:
-        self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                     preexec_fn=_die_with_parent)
         if ready:
             for line in self.proc.stdout:
                 if ready in line:
