@@ -151,7 +151,7 @@ class BertServer(threading.Thread):
                                    num_cpus=config.ray_num_cpus, num_gpus=config.ray_num_gpus,
                                    gpu_memory_fraction=config.gpu_memory_fraction, **stages)
         return local_worker_pool(
-            config.encoder, self.devices, ctx=self._ctx,
+            config.encoder, self.devices,
             threads=config.threads_per_worker() if self.devices[0] == "cpu" else 1,
             gpu_memory_fraction=config.gpu_memory_fraction, **stages,
         )
