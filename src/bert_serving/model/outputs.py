@@ -5,6 +5,7 @@ Numpy only: the server's sink reassembles results with it, without importing the
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -36,7 +37,7 @@ class OutputLayout:
 
     def nbytes(self, count: int, longest: int = 0) -> int:
         """Bytes of that result (with the default ``longest``: at least that many)."""
-        return int(np.prod(self.shape(count, longest), dtype=np.int64)) * np.dtype(self.dtype).itemsize
+        return math.prod(self.shape(count, longest)) * np.dtype(self.dtype).itemsize  # Python ints: no overflow
 
     def buffer(self, lengths: np.ndarray) -> np.ndarray:
         """Zeros shaped like the result for sequences of these lengths (see `shape`)."""
