@@ -6,6 +6,9 @@ Client -> server (PUSH -> PULL on ``port``), always 4 frames::
 
 ``payload`` is JSON: a list of texts, a list of token lists, or a control word
 (SHOW_CONFIG, SHOW_STATUS, TERMINATION). ``req_id`` and ``msg_len`` are ASCII decimals.
+Our extension, which the stock client never sends and the server never requires: a JSON
+object ``{"texts": [...], "prompt_name": "query"}`` (or ``"prompt": "query: "``) asks for one
+of the model's prompts, or a prompt of its own, before each text.
 
 Server -> client (PUB -> SUB on ``port_out``, topic = identity)::
 
@@ -38,8 +41,10 @@ __all__ = [
     "TERMINATION",
     "Reply",
     "ClientMessage",
+    "DataRequest",
     "MalformedRequest",
     "config_frames",
+    "decode_data",
     "decode_texts",
     "keep_alive",
     "error_frames",
@@ -140,9 +145,49 @@ def decode_texts(payload: bytes) -> tuple[list, bool]:
     return texts, is_tokenized
 
 
-def texts_payload(texts: list) -> bytes:
-    """The payload of a data request."""
-    return json.dumps(texts).encode("utf-8")
+def texts_payload(texts: list, *, prompt_name: str | None = None, prompt: str | None = None) -> bytes:
+    """The payload of a data request: the 1.10.0 list, or with a prompt our object form."""
+    options = {key: value for key, value in (("prompt_name", prompt_name), ("prompt", prompt)) if value is not None}
+    return json.dumps({"texts": texts, **options} if options else texts).encode("utf-8")
+
+
+@dataclass(frozen=True)
+class DataRequest:
+    """A data request's payload: its texts and, in our object form, the prompt it asks for."""
+
+    texts: list
+    is_tokenized: bool
+    prompt_name: object = None  # checked where the model's prompts are known
+    prompt: object = None
+
+
+_DATA_FIELDS = ("texts", "prompt_name", "prompt")
+
+
+def decode_data(payload: bytes) -> DataRequest:
+    """A data request: the 1.10.0 JSON list of texts, or ``{"texts": [...], "prompt_name"|"prompt": ...}``."""
+    try:
+        value = json.loads(payload)
+    except UnicodeDecodeError:
+        raise InvalidRequestError("the payload is not UTF-8 encoded JSON") from None
+    except ValueError as exc:
+        raise InvalidRequestError(f"the payload is not valid JSON: {exc}") from None
+    if isinstance(value, dict):
+        unknown = sorted(set(value) - set(_DATA_FIELDS))
+        if unknown or "texts" not in value:
+            raise InvalidRequestError(f"a request object has the fields {', '.join(_DATA_FIELDS)} (texts required); "
+                                      f"got {', '.join(map(str, value)) or 'none'}")
+        texts = value["texts"]
+        if not isinstance(texts, list):
+            raise InvalidRequestError(f"texts must be a JSON list of texts, got {type(texts).__name__}")
+        return DataRequest(texts, _tokenized(texts), value.get("prompt_name"), value.get("prompt"))
+    if not isinstance(value, list):
+        raise InvalidRequestError(f"the payload must be a JSON list of texts, got {type(value).__name__}")
+    return DataRequest(value, _tokenized(value))
+
+
+def _tokenized(texts: list) -> bool:
+    return bool(texts) and all(isinstance(t, list) for t in texts)
 
 
 def _json(value: Any) -> bytes:

@@ -58,6 +58,7 @@ class BertServer:
         self._served = ServedModel(
             name=self.spec.source.name, dim=self.spec.dim, vocab_size=self.tokenizer.vocab_size,
             settings={**self.config.as_status(), **self.spec.describe(), "device_map": self.devices},
+            prompts=self.spec.prompts.as_dict(), default_prompt_name=self.spec.prompts.default_name,
         )
         self._log_configuration()
 
@@ -88,7 +89,7 @@ class BertServer:
         self.stats.queue_rows = lambda: self.batcher.queued_rows
         self.sink = Sink(spec.outputs, self.stats, show_tokens=spec.show_tokens)
         self.intake = Intake(self.tokenizer, self.batcher, self.sink, self.stats, keep_tokens=spec.show_tokens,
-                             max_request_texts=config.max_request_texts)
+                             max_request_texts=config.max_request_texts, prompts=spec.prompts)
         try:
             self.workers = self._worker_pool()  # with -ray_address: joins the cluster, or ConfigurationError
         except Exception:
@@ -235,8 +236,9 @@ class BertServer:
     def model(self) -> ServedModel:
         return self._served
 
-    def submit(self, texts: object, is_tokenized: bool, reply: ReplyFn, client: str) -> None:
-        self.intake.submit(texts, is_tokenized, reply, client)
+    def submit(self, texts: object, is_tokenized: bool, reply: ReplyFn, client: str, *, prompt_name: object = None,
+               prompt: object = None) -> None:
+        self.intake.submit(texts, is_tokenized, reply, client, prompt_name=prompt_name, prompt=prompt)
 
     def serving(self) -> bool:
         return self.is_ready.is_set()

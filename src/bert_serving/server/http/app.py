@@ -37,6 +37,8 @@ from .dashboard import index_page, mount_dashboard, wants_html
 from .limits import BodyLimit
 from .metrics import CONTENT_TYPE, render_metrics
 from .openai_api import (
+    PROMPT,
+    PROMPT_NAME,
     EmbeddingsResponse,
     Integer,
     OpenAIError,
@@ -80,6 +82,8 @@ class EncodeRequest(BaseModel):
     texts: list[Text] | list[list[Text | Integer]] = Field(description="Texts, or token lists with is_tokenized")
     is_tokenized: StrictBool = Field(False, description="Accepted as the original's; as on the ZeroMQ wire, "
                                                         "lists of tokens are recognised by their shape")
+    prompt_name: str | None = Field(None, description=PROMPT_NAME)
+    prompt: str | None = Field(None, description=PROMPT)
 
 
 def encode_request_model(vocab_size: int, max_texts: int) -> type[EncodeRequest]:
@@ -150,14 +154,15 @@ def create_app(gateway: Gateway, config: HttpSettings) -> FastAPI:
 
     guarded = [Depends(authorized)]
 
-    async def encode(texts: list, is_tokenized: bool, client: str) -> Outcome:
+    async def encode(texts: list, is_tokenized: bool, client: str, prompt_name: str | None,
+                     prompt: str | None) -> Outcome:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Outcome] = loop.create_future()
 
         def reply(outcome: Outcome) -> None:
             loop.call_soon_threadsafe(lambda: future.done() or future.set_result(outcome))
 
-        gateway.submit(texts, is_tokenized, reply, client)
+        gateway.submit(texts, is_tokenized, reply, client, prompt_name=prompt_name, prompt=prompt)
         return await future
 
     @app.post("/encode", response_model=EncodeResponse, responses=documented_errors(ErrorBody), dependencies=guarded,
@@ -165,7 +170,7 @@ def create_app(gateway: Gateway, config: HttpSettings) -> FastAPI:
     async def encode_route(body: EncodeBody, request: Request) -> Response:
         """Vectors for ``texts``, as bert-as-service's HTTP proxy answered."""
         is_tokenized = all(isinstance(t, list) for t in body.texts)
-        outcome = await encode(body.texts, is_tokenized, client_of(request))
+        outcome = await encode(body.texts, is_tokenized, client_of(request), body.prompt_name, body.prompt)
         if outcome.error is not None:
             return error_response(request.url.path, outcome.error)
         return json_response({"id": body.id, "result": outcome.result, "status": 200})
@@ -188,7 +193,7 @@ def create_app(gateway: Gateway, config: HttpSettings) -> FastAPI:
         async def embeddings(body: EmbeddingsBody, request: Request) -> Response:
             """OpenAI-compatible embeddings."""
             texts, is_ids = request_texts(body)
-            outcome = await encode(texts, is_ids, client_of(request))
+            outcome = await encode(texts, is_ids, client_of(request), body.prompt_name, body.prompt)
             if outcome.error is not None:
                 return error_response(request.url.path, outcome.error)
             return json_response(embeddings_body(body, outcome.result, outcome.num_tokens, model.name))
@@ -213,7 +218,7 @@ def create_app(gateway: Gateway, config: HttpSettings) -> FastAPI:
     async def index(request: Request) -> Response:
         """What is served here, and where (for a browser, a page of links)."""
         info = {"name": "bert-serving", "version": __version__, "model": model.name,
-                "dim": model.dim, "docs": "/docs", "openapi": "/openapi.json", "dashboard": "/dashboard",
+                "dim": model.dim, "prompts": dict(model.prompts), "default_prompt_name": model.default_prompt_name, "docs": "/docs", "openapi": "/openapi.json", "dashboard": "/dashboard",
                 "routes": ["/encode", "/v1/embeddings", "/status/server", "/health", "/ready", "/metrics"]}
         return index_page(info) if wants_html(request) else json_response(info)
 

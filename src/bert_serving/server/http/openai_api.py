@@ -5,7 +5,10 @@ so the ``openai`` SDK, LangChain and LlamaIndex work against the server unchange
   (word-piece ids of this model's vocabulary; [CLS]/[SEP] are added as for text);
 - ``encoding_format``: ``float`` or ``base64`` (little-endian float32 bytes);
 - ``dimensions``: keep the first N dimensions, then L2-normalise (Matryoshka-style);
-- ``model``: optional; the answer names the model actually served; ``user`` is ignored.
+- ``model``: optional; the answer names the model actually served; ``user`` is ignored;
+- ``prompt_name`` (one of the model's prompts) or ``prompt`` (a text): put before each input
+  (sentence-transformers' prompts; the openai SDK sends them with ``extra_body``); the usage
+  counts include the prompt's tokens.
 Vectors are the server's configured ones (the same as ``/encode`` and ZeroMQ give).
 """
 
@@ -19,7 +22,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstr
 
 from ...errors import BertServingError, InvalidRequestError
 
-__all__ = ["EmbeddingsRequest", "EmbeddingsResponse", "Integer", "OpenAIError", "Text", "integer", "embeddings_body",
+__all__ = ["PROMPT", "PROMPT_NAME", "EmbeddingsRequest", "EmbeddingsResponse", "Integer", "OpenAIError", "Text", "integer", "embeddings_body",
            "embeddings_request_model", "openai_error_body", "request_texts"]
 
 _TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
@@ -48,6 +51,10 @@ def integer(**constraints) -> object:
 
 Integer = integer()
 
+PROMPT_NAME = ("One of the model's prompts (GET / lists them) to put before each text; default: the model's "
+               "default prompt, if it has one")
+PROMPT = "A prompt of your own to put before each text, instead of a named one; \"\" for none"
+
 
 class EmbeddingsRequest(BaseModel):
     """The request; `embeddings_request_model` narrows it to a served model's limits."""
@@ -61,6 +68,8 @@ class EmbeddingsRequest(BaseModel):
     encoding_format: Literal["float", "base64"] = "float"
     dimensions: integer(ge=1) | None = Field(None, description="Keep this many leading dimensions, re-normalised")
     user: str | None = None
+    prompt_name: str | None = Field(None, description=PROMPT_NAME)
+    prompt: str | None = Field(None, description=PROMPT)
 
 
 def embeddings_request_model(vocab_size: int, dim: int, max_texts: int) -> type[EmbeddingsRequest]:

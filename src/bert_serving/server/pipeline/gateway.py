@@ -23,6 +23,8 @@ class ServedModel:
     dim: int  # width of one output vector
     vocab_size: int  # token ids a client may send are 0 <= id < vocab_size
     settings: Mapping[str, object] = field(default_factory=dict)  # effective settings, for humans
+    prompts: Mapping[str, str] = field(default_factory=dict)  # names a request's prompt_name may take
+    default_prompt_name: str | None = None  # the prompt a request that names none gets
 
 
 class Gateway(Protocol):
@@ -35,8 +37,11 @@ class Gateway(Protocol):
     @property
     def model(self) -> ServedModel: ...
 
-    def submit(self, texts: object, is_tokenized: bool, reply: ReplyFn, client: str) -> None:
-        """Queue ``texts`` for the model; exactly one `Outcome` goes to ``reply``, on another thread."""
+    def submit(self, texts: object, is_tokenized: bool, reply: ReplyFn, client: str, *, prompt_name: object = None,
+               prompt: object = None) -> None:
+        """Queue ``texts`` for the model, after the prompt they ask for (``prompt_name``: one of
+        the model's; ``prompt``: a text; neither: the model's default); exactly one `Outcome` goes
+        to ``reply``, on another thread."""
 
     def status(self, with_statistic: bool = False, client: str = "") -> dict[str, object]:
         """SHOW_CONFIG, and with ``with_statistic`` SHOW_STATUS, as the stock client reads them."""

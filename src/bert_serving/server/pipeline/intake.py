@@ -13,6 +13,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 from ...errors import BertServingError, NotReadyError, PayloadTooLargeError, ServerError
+from ...model.prompts import Prompts
 from ...model.tokenization import Tokenizer
 from .batcher import Batcher
 from .request import Outcome, ReplyFn, Request
@@ -35,8 +36,10 @@ class Intake:
         keep_tokens: bool = False,
         max_request_texts: int = 1_000_000,
         threads: int = 2,
+        prompts: Prompts = Prompts(),
     ) -> None:
         self._tokenizer = tokenizer
+        self._prompts = prompts
         self._batcher = batcher
         self._sink = sink
         self._stats = stats
@@ -45,8 +48,10 @@ class Intake:
         self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="tokenize")
         self._closed = False
 
-    def submit(self, texts: object, is_tokenized: bool, reply: ReplyFn, client: str) -> None:
-        """Tokenize and queue ``texts`` in the background; its `Outcome` goes to ``reply``."""
+    def submit(self, texts: object, is_tokenized: bool, reply: ReplyFn, client: str, *, prompt_name: object = None,
+               prompt: object = None) -> None:
+        """Tokenize (after the prompt asked for, see `Prompts.choose`) and queue ``texts`` in the
+        background; its `Outcome` goes to ``reply``."""
         count = len(texts) if isinstance(texts, list) else 0
         self._stats.data_request(client, count)
         if self._closed:
@@ -64,11 +69,13 @@ class Intake:
             self._refuse(reply, exc)
             return
         received = time.perf_counter()
-        self._pool.submit(self._tokenize, texts, is_tokenized, reply, client, received, count)
+        self._pool.submit(self._tokenize, texts, is_tokenized, reply, client, received, count, (prompt_name, prompt))
 
-    def _tokenize(self, texts, is_tokenized: bool, reply: ReplyFn, client: str, received: float, count: int) -> None:
+    def _tokenize(self, texts, is_tokenized: bool, reply: ReplyFn, client: str, received: float, count: int,
+                  prompt: tuple[object, object]) -> None:
         try:
-            features = self._tokenizer.encode(texts, is_tokenized, keep_tokens=self._keep_tokens)
+            features = self._tokenizer.encode(texts, is_tokenized, keep_tokens=self._keep_tokens,
+                                              prompt=self._prompts.choose(*prompt))
         except Exception as exc:
             self._batcher.release(count)
             if not isinstance(exc, BertServingError):  # a tokenizer bug must still answer the client

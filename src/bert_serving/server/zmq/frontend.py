@@ -243,13 +243,14 @@ class Frontend:
             if len(message.payload) > self._max_request_bytes:
                 raise PayloadTooLargeError(f"the payload has {len(message.payload)} bytes; this server takes at "
                                            f"most {self._max_request_bytes} (-max_request_bytes): split the list")
-            texts, is_tokenized = protocol.decode_texts(message.payload)
+            data = protocol.decode_data(message.payload)
         except (InvalidRequestError, PayloadTooLargeError) as exc:
             self._stats.data_request(client, 0)
             self._stats.error(exc.code)
             reply(Outcome(error=exc))
             return
-        self._gateway.submit(texts, is_tokenized, reply, client)
+        self._gateway.submit(data.texts, data.is_tokenized, reply, client, prompt_name=data.prompt_name,
+                             prompt=data.prompt)
 
 
 def _drain(sock: zmq.Socket, handle: Callable[[list], None], limit: int) -> None:
