@@ -132,17 +132,21 @@ def parse_request(frames: list[bytes]) -> ClientMessage:
 
 
 def decode_texts(payload: bytes) -> tuple[list, bool]:
-    """The texts of a data request and whether they are pre-tokenized (lists of tokens)."""
+    """The texts of a 1.10.0 data request (a JSON list) and whether they are pre-tokenized
+    (lists of tokens). `decode_data` also reads our object form."""
+    texts = _parse(payload)
+    if not isinstance(texts, list):
+        raise InvalidRequestError(f"the payload must be a JSON list of texts, got {type(texts).__name__}")
+    return texts, _tokenized(texts)
+
+
+def _parse(payload: bytes) -> object:
     try:
-        texts = json.loads(payload)
+        return json.loads(payload)
     except UnicodeDecodeError:
         raise InvalidRequestError("the payload is not UTF-8 encoded JSON") from None
     except ValueError as exc:
         raise InvalidRequestError(f"the payload is not valid JSON: {exc}") from None
-    if not isinstance(texts, list):
-        raise InvalidRequestError(f"the payload must be a JSON list of texts, got {type(texts).__name__}")
-    is_tokenized = bool(texts) and all(isinstance(t, list) for t in texts)
-    return texts, is_tokenized
 
 
 def texts_payload(texts: list, *, prompt_name: str | None = None, prompt: str | None = None) -> bytes:
@@ -166,12 +170,7 @@ _DATA_FIELDS = ("texts", "prompt_name", "prompt")
 
 def decode_data(payload: bytes) -> DataRequest:
     """A data request: the 1.10.0 JSON list of texts, or ``{"texts": [...], "prompt_name"|"prompt": ...}``."""
-    try:
-        value = json.loads(payload)
-    except UnicodeDecodeError:
-        raise InvalidRequestError("the payload is not UTF-8 encoded JSON") from None
-    except ValueError as exc:
-        raise InvalidRequestError(f"the payload is not valid JSON: {exc}") from None
+    value = _parse(payload)
     if isinstance(value, dict):
         unknown = sorted(set(value) - set(_DATA_FIELDS))
         if unknown or "texts" not in value:

@@ -198,6 +198,8 @@ def resolve(settings: EncoderSettings) -> ModelSpec:
             )
         if max_seq_len <= 3:
             raise ConfigurationError(f"-max_seq_len must be > 3 (room for [CLS] and [SEP]), got {max_seq_len}")
+    if settings.pooling_strategy is None and defaults.pooling_problem:
+        raise ConfigurationError(defaults.pooling_problem)
     strategy = settings.pooling_strategy or defaults.pooling_strategy
     normalize = defaults.normalize if settings.normalize is None else settings.normalize
     if strategy.per_token and normalize:

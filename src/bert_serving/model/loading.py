@@ -33,6 +33,7 @@ import numpy as np
 import torch
 
 from ..errors import ConfigurationError
+from .architectures import check_text_model
 from .checkpoint import CheckpointError, CheckpointReader, available_prefixes, resolve_prefix
 from .pooling import PoolingStrategy
 
@@ -57,6 +58,8 @@ class ModelDefaults:
     lowercase: bool = False
     # the Pooling module's include_prompt: prompt tokens count in pooling
     include_prompt: bool = True
+    # why no strategy here does what the Pooling module asks (then -pooling_strategy must choose)
+    pooling_problem: str | None = None
     # config_sentence_transformers.json: named prompts, and the one applied when a request names none
     prompts: tuple[tuple[str, str], ...] = ()
     default_prompt_name: str | None = None
@@ -150,6 +153,7 @@ def _huggingface(root: Path, tuned: Path | None) -> ModelSource:
     config = transformer_dir / "config.json"
     if not config.is_file():
         raise ConfigurationError(f"{config} is missing")
+    check_text_model(_read_json(config), config)  # before asking a vision model for its tokenizer
     tokenizer = transformer_dir / "tokenizer.json"
     vocab = transformer_dir / "vocab.txt"
     if not tokenizer.is_file() and not vocab.is_file():
@@ -203,7 +207,7 @@ def _sentence_transformers(root: Path) -> tuple[Path, ModelDefaults]:
     modules = _read_json(root / "modules.json")
     if not isinstance(modules, list):
         raise ConfigurationError(f"{root / 'modules.json'} is not a list of modules")
-    transformer_dir, pooling, normalize = None, (PoolingStrategy.REDUCE_MEAN, True), False
+    transformer_dir, pooling, normalize = None, (PoolingStrategy.REDUCE_MEAN, True, None), False
     for module in modules:
         kind = str(module.get("type", "")).rsplit(".", 1)[-1]
         path = root / module.get("path", "")
@@ -231,7 +235,8 @@ def _sentence_transformers(root: Path) -> tuple[Path, ModelDefaults]:
     max_len = st_config.get("max_seq_length") or tokenizer_options.get("model_max_length")
     prompts, default_prompt = _st_prompts(root / "config_sentence_transformers.json")
     defaults = ModelDefaults(
-        pooling_strategy=pooling[0],
+        pooling_strategy=pooling[0] or PoolingStrategy.REDUCE_MEAN,
+        pooling_problem=pooling[2],
         pooling_layer=(-1,),
         max_seq_len=int(max_len) if max_len else None,
         normalize=normalize,
@@ -243,8 +248,9 @@ def _sentence_transformers(root: Path) -> tuple[Path, ModelDefaults]:
     return transformer_dir, defaults
 
 
-def _st_pooling(config_path: Path) -> tuple[PoolingStrategy, bool]:
-    """The Pooling module's strategy and whether prompt tokens are pooled."""
+def _st_pooling(config_path: Path) -> tuple[PoolingStrategy | None, bool, str | None]:
+    """The Pooling module's strategy, whether prompt tokens are pooled, and what is wrong
+    when no strategy does what it asks."""
     config = _read_json(config_path)
     modes = config.get("pooling_mode")
     if modes is None:  # before 6.0: booleans, mean when none is set
@@ -254,11 +260,9 @@ def _st_pooling(config_path: Path) -> tuple[PoolingStrategy, bool]:
     if isinstance(modes, tuple) and len(modes) == 1:
         modes = modes[0]
     strategy = _ST_POOLING.get(modes)
-    if strategy is None:
-        raise ConfigurationError(
-            f"{config_path}: pooling {modes!r} is not supported; pass -pooling_strategy to choose one"
-        )
-    return strategy, bool(config.get("include_prompt", True))
+    problem = None if strategy else f"{config_path}: pooling {modes!r} is not supported; pass -pooling_strategy " \
+                                    "to choose one"
+    return strategy, bool(config.get("include_prompt", True)), problem
 
 
 def _st_prompts(path: Path) -> tuple[tuple[tuple[str, str], ...], str | None]:

@@ -25,7 +25,7 @@ from ...errors import ConfigurationError
 from .bert import FAMILIES, BertConfig, unsupported_option
 from .generic import GenericConfig
 
-__all__ = ["PACKED_FAMILIES", "ModelConfig", "read_config"]
+__all__ = ["PACKED_FAMILIES", "ModelConfig", "check_text_model", "read_config"]
 
 logger = logging.getLogger(__name__)
 
@@ -49,7 +49,13 @@ def read_config(path: Path, *, trust_remote_code: bool = False) -> ModelConfig:
     if not isinstance(raw, dict):
         raise ConfigurationError(f"model config {path} is not a JSON object")
     model_type = raw.get("model_type", "bert")  # Google's bert_config.json has none
-    _refuse_unservable(raw, Path(path), trust_remote_code)
+    check_text_model(raw, Path(path))
+    if "auto_map" in raw and not trust_remote_code:
+        code = ", ".join(sorted({str(v).split(".")[0] for v in raw["auto_map"].values() if v}))
+        raise ConfigurationError(
+            f"{path}: {model_type!r} is a model that needs its own Python code ({code}), which bert-serving does "
+            "not run unless told to: if you trust that code, start with -trust_remote_code"
+        )
     if "auto_map" in raw:  # the model's own code, allowed by -trust_remote_code
         logger.warning("%s: running the model's own code from %s (-trust_remote_code)", model_type, path.parent)
         return GenericConfig.from_folder(path.parent, trust_remote_code=True)
@@ -61,15 +67,13 @@ def read_config(path: Path, *, trust_remote_code: bool = False) -> ModelConfig:
     return GenericConfig.from_folder(path.parent)
 
 
-def _refuse_unservable(raw: dict, path: Path, trust_remote_code: bool) -> None:
+def check_text_model(raw: dict, path: Path) -> None:
+    """Raise `ConfigurationError` if the config at ``path`` describes no text encoder or decoder
+    (an encoder-decoder, a vision or audio model)."""
+    if not isinstance(raw, dict):
+        return  # read_config says what is wrong with it
     model_type = raw.get("model_type", "bert")
     kind = f"{path}: {model_type!r} is"
-    if "auto_map" in raw and not trust_remote_code:
-        code = ", ".join(sorted({str(v).split(".")[0] for v in raw["auto_map"].values() if v}))
-        raise ConfigurationError(
-            f"{kind} a model that needs its own Python code ({code}), which bert-serving does not run unless "
-            "told to: if you trust that code, start with -trust_remote_code"
-        )
     if raw.get("is_encoder_decoder") or "decoder" in raw and "encoder" in raw:
         raise ConfigurationError(f"{kind} an encoder-decoder model; bert-serving serves text encoders and "
                                  "decoder-only embedders (a sentence-transformers folder of its encoder works)")
