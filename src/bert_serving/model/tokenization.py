@@ -47,6 +47,7 @@ _PAIR = re.compile(r"^(.*) \|\|\| (.*)$")
 _PAIR_TOKEN = "|||"
 _WHITESPACE = re.compile(r"\s")
 _CHARS_PER_TOKEN = 64  # a prefix of max_len x this many characters nearly always holds max_len pieces
+_CACHED_PROMPT_CHARS = 2048  # prompts up to this long are tokenized once and remembered
 
 
 def check_texts(texts: object, is_tokenized: bool, vocab_size: int | None = None) -> None:
@@ -169,6 +170,8 @@ class Tokenizer:
         return framed.num_tokens - (1 if self.template.single.suffix else 0)
 
     def _pieces(self, text: str) -> list[int]:
+        if len(text) > _CACHED_PROMPT_CHARS:  # a request's own long prompt: not worth keeping
+            return self._backend.encode(text, add_special_tokens=False).ids
         return list(_cached_pieces(self._backend, text))
 
     def _lookup(self, token: str | int) -> int:
