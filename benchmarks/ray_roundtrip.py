@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import tempfile
 import time
 from pathlib import Path
 
@@ -56,18 +57,21 @@ def main() -> None:
 
     from bert_serving.model.encoder import EncoderSettings, resolve
     from bert_serving.model.pooling import PoolingStrategy
-    from bert_serving.server import ray_replicas
+    from bert_serving.server.replicas import ray_replicas
     from bert_serving.server.replicas.local import LocalReplica
+    from bert_serving.server.replicas.pool import embed_once
     from bert_serving.server.replicas.runtime import load_encoder
 
     if options.object_store:
         ray_replicas._INLINE_BYTES = 100 * 1024
     torch.set_num_threads(1)
-    spec = resolve(EncoderSettings(model_dir=str(TINY_BERT) if options.model == "tiny-bert" else None,
-                                   pooling_strategy=options.pooling and PoolingStrategy.from_string(options.pooling)))
+    settings = EncoderSettings(model_dir=str(TINY_BERT) if options.model == "tiny-bert" else None,
+                               pooling_strategy=options.pooling and PoolingStrategy.from_string(options.pooling))
+    spec = resolve(settings)
     encoder = load_encoder(spec, "cpu", threads=1, gpu_memory_fraction=0.5)
     ctx = zmq.Context()
-    local = LocalReplica(spec, "cpu", ctx=ctx, index=0, threads=1)
+    channel = Path(tempfile.mkdtemp())
+    local = LocalReplica(settings, "cpu", ctx=ctx, index=0, channel_dir=channel, threads=1)
     node = {"num_cpus": 1, "object_store_memory": 256 << 20}
     cluster = Cluster(initialize_head=True, head_node_args={**node, "include_dashboard": False})
     try:
@@ -80,10 +84,10 @@ def main() -> None:
         for replica in remote:
             replica.start()
         driver_node = ray.get_runtime_context().get_node_id()
-        rows = {"in process": encoder.embed, "local worker process": local.embed}
+        rows = {"in process": encoder.embed, "local worker process": lambda f: embed_once(local, f)}
         for replica in sorted(remote, key=lambda r: r.placement["node_id"] != driver_node):
             where = "driver's node" if replica.placement["node_id"] == driver_node else "other node"
-            rows[f"Ray actor, {where}"] = replica.embed
+            rows[f"Ray actor, {where}"] = lambda f, r=replica: embed_once(r, f)
         rng = np.random.default_rng(0)
         batches = {n: spec.tokenizer().encode(sentences(n, rng)) for n in options.sizes}
         out_kb = {n: encoder.embed(f).nbytes // 1024 for n, f in batches.items()}

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared"
+# beside the checkout; elsewhere (a GPU machine that gets the checkout alone) where this variable says
+SHARED = Path(os.environ.get("BERT_SERVING_SHARED") or REPO.parent / "shared")
 TINY_BERT = SHARED / "fixtures" / "tiny-bert"
 TF_BUNDLES = SHARED / "fixtures" / "tf-bundles"
 

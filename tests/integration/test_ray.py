@@ -15,10 +15,10 @@ from ray.cluster_utils import Cluster
 from ray.util.placement_group import placement_group, remove_placement_group
 
 from bert_serving.client import BertClient
-from bert_serving.errors import ConfigurationError
+from bert_serving.errors import ConfigurationError, InferenceError
 from bert_serving.model import Encoder, Features
 from bert_serving.server import BertServer, get_args_parser
-from bert_serving.server.replicas.pool import BatchFailed, ReplicaCrashed
+from bert_serving.server.replicas.pool import embed_once
 from bert_serving.server.replicas.ray_replicas import RayReplica
 
 from ..conftest import TINY_BERT
@@ -159,7 +159,7 @@ def test_vectors_through_ray_equal_the_local_encoders(server, sentences, referen
     assert server.stats.statistic()["num_forward_passes"] >= 2
 
 
-def test_model_errors_and_unanswered_calls_become_the_pools_two_failures(server, sentences, reference) -> None:
+def test_model_errors_come_back_as_answers_and_calls_are_pipelined(server, sentences, reference) -> None:
     """A replica of our own next to the server's (this process is the server's Ray driver)."""
     group = placement_group([{"CPU": 1}])
     replica = RayReplica(server.spec, group, index=0)
@@ -167,12 +167,12 @@ def test_model_errors_and_unanswered_calls_become_the_pools_two_failures(server,
     try:
         replica.start()
         unknown_token = Features(np.array([10**6], np.int32), np.zeros(1, np.int8), np.ones(1, bool), np.array([0, 1]))
-        with pytest.raises(BatchFailed, match="IndexError"):
-            replica.embed(unknown_token)
-        np.testing.assert_allclose(replica.embed(one), reference[:1], atol=1e-5, rtol=0)  # still serving
-        replica.call_timeout_s = 0
-        with pytest.raises(ReplicaCrashed, match="did not answer within 0 s"):  # no answer can be that fast
-            replica.embed(one)
+        with pytest.raises(InferenceError, match="IndexError"):
+            embed_once(replica, unknown_token)
+        np.testing.assert_allclose(embed_once(replica, one), reference[:1], atol=1e-5, rtol=0)  # still serving
+        replica.send(1, one)
+        assert replica.receive(0) is None  # no answer can be that fast: the pool's deadline decides
+        assert replica.receive(60).seq == 1
     finally:
         replica.stop()
         remove_placement_group(group)

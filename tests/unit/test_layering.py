@@ -121,3 +121,8 @@ def test_importing_the_pipeline_loads_no_torch() -> None:
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["False", "False"]
+
+
+def test_nothing_the_server_receives_is_unpickled() -> None:
+    """Frames from clients and from worker processes are JSON and raw arrays, never pickles."""
+    assert offenders("bert_serving", ("pickle", "cPickle", "dill", "cloudpickle", "marshal")) == []

@@ -1,9 +1,12 @@
-"""Supervision of replicas: crashes are retried once, poison batches fail alone, nothing is
-answered twice. Fake replicas stand in for worker processes."""
+"""Supervision of replicas: crashes are retried once, failing rows fail alone, hung replicas are
+replaced, batches are pipelined, nothing is answered twice. Fake replicas stand in for worker
+processes."""
 
 from __future__ import annotations
 
 import threading
+import time
+from collections import deque
 
 import numpy as np
 import pytest
@@ -15,7 +18,7 @@ from bert_serving.server.pipeline.batcher import Batcher
 from bert_serving.server.pipeline.request import Request
 from bert_serving.server.pipeline.sink import Sink
 from bert_serving.server.pipeline.stats import Stats
-from bert_serving.server.replicas.pool import BatchFailed, ReplicaCrashed, WorkerPool
+from bert_serving.server.replicas.pool import Finished, ReplicaCrashed, WorkerPool
 
 from ..conftest import TINY_BERT
 
@@ -24,30 +27,50 @@ BROKEN = 66  # a token id the "model raises" on
 
 
 class FakeReplica:
-    """Vectors whose first value is the row's first token id; crashes/raises on marked ids."""
+    """Vectors whose first value is the row's first token id; crashes/raises on marked ids.
+    ``hang_once``: the first batch is never answered (a stopped or deadlocked process)."""
 
-    def __init__(self, name: str, crash_once: bool = False, fail_start: bool = False) -> None:
-        self.name, self.crash_once, self.fail_start = name, crash_once, fail_start
-        self.starts = self.calls = 0
+    def __init__(self, name: str, crash_once: bool = False, fail_start: bool = False, hang_once: bool = False) -> None:
+        self.name, self.crash_once, self.fail_start, self.hang_once = name, crash_once, fail_start, hang_once
+        self.starts = self.calls = self.kills = 0
+        self.sent: deque[tuple[int, Features]] = deque()
+        self.most_in_flight = 0
 
     def start(self) -> None:
         self.starts += 1
+        self.sent.clear()
         if self.fail_start:
             raise RuntimeError("no GPU here")
 
-    def embed(self, features: Features) -> np.ndarray:
+    def send(self, seq: int, features: Features) -> None:
+        self.sent.append((seq, features))
+        self.most_in_flight = max(self.most_in_flight, len(self.sent))
+
+    def receive(self, timeout_s: float) -> Finished | None:
+        if not self.sent:
+            time.sleep(timeout_s)
+            return None
+        if self.hang_once and self.calls == 0:
+            time.sleep(timeout_s)
+            return None
+        seq, features = self.sent.popleft()
         self.calls += 1
         first = features.input_ids[features.offsets[:-1]]
         if self.crash_once and self.calls == 1 or POISON in first:
             raise ReplicaCrashed(f"{self.name} died")
         if BROKEN in first:
-            raise BatchFailed("ValueError: broken input")
+            return Finished(seq, error="ValueError: broken input")
         out = np.zeros((len(features), 32), dtype=np.float32)
         out[:, 0] = first
-        return out
+        return Finished(seq, out)
 
-    def stop(self) -> None:
-        pass
+    def stop(self, graceful: bool = True) -> None:
+        self.kills += not graceful
+        if not graceful:
+            self.hang_once = False
+
+    def describe(self) -> dict:
+        return {}
 
 
 def make_request(first_ids: list[int], answers: list) -> Request:
@@ -57,19 +80,22 @@ def make_request(first_ids: list[int], answers: list) -> Request:
     return request
 
 
-def run(replicas, requests_ids: list[list[int]], max_batch_size: int = 2):
+def run(replicas, requests_ids: list[list[int]], max_batch_size: int = 2, **pool_options):
     stats = Stats()
     sink = Sink(resolve(EncoderSettings(model_dir=str(TINY_BERT / "google"))).outputs, stats)
     batcher = Batcher(max_batch_size=max_batch_size, priority_batch_size=0)
-    pool = WorkerPool(replicas, batcher=batcher, sink=sink, stats=stats)
+    pool = WorkerPool(replicas, batcher=batcher, sink=sink, stats=stats, **pool_options)
     pool.start()
     pool.wait_ready(10)
     answers: dict[int, list] = {}
     done = threading.Semaphore(0)
+    requests = []
     for i, ids in enumerate(requests_ids):
         answers[i] = []
         request = make_request(ids, answers[i])
         request.reply = lambda outcome, box=answers[i]: (box.append(outcome), done.release())
+        requests.append(request)
+    for request in requests:  # all queued at once, as a bulk request's batches are
         sink.track(request)
         batcher.admit(len(request))
         batcher.submit(request)
@@ -104,6 +130,65 @@ def test_a_model_error_fails_its_batch_at_once_without_restart() -> None:
     assert isinstance(broken[0].error, InferenceError) and "broken input" in broken[0].error.message
     assert fine[0].result[:, 0].tolist() == [4]
     assert stats.worker_restarts == 0 and stats.errors == {"inference_failed": 1}
+
+
+def test_a_failing_row_fails_only_its_own_request_among_fifteen_others() -> None:
+    """One batch of 16 requests, one of them holding a text the model raises on."""
+    requests = [[i + 1] for i in range(16)]
+    requests[9] = [BROKEN]
+    replica = FakeReplica("w0")
+    answers, stats = run([replica], requests, max_batch_size=16)
+    for ids, box in zip(requests, answers.values()):
+        assert len(box) == 1
+        if ids == [BROKEN]:
+            assert isinstance(box[0].error, InferenceError) and "broken input" in box[0].error.message
+        else:
+            assert box[0].error is None and box[0].result[:, 0].tolist() == ids
+    assert stats.errors == {"inference_failed": 1} and stats.worker_restarts == 0
+    assert replica.calls <= 1 + 2 * 4  # the batch, then two halves per level down to the one row
+
+
+def test_a_request_with_a_failing_row_fails_once_and_its_other_rows_are_not_answered_twice() -> None:
+    answers, _ = run([FakeReplica("w0")], [[1, BROKEN, 3, 4], [5, 6]], max_batch_size=8)
+    broken, fine = answers.values()
+    assert len(broken) == 1 and isinstance(broken[0].error, InferenceError)
+    assert fine[0].result[:, 0].tolist() == [5, 6]
+
+
+def test_a_hung_replica_is_killed_restarted_and_its_batch_answered() -> None:
+    replica = FakeReplica("w0", hang_once=True)
+    answers, stats = run([replica], [[1, 2], [3]], batch_timeout_s=0.3)
+    assert [box[0].result[:, 0].tolist() for box in answers.values()] == [[1, 2], [3]]
+    assert replica.kills == 1 and replica.starts == 2 and stats.worker_restarts == 1
+
+
+def test_batches_are_pipelined_up_to_prefetch() -> None:
+    pipelined, single = FakeReplica("w0"), FakeReplica("w1")
+    for replica, prefetch in ((pipelined, 3), (single, 1)):
+        answers, _ = run([replica], [[i] for i in range(1, 9)], max_batch_size=1, prefetch=prefetch)
+        assert [box[0].result[0, 0] for box in answers.values()] == list(range(1, 9))
+    assert pipelined.most_in_flight == 3 and single.most_in_flight == 1
+
+
+def test_a_crash_with_batches_in_flight_retries_them_all_in_order() -> None:
+    answers, stats = run([FakeReplica("w0", crash_once=True)], [[i] for i in range(1, 6)], max_batch_size=1,
+                         prefetch=3)
+    assert [box[0].result[0, 0] for box in answers.values()] == [1, 2, 3, 4, 5]
+    assert all(len(box) == 1 for box in answers.values()) and stats.worker_restarts == 1
+
+
+def test_an_unexpected_error_in_the_feeder_costs_a_restart_not_the_feeder() -> None:
+    class Glitchy(FakeReplica):
+        def receive(self, timeout_s: float):
+            if self.calls == 0 and self.sent:
+                self.calls += 1
+                raise KeyError("a bug")
+            return super().receive(timeout_s)
+
+    replica = Glitchy("w0")
+    answers, stats = run([replica], [[1], [2]])
+    assert [box[0].result[:, 0].tolist() for box in answers.values()] == [[1], [2]]
+    assert stats.worker_restarts == 1 and stats.worker_states[0] in ("idle", "stopped")
 
 
 def test_a_replica_that_cannot_start_is_reported() -> None:

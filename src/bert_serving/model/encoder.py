@@ -317,6 +317,11 @@ class Encoder:
     def dim(self) -> int:
         return self.spec.dim
 
+    def release_memory(self) -> None:
+        """Give cached GPU memory back after a failed batch (an out-of-memory one, say)."""
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+
     def embed(self, features: Features) -> np.ndarray:
         """One forward pass: ``[B, D]`` vectors, or ``[B, T, D]`` (T: longest in the batch) for NONE."""
         device = self.device
@@ -324,7 +329,7 @@ class Encoder:
         types = torch.from_numpy(features.type_ids).to(device, torch.long)
         pool_mask = torch.from_numpy(features.pool_mask).to(device)
         with torch.inference_mode():
-            packing = Packing.from_lengths(torch.from_numpy(features.lengths).to(device))
+            packing = Packing.from_lengths(features.lengths, device)
             layers, pooled = self.model(ids, types, packing, self.spec.output_layers)
             if self.compute_dtype != torch.float32:  # pool and normalise in fp32
                 layers, pooled = [h.float() for h in layers], None if pooled is None else pooled.float()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 __all__ = ["Packing"]
@@ -26,23 +27,37 @@ class Packing:
     attn_mask: torch.Tensor | None  # [B, 1, 1, T] bool, True on real keys; None when no row is padded
 
     @classmethod
-    def from_lengths(cls, lengths: torch.Tensor) -> Packing:
-        device = lengths.device
-        b = int(lengths.numel())
+    def from_lengths(cls, lengths: np.ndarray | torch.Tensor, device: torch.device | str | None = None) -> Packing:
+        """The layout of sequences of these lengths. Worked out on the CPU with numpy (a few
+        microseconds, where a dozen tiny tensor ops cost far more, and on a GPU each ``int()``
+        of a device tensor would wait for the device), then moved to ``device``."""
+        if isinstance(lengths, torch.Tensor):
+            device = device or lengths.device
+            lengths = lengths.cpu().numpy()
+        lengths = np.asarray(lengths, dtype=np.int64)
+        b = len(lengths)
         t = int(lengths.max()) if b else 0
-        offsets = torch.zeros(b + 1, dtype=torch.long, device=device)
-        torch.cumsum(lengths, 0, out=offsets[1:])
-        row = torch.repeat_interleave(torch.arange(b, device=device), lengths)
+        offsets = np.zeros(b + 1, dtype=np.int64)
+        np.cumsum(lengths, out=offsets[1:])
+        row = np.repeat(np.arange(b, dtype=np.int64), lengths)
+
+        def to(array: np.ndarray) -> torch.Tensor:
+            return torch.from_numpy(array).to(device or "cpu", non_blocking=True)
+
         if b and bool((lengths == t).all()):
-            return cls(lengths, offsets, t, None, row, None)
-        position = torch.arange(int(offsets[-1]), device=device) - offsets[:-1].repeat_interleave(lengths)
-        keys = torch.arange(t, device=device)[None, :] < lengths[:, None]
-        return cls(lengths, offsets, t, row * t + position, row, keys[:, None, None, :])
+            return cls(to(lengths), to(offsets), t, None, to(row), None)
+        position = np.arange(int(offsets[-1]), dtype=np.int64) - np.repeat(offsets[:-1], lengths)
+        keys = np.arange(t)[None, :] < lengths[:, None]
+        return cls(to(lengths), to(offsets), t, to(row * t + position), to(row), to(keys[:, None, None, :]))
+
+    @property
+    def num_tokens(self) -> int:
+        return int(self.row.numel())
 
     @property
     def padding_ratio(self) -> float:
         """Padded slots per real token: 1.0 when every sequence has the same length."""
-        return self.batch_size * self.max_len / max(int(self.offsets[-1]), 1)
+        return self.batch_size * self.max_len / max(self.num_tokens, 1)
 
     def as_padded(self) -> Packing:
         """This batch in the padded layout: every row ``max_len`` long (pad/unpad become free

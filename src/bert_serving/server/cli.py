@@ -118,7 +118,8 @@ def get_args_parser() -> argparse.ArgumentParser:
           help="torch threads per CPU worker; default: the cores divided among the workers")
     _flag(serving, "max_batch_size", type=int, default=256, help="most sequences in one forward pass")
     _flag(serving, "max_batch_tokens", type=int, default=0,
-          help="most tokens in one forward pass; 0: 1024 on CPU (4096 with bfloat16), 16384 on GPU")
+          help="most tokens in one forward pass; 0: 16384 on GPU; on CPU 1024 for MiniLM-sized and larger models "
+               "(4096 with bfloat16), more for narrower ones")
     _flag(serving, "priority_batch_size", type=int, default=16,
           help="requests of at most this many texts skip ahead of bulk work")
     _flag(serving, "cpu", action="store_true", default=False, help="run on CPU even if a GPU is present")
@@ -129,7 +130,12 @@ def get_args_parser() -> argparse.ArgumentParser:
                "0.9999 of float32 (default: float32, exact)")
     _flag(serving, "gpu_memory_fraction", type=float, default=0.5, help="share of GPU memory per worker")
     _flag(serving, "device_map", type=int, nargs="+", default=[], help="GPU ids for the workers, cycled")
-    _flag(serving, "prefetch_size", type=int, default=10, help="accepted for compatibility")
+    _flag(serving, "prefetch_size", type=int, default=2,
+          help="batches in flight per worker: while the model runs one, the next waits at the worker (1: none "
+               "waits; the original's default was 10)")
+    _flag(serving, "batch_timeout_s", type=float, default=60.0,
+          help="seconds a worker may take for one batch before it is taken for hung, killed and restarted, and "
+               "its batch retried")
 
     ray = parser.add_argument_group("Ray Cluster", "model replicas as Ray actors over a cluster's nodes (docs/ray.md; "
                                     "needs pip install 'bert-serving[ray]')")

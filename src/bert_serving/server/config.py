@@ -47,7 +47,8 @@ class ServerConfig:
     max_batch_size: int = 256  # sequences per forward pass
     max_batch_tokens: int = 0  # padded tokens per forward pass; 0 = chosen for the device
     priority_batch_size: int = 16  # requests this small skip ahead of bulk work
-    prefetch_size: int = 10  # accepted for compatibility (a TF input pipeline knob of the original)
+    prefetch_size: int = 2  # batches in flight per replica
+    batch_timeout_s: float = 60.0  # a replica slower than this on one batch is taken for hung
     # replicas on a Ray cluster instead of local worker processes (docs/ray.md)
     ray_address: str | None = None  # auto, HOST:PORT of the head node, or local
     num_replicas: int | None = None  # default: -num_worker
@@ -74,6 +75,11 @@ class ServerConfig:
         if self.max_batch_tokens < 0:
             raise ConfigurationError(
                 f"-max_batch_tokens must be positive (or 0 for automatic), got {self.max_batch_tokens}")
+        if self.prefetch_size < 1:
+            raise ConfigurationError(f"-prefetch_size must be at least 1 (batches in flight per worker), got "
+                                     f"{self.prefetch_size}")
+        if self.batch_timeout_s <= 0:
+            raise ConfigurationError(f"-batch_timeout_s must be positive, got {self.batch_timeout_s}")
         if self.priority_batch_size < 0:
             raise ConfigurationError(f"-priority_batch_size must be >= 0, got {self.priority_batch_size}")
         if self.max_request_texts < 1 or self.max_request_bytes < 1024 or self.max_queued_texts < 1:
@@ -145,14 +151,17 @@ class ServerConfig:
         """CPU threads each worker's torch may use: -worker_threads, else the cores shared out."""
         return self.worker_threads or max(1, (os.cpu_count() or 1) // self.num_worker)
 
-    def batch_tokens(self, device: str) -> int:
-        """The token budget of one forward pass: measured best on CPU (benchmarks/), where fp32
-        prefers batches that stay in cache and bfloat16 (AMX) bigger ones; larger on GPUs."""
+    def batch_tokens(self, device: str, hidden_size: int = 384) -> int:
+        """The token budget of one forward pass. On CPU, measured best for MiniLM-sized models
+        (benchmarks/): fp32 prefers batches that stay in cache, bfloat16 (AMX) bigger ones; a
+        narrower model does less work per token, so its batches grow (as 1/hidden^2, up to
+        16384 tokens) until the work again outweighs each pass's fixed cost. Larger on GPUs."""
         if self.max_batch_tokens:
             return self.max_batch_tokens
         if device.startswith("cuda"):
             return 16384
-        return 4096 if self.encoder.dtype == "bfloat16" else 1024
+        base = 4096 if self.encoder.dtype == "bfloat16" else 1024
+        return int(min(16384, max(base, base * (384 / max(hidden_size, 1)) ** 2)))
 
     def as_status(self) -> dict[str, object]:
         """The flags as SHOW_CONFIG reports them (the original's keys, pooling as an int)."""

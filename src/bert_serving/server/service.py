@@ -82,7 +82,7 @@ class BertServer:
                       if config.zmq_secret_key else None)
         self.batcher = Batcher(
             max_batch_size=config.max_batch_size,
-            max_batch_tokens=config.batch_tokens(self.devices[0]),
+            max_batch_tokens=config.batch_tokens(self.devices[0], getattr(spec.config, "hidden_size", 384)),
             priority_batch_size=config.priority_batch_size,
             max_queued_rows=config.max_queued_texts,
         )
@@ -131,7 +131,9 @@ class BertServer:
         self._lifecycle.start()
 
     def _worker_pool(self) -> WorkerPool:
-        config, stages = self.config, {"batcher": self.batcher, "sink": self.sink, "stats": self.stats}
+        config = self.config
+        stages = {"batcher": self.batcher, "sink": self.sink, "stats": self.stats, "prefetch": config.prefetch_size,
+                  "batch_timeout_s": config.batch_timeout_s}
         if config.ray_address:
             from .replicas.ray_replicas import ray_worker_pool  # Ray is an optional extra: imported only here
 
@@ -139,7 +141,7 @@ class BertServer:
                                    num_cpus=config.ray_num_cpus, num_gpus=config.ray_num_gpus,
                                    gpu_memory_fraction=config.gpu_memory_fraction, **stages)
         return local_worker_pool(
-            self.spec, self.devices, ctx=self._ctx,
+            config.encoder, self.devices, ctx=self._ctx,
             threads=config.threads_per_worker() if self.devices[0] == "cpu" else 1,
             gpu_memory_fraction=config.gpu_memory_fraction, **stages,
         )

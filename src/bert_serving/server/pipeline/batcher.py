@@ -56,6 +56,20 @@ class Batch:
     def num_tokens(self) -> int:
         return self.features.num_tokens
 
+    def split(self) -> tuple[Batch, Batch]:
+        """This batch's rows in two halves (each request's rows keep their order)."""
+        rows = [(request, row) for request, picked in self.segments for row in picked]
+        half = len(rows) // 2
+
+        def batch(part: list[tuple[Request, int]]) -> Batch:
+            by_request: dict[int, tuple[Request, list[int]]] = {}
+            for request, row in part:
+                by_request.setdefault(id(request), (request, []))[1].append(int(row))
+            return Batch([(r, np.array(picked, dtype=np.int64)) for r, picked in by_request.values()], self.attempts,
+                         self.created_at)
+
+        return batch(rows[:half]), batch(rows[half:])
+
     def live(self) -> Batch | None:
         """This batch without the requests already answered (failed elsewhere)."""
         kept = [(r, rows) for r, rows in self.segments if not r.done]
@@ -127,10 +141,11 @@ class Batcher:
             self._queued_rows += rows
             self._cond.notify()
 
-    def retry(self, batch: Batch) -> None:
-        """Put a batch back at the front (its worker died); it counts one more attempt."""
+    def retry(self, batch: Batch, count_attempt: bool = True) -> None:
+        """Put a batch back at the front (its worker died, or it is retried in parts); with
+        ``count_attempt`` it counts one more attempt."""
         with self._cond:
-            batch.attempts += 1
+            batch.attempts += count_attempt
             self._retry.appendleft(batch)
             self._queued_rows += len(batch)
             self._cond.notify()

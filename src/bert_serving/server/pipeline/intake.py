@@ -1,7 +1,8 @@
 """`Intake`: the one door into the pipeline for both edges (ZeroMQ and HTTP).
 
-It tokenizes on its own threads, so neither the sockets' I/O thread nor the workers wait for
-it, then queues the request in the batcher. Whatever goes wrong on the way (malformed texts, a
+It tokenizes big requests on its own threads, so neither the sockets' I/O thread nor the workers
+wait for them, and small ones (a few short texts, most requests) at once on the caller's thread,
+where that costs less than handing them over; then it queues the request in the batcher. Whatever goes wrong on the way (malformed texts, a
 full backlog) is answered through the request's own reply callback: every request accepted
 here gets exactly one answer.
 """
@@ -23,6 +24,8 @@ from .stats import Stats
 __all__ = ["Intake"]
 
 logger = logging.getLogger(__name__)
+
+_INLINE_CHARS = 2048  # requests up to this many characters are tokenized on the caller's thread
 
 
 class Intake:
@@ -69,7 +72,11 @@ class Intake:
             self._refuse(reply, exc)
             return
         received = time.perf_counter()
-        self._pool.submit(self._tokenize, texts, is_tokenized, reply, client, received, count, (prompt_name, prompt))
+        prompts = (prompt_name, prompt)
+        if _is_small(texts):
+            self._tokenize(texts, is_tokenized, reply, client, received, count, prompts)
+        else:
+            self._pool.submit(self._tokenize, texts, is_tokenized, reply, client, received, count, prompts)
 
     def _tokenize(self, texts, is_tokenized: bool, reply: ReplyFn, client: str, received: float, count: int,
                   prompt: tuple[object, object]) -> None:
@@ -99,3 +106,16 @@ class Intake:
         """Stop taking requests; those already handed over are still tokenized and queued."""
         self._closed = True
         self._pool.shutdown(wait=True)
+
+
+def _is_small(texts: object) -> bool:
+    """Few, short texts (or token lists): quicker to tokenize than to hand to another thread."""
+    if not isinstance(texts, list) or len(texts) > 16:
+        return False
+    size = 0
+    for text in texts:
+        size += len(text) if isinstance(text, (str, list)) else 1
+        if size > _INLINE_CHARS:
+            return False
+    return True
+

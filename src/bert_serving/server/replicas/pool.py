@@ -1,13 +1,22 @@
 """`WorkerPool`: model replicas fed by the batcher, one feeding thread each, supervised.
 
-A replica is one loaded model somewhere: a local process (`local.LocalReplica`, the default)
-or, in a cluster, a Ray actor (`ray_replicas`). Each replica's thread pulls the next batch from the batcher only when
-its replica is idle (no random dispatch), runs it, and hands the vectors to the sink.
+A replica is one loaded model somewhere: a worker process on this machine (`local.LocalReplica`,
+the default) or, in a cluster, a Ray actor (`ray_replicas`). Each replica's feeder thread takes
+batches from the batcher only when its replica has room (no random dispatch), and keeps up to
+``prefetch`` of them in flight there (``-prefetch_size``): while the model runs one batch, the
+next already waits at the replica, and a finished batch is delivered to the sink only after the
+next one has gone out. So the model never waits for the server between two batches.
 
-Supervision: a replica that dies is noticed, restarted, and the batch it was running is
-retried once (on whichever replica is idle first); a batch that kills replicas twice is
-answered with an `InferenceError` while the others proceed. A batch the model raises on is
-answered with that error at once: running it again would raise again.
+Supervision, so that every batch is answered:
+- a replica that dies, or that has not finished the batch it runs within ``batch_timeout_s``
+  (hung: a stuck CUDA call, SIGSTOP, a deadlock), is killed and restarted. The batch it was
+  running is retried once, on whichever replica is free first (a batch that loses two replicas
+  is answered with `InferenceError`); the batches queued behind it are retried as they were;
+- a batch the model raises on is split in halves and each half retried, down to single texts,
+  so one text that makes the model fail fails only its own request, and an out-of-memory batch
+  is run in parts that fit;
+- anything unexpected in the feeder itself is logged and handled as a lost replica: a feeder
+  never dies silently, and one that cannot go on reports itself "dead" (``/ready`` answers 503).
 """
 
 from __future__ import annotations
@@ -15,6 +24,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import deque
+from dataclasses import dataclass
 from typing import Callable, Protocol
 
 import numpy as np
@@ -25,112 +36,208 @@ from ..pipeline.batcher import Batch, Batcher
 from ..pipeline.sink import Sink
 from ..pipeline.stats import Stats
 
-__all__ = ["BatchFailed", "Replica", "ReplicaCrashed", "WorkerPool"]
+__all__ = ["Finished", "Replica", "ReplicaCrashed", "WorkerPool", "embed_once"]
 
 logger = logging.getLogger(__name__)
 
 _MAX_ATTEMPTS = 2
+_POLL_S = 0.1  # how often an idle or waiting feeder looks at its replica's health and deadline
 
 
 class ReplicaCrashed(Exception):
-    """The replica died (or became unreachable); its batch may be retried elsewhere."""
+    """The replica died (or became unreachable); its batches may be retried elsewhere."""
 
 
-class BatchFailed(Exception):
-    """The model raised on this batch; the replica itself is fine."""
+@dataclass(frozen=True)
+class Finished:
+    """A replica's answer for batch ``seq``: its vectors, or what the model raised."""
+
+    seq: int
+    vectors: np.ndarray | None = None
+    error: str | None = None
+    out_of_memory: bool = False
 
 
 class Replica(Protocol):
-    """One model replica. `start` blocks until it is loaded and warm (raising on failure);
-    `embed` runs one batch; `stop` releases it; `describe` says where it runs (for
-    SHOW_CONFIG). Not called concurrently, except `describe`."""
+    """One model replica, driven by one feeder thread (only `describe` is called from others).
+
+    `start` blocks until the model is loaded and warm (raising on failure); `send` hands a batch
+    over without waiting for it; `receive` returns the next finished batch, in the order they were
+    sent, or None after ``timeout_s``, and raises `ReplicaCrashed` once the replica is lost; `stop`
+    releases it (``graceful=False``: at once, it may be hung); `describe` says where it runs."""
 
     name: str
 
     def start(self) -> None: ...
 
-    def embed(self, features: Features) -> np.ndarray: ...
+    def send(self, seq: int, features: Features) -> None: ...
 
-    def stop(self) -> None: ...
+    def receive(self, timeout_s: float) -> Finished | None: ...
+
+    def stop(self, graceful: bool = True) -> None: ...
 
     def describe(self) -> dict[str, object]: ...
 
 
+def embed_once(replica: Replica, features: Features, timeout_s: float = 60.0) -> np.ndarray:
+    """One batch through a started replica, waiting for it (tools and tests; the pool pipelines).
+    `InferenceError` if the model raised, `ReplicaCrashed` if the replica was lost or silent."""
+    replica.send(0, features)
+    finished = replica.receive(timeout_s)
+    if finished is None:
+        raise ReplicaCrashed(f"{replica.name} did not answer within {timeout_s:g} s")
+    if finished.error is not None:
+        raise InferenceError(finished.error)
+    return finished.vectors
+
+
+@dataclass(eq=False)
+class _InFlight:
+    seq: int
+    batch: Batch
+    sent_at: float
+
+
 class _Feeder:
-    """The thread that feeds one replica and restarts it when it dies."""
+    """The thread that feeds one replica and restarts it when it is lost."""
 
     def __init__(self, pool: WorkerPool, index: int, replica: Replica) -> None:
         self.pool, self.index, self.replica = pool, index, replica
         self.ready = threading.Event()
         self.startup_error: str | None = None
         self.restarts = 0
+        self.in_flight: deque[_InFlight] = deque()
+        self._seq = 0
+        self._head_since = 0.0  # when the oldest batch in flight began to run at the replica
         self.thread = threading.Thread(target=self._run, name=f"feed-{index}", daemon=True)
 
     def _state(self, state: str) -> None:
         self.pool.stats.worker_states[self.index] = state
 
     def _run(self) -> None:
-        pool = self.pool
+        try:
+            self._serve()
+        except BaseException:
+            logger.exception("the feeder of %s stopped", self.replica.name)
+            self._state("dead")
+            self.ready.set()
+
+    def _serve(self) -> None:
         self._state("starting")
         try:
             self.replica.start()
         except Exception as exc:
             self.startup_error = f"{type(exc).__name__}: {exc}"
             self._state("failed")
-            self.replica.stop()
+            self.replica.stop(graceful=False)
             self.ready.set()
             return
         self._state("idle")
         self.ready.set()
-        while not pool.stopping.is_set():
-            batch = pool.batcher.next_batch(timeout=0.1)
-            if batch is not None:
-                self._run_batch(batch)
-            elif pool.draining and pool.batcher.queued_rows == 0:
-                break
+        while not self.pool.stopping.is_set():
+            try:
+                if not self._step():
+                    break
+            except ReplicaCrashed as exc:
+                self._recover(str(exc))
+            except Exception as exc:  # a bug here must cost a restart, not the feeder
+                logger.exception("%s: unexpected error while feeding it", self.replica.name)
+                self._recover(f"{self.replica.name}: unexpected error in its feeder ({type(exc).__name__}: {exc})")
         self._state("stopped")
-        self.replica.stop()
+        self.replica.stop(graceful=not self.in_flight)
 
-    def _run_batch(self, batch: Batch) -> None:
+    def _step(self) -> bool:
+        """Send what there is room for, then wait a while for one answer. False when done."""
         pool = self.pool
-        started = time.perf_counter()
-        self._state("busy")
-        try:
-            vectors = self.replica.embed(batch.features)
-        except BatchFailed as exc:
+        self._fill()
+        if not self.in_flight:
+            return not (pool.draining and pool.batcher.queued_rows == 0)
+        finished = self.replica.receive(_POLL_S)
+        if finished is not None:
+            self._finish(finished)
+        elif time.perf_counter() - self._head_since > pool.batch_timeout_s:
+            head = self.in_flight[0]
+            raise ReplicaCrashed(f"{self.replica.name} did not finish a batch of {len(head.batch)} texts within "
+                                 f"{pool.batch_timeout_s:g} s (-batch_timeout_s); taken for hung")
+        return True
+
+    def _fill(self, wait: bool = True) -> None:
+        """Send batches while there is room; with ``wait``, an idle replica waits a while for one."""
+        pool = self.pool
+        while len(self.in_flight) < pool.prefetch:
+            batch = pool.batcher.next_batch(timeout=_POLL_S if wait and not self.in_flight else 0)
+            if batch is None:
+                return
+            self._seq += 1
+            now = time.perf_counter()
+            if not self.in_flight:
+                self._head_since = now
+            self.in_flight.append(_InFlight(self._seq, batch, now))
+            self._state("busy")
+            self.replica.send(self._seq, batch.features)
+
+    def _finish(self, finished: Finished) -> None:
+        pool = self.pool
+        head = self.in_flight[0]
+        if finished.seq != head.seq:
+            logger.warning("%s answered batch %d while %d was expected; ignored", self.replica.name, finished.seq,
+                           head.seq)
+            return
+        self.in_flight.popleft()
+        started, self._head_since = self._head_since, time.perf_counter()
+        if finished.error is not None:
+            self._isolate(head.batch, finished)
+        else:
+            self._fill(wait=False)  # the replica's next batch goes out before this one's delivery
+            waits = []
+            for request, _ in head.batch.segments:
+                if not request.first_batch_at:
+                    request.first_batch_at = head.sent_at
+                    waits.append(head.sent_at - request.tokenized_at)
+            pool.stats.batch_done(len(head.batch), head.batch.num_tokens, self._head_since - started, waits)
+            pool.sink.deliver(head.batch, finished.vectors)
+        if not self.in_flight:
             self._state("idle")
-            pool.sink.fail(batch, InferenceError(f"the model failed on this batch: {exc}"))
-            return
-        except ReplicaCrashed as exc:
-            self._recover(batch, str(exc))
-            return
-        self._state("idle")
-        waits = []
-        for request, _ in batch.segments:
-            if not request.first_batch_at:
-                request.first_batch_at = started
-                waits.append(started - request.tokenized_at)
-        pool.stats.batch_done(len(batch), batch.num_tokens, time.perf_counter() - started, waits)
-        pool.sink.deliver(batch, vectors)
 
-    def _recover(self, batch: Batch, reason: str) -> None:
-        """The replica died running ``batch``: retry the batch once, restart the replica."""
+    def _isolate(self, batch: Batch, finished: Finished) -> None:
+        """The model raised on ``batch``: retry its halves, so that only the failing texts fail."""
+        if len(batch) > 1:
+            logger.warning("%s: the model failed on a batch of %d texts (%s); retrying it in halves", self.replica.name,
+                           len(batch), finished.error)
+            first, second = batch.split()
+            self.pool.batcher.retry(second, count_attempt=False)
+            self.pool.batcher.retry(first, count_attempt=False)
+            return
+        if finished.out_of_memory:
+            error = InferenceError(f"out of device memory for this text alone ({finished.error}); lower "
+                                   "-max_seq_len, or raise -gpu_memory_fraction")
+        else:
+            error = InferenceError(f"the model failed on this text: {finished.error}")
+        self.pool.sink.fail(batch, error)
+
+    def _recover(self, reason: str) -> None:
+        """The replica is lost: retry its batches, restart it."""
         pool = self.pool
-        logger.error("%s while running a batch of %d texts; restarting it", reason, len(batch))
+        lost, self.in_flight = list(self.in_flight), deque()
+        logger.error("%s (%d batches in flight); restarting it", reason, len(lost))
         self._state("restarting")
         self.restarts += 1
         pool.stats.worker_restarts += 1
-        if batch.attempts + 1 < _MAX_ATTEMPTS:
-            pool.batcher.retry(batch)
-        else:
-            pool.sink.fail(batch, InferenceError(f"this batch crashed a worker {_MAX_ATTEMPTS} times: {reason}"))
-        self.replica.stop()
+        for item in reversed(lost):  # each retry goes to the front: reversed keeps their order
+            running = item is lost[0]  # only the first was running; the others never started
+            if running and item.batch.attempts + 1 >= _MAX_ATTEMPTS:
+                pool.sink.fail(item.batch, InferenceError(
+                    f"this batch crashed a worker {_MAX_ATTEMPTS} times: {reason}"))
+            else:
+                pool.batcher.retry(item.batch, count_attempt=running)
+        self.replica.stop(graceful=False)
         while not pool.stopping.is_set():
             try:
                 self.replica.start()
             except Exception as exc:
                 logger.error("%s could not be restarted (%s); trying again", self.replica.name, exc)
                 self._state("failed")
+                self.replica.stop(graceful=False)
                 pool.stopping.wait(1.0)
                 continue
             self._state("idle")
@@ -138,12 +245,16 @@ class _Feeder:
 
 
 class WorkerPool:
-    def __init__(self, replicas: list[Replica], *, batcher: Batcher, sink: Sink, stats: Stats,
-                 on_close: Callable[[], None] | None = None) -> None:
-        """``on_close`` runs once every replica is stopped (e.g. leaving the Ray cluster)."""
+    def __init__(self, replicas: list[Replica], *, batcher: Batcher, sink: Sink, stats: Stats, prefetch: int = 2,
+                 batch_timeout_s: float = 60.0, on_close: Callable[[], None] | None = None) -> None:
+        """``prefetch``: batches in flight per replica; ``batch_timeout_s``: how long a replica may
+        take for one batch before it is taken for hung; ``on_close`` runs once every replica is
+        stopped (e.g. leaving the Ray cluster)."""
         self.batcher = batcher
         self.sink = sink
         self.stats = stats
+        self.prefetch = max(1, prefetch)
+        self.batch_timeout_s = batch_timeout_s
         self.stopping = threading.Event()
         self.draining = False
         self.feeders = [_Feeder(self, i, replica) for i, replica in enumerate(replicas)]

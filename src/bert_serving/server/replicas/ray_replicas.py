@@ -1,7 +1,7 @@
 """Encoder replicas as Ray actors spread over the nodes of a Ray cluster (``-ray_address``).
 
-    WorkerPool feeder ──embed(features)──▶ RayReplica ──actor call──▶ _EncoderActor on some node
-                      ◀──── vectors ─────             ◀── vectors ──   (an Encoder, loaded once)
+    WorkerPool feeder ──send(features)──▶ RayReplica ──actor call──▶ _EncoderActor on some node
+                      ◀──── receive ─────             ◀── vectors ──   (an Encoder, loaded once)
 
 The ZeroMQ/HTTP frontends, the intake and the batcher stay in the server process; only the
 model moves. This is the only module that imports Ray, and the service imports it only when
@@ -21,10 +21,11 @@ cluster allows. Each replica's actor lives in its own bundle, so a restarted rep
 back on the same node, and when a node is lost Ray moves only that node's bundles.
 
 Failures. Ray does not retry for us (actors are created with ``max_restarts=0``): a replica
-whose actor or node is lost, or that does not answer within ``call_timeout_s``, raises
-`ReplicaCrashed`, and the pool retries its batch on another replica and restarts it
-(`stop`, then `start`: a fresh actor, wherever the cluster has room). A batch the model raised
-on raises `BatchFailed`.
+whose actor or node is lost raises `ReplicaCrashed`, and one that does not finish a batch within
+the pool's ``-batch_timeout_s`` is taken for hung; either way the pool retries its batches and
+restarts it (`stop`, then `start`: a fresh actor, wherever the cluster has room). A batch the
+model raised on comes back as a `Finished` with its error. Calls are pipelined as for local
+workers (``-prefetch_size``): an actor runs its calls one at a time, in order.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+from collections import deque
 
 import numpy as np
 import ray
@@ -42,7 +44,7 @@ from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 from ...errors import ConfigurationError
 from ...model.encoder import ModelSpec
 from ...model.features import Features
-from .pool import BatchFailed, ReplicaCrashed, WorkerPool
+from .pool import Finished, ReplicaCrashed, WorkerPool
 from .runtime import load_encoder
 
 __all__ = ["RayReplica", "ray_worker_pool"]
@@ -74,8 +76,7 @@ class RayReplica:
     ``num_cpus`` and ``num_gpus``."""
 
     def __init__(self, spec: ModelSpec, group: PlacementGroup, *, index: int, num_cpus: float = 1.0,
-                 num_gpus: float = 0.0, gpu_memory_fraction: float = 0.5, start_timeout_s: float = 300.0,
-                 call_timeout_s: float = 120.0) -> None:
+                 num_gpus: float = 0.0, gpu_memory_fraction: float = 0.5, start_timeout_s: float = 300.0) -> None:
         self.name = f"ray replica {index}"
         self._spec = spec
         self._where = PlacementGroupSchedulingStrategy(group, placement_group_bundle_index=index)
@@ -84,8 +85,8 @@ class RayReplica:
         self._threads = max(1, int(num_cpus))
         self._gpu_memory_fraction = gpu_memory_fraction
         self._start_timeout_s = start_timeout_s
-        self.call_timeout_s = call_timeout_s  # a batch taking longer counts as a lost replica
         self._actor = None
+        self._calls: deque[tuple[int, ray.ObjectRef]] = deque()
         self.placement: dict[str, object] = {}
 
     def start(self) -> None:
@@ -109,20 +110,28 @@ class RayReplica:
             raise RuntimeError(f"{self.name} could not load the model: {_cause(exc)}") from None
         logger.info("%s ready on %s, pid %s", self.name, self._node(), self.placement["pid"])
 
-    def embed(self, features: Features) -> np.ndarray:
+    def send(self, seq: int, features: Features) -> None:
         call = self._actor.embed.remote(features.input_ids, features.type_ids, features.pool_mask, features.offsets)
+        self._calls.append((seq, call))  # an actor runs its calls one at a time, in order
+
+    def receive(self, timeout_s: float) -> Finished | None:
+        seq, call = self._calls[0]
+        ready, _ = ray.wait([call], timeout=timeout_s)
+        if not ready:
+            return None
+        self._calls.popleft()
         try:
-            return ray.get(call, timeout=self.call_timeout_s)
+            return Finished(seq, ray.get(call))
         except RayActorError as exc:  # the actor, its process or its node is gone
             raise ReplicaCrashed(f"{self.name} on {self._node()} was lost ({_first_line(exc)})") from None
         except RayTaskError as exc:  # the model raised; the actor is fine
-            raise BatchFailed(_cause(exc)) from None
-        except GetTimeoutError:
-            raise ReplicaCrashed(f"{self.name} did not answer within {self.call_timeout_s:.0f} s") from None
+            cause = getattr(exc, "cause", None)
+            return Finished(seq, error=_cause(exc), out_of_memory=type(cause).__name__ == "OutOfMemoryError")
         except RayError as exc:  # the result or the cluster connection was lost
             raise ReplicaCrashed(f"{self.name} failed ({type(exc).__name__}: {_first_line(exc)})") from None
 
-    def stop(self) -> None:
+    def stop(self, graceful: bool = True) -> None:
+        self._calls.clear()
         if self._actor is None:
             return
         try:

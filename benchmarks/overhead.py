@@ -1,0 +1,567 @@
+"""The server's own overhead: bert-serving against the transport's ceiling and the model in process.
+
+    python benchmarks/overhead.py                                  # CPU, the negligible model, ZeroMQ and HTTP
+    python benchmarks/overhead.py --model negligible --model minilm --variant prefetch1='-prefetch_size 1'
+    python benchmarks/overhead.py --device cuda --model negligible --model minilm-shaped --model bert-base-shaped
+
+Contenders, all started once and measured round by round, interleaved, so that machine noise hits
+them alike:
+- ``echo``: a bare pyzmq PULL/PUB server speaking the 1.10.0 protocol that answers every request
+  with a fixed vector (no tokenization, no model): what the transport costs;
+- ``http echo``: a bare ASGI endpoint on the same uvicorn set-up answering ``/v1/embeddings`` with
+  a fixed vector;
+- ``server`` (and ``--variant`` servers): ``bert-serving-start`` on the model, over ZeroMQ and
+  over HTTP (``/v1/embeddings``);
+- ``in process``: the same model through `bert_serving.model.Encoder` in this process (bulk and
+  single sentences).
+Measurements: single-sentence round trips (p50, p99), 32 concurrent clients each with one
+one-sentence request in flight (requests/s), and bulk: 1,024 sentences per request (sentences/s).
+
+Models (benchmarks/synthetic.py; random init, never downloaded): ``negligible`` (1 layer, hidden
+32, the real 30,522-word vocabulary: the model's compute is negligible, what is left is the
+server), ``minilm-shaped``, ``bert-base-shaped``; and ``minilm``, the packaged all-MiniLM-L6-v2.
+
+The load generator: each of ``--procs`` processes drives its share of the 32 clients from one
+thread (distinct identities on one PUSH/SUB pair for ZeroMQ, asyncio keep-alive connections for
+HTTP). Before the rounds it measures the echo servers with ``--procs`` and with twice as many
+processes and prints both: when doubling the generator does not raise the echo's rate, the
+generator is not what limits it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import multiprocessing
+import os
+import platform
+import shlex
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+import zmq
+
+HERE = Path(__file__).resolve().parent
+CORPUS = HERE / "corpus.txt"
+CLIENTS = 32
+BULK = 1024
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# --- the bare echo servers (run as `overhead.py --echo-zmq/--echo-http ...` in their own process) -----------------
+
+
+def echo_zmq(port: int, port_out: int, dim: int) -> None:
+    ctx = zmq.Context()
+    pull, pub = ctx.socket(zmq.PULL), ctx.socket(zmq.PUB)
+    pull.bind(f"tcp://127.0.0.1:{port}")
+    pub.bind(f"tcp://127.0.0.1:{port_out}")
+    row = np.ones(dim, dtype=np.float32).tobytes()
+    config = json.dumps({"server_version": "1.10.0", "max_seq_len": 256, "output_dim": dim}).encode()
+    while True:
+        identity, payload, req_id, msg_len = pull.recv_multipart()
+        if payload in (b"SHOW_CONFIG", b"SHOW_STATUS"):
+            pub.send_multipart([identity, config, req_id])
+            continue
+        n = int(msg_len)
+        pub.send_multipart([identity, b'{"dtype":"float32","shape":[%d,%d],"tokens":""}' % (n, dim), row * n, req_id])
+
+
+def echo_http(port: int, dim: int) -> None:
+    import orjson
+
+    from bert_serving.server.http.server import HttpServer
+
+    vector = [1.0] * dim
+
+    async def app(scope, receive, send) -> None:
+        if scope["type"] != "http":
+            return
+        body, more = b"", True
+        while more:
+            message = await receive()
+            body, more = body + message.get("body", b""), message.get("more_body", False)
+        texts = orjson.loads(body)["input"]
+        data = [{"object": "embedding", "index": i, "embedding": vector} for i in range(len(texts))]
+        answer = orjson.dumps({"object": "list", "data": data, "model": "echo",
+                               "usage": {"prompt_tokens": 0, "total_tokens": 0}})
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(answer))]})
+        await send({"type": "http.response.body", "body": answer})
+
+    server = HttpServer(app, "127.0.0.1", port)
+    server.bind()
+    server.start()
+    threading.Event().wait()
+
+
+# --- load generation ----------------------------------------------------------------------------------------------
+
+
+class ZmqDriver:
+    """One PUSH/SUB pair acting for ``identities`` clients."""
+
+    def __init__(self, port: int, port_out: int, identities: list[bytes]) -> None:
+        self.ctx = zmq.Context()
+        self.push, self.sub = self.ctx.socket(zmq.PUSH), self.ctx.socket(zmq.SUB)
+        for identity in identities:
+            self.sub.setsockopt(zmq.SUBSCRIBE, identity)
+        self.sub.connect(f"tcp://127.0.0.1:{port_out}")
+        self.push.connect(f"tcp://127.0.0.1:{port}")
+        self.sub.setsockopt(zmq.RCVTIMEO, 300_000)
+        self.identities, self.req_id = identities, 0
+        time.sleep(0.3)  # the subscriptions reach the server
+
+    def send(self, identity: bytes, texts: list[str]) -> None:
+        self.req_id += 1
+        self.push.send_multipart([identity, json.dumps(texts).encode(), b"%d" % self.req_id, b"%d" % len(texts)])
+
+    def receive(self) -> bytes:
+        frames = self.sub.recv_multipart()
+        if len(frames) == 4 and frames[1].startswith(b'{"dtype": "bert-serving error'):
+            raise RuntimeError(frames[1].decode())
+        return frames[0]
+
+    def close(self) -> None:
+        self.ctx.destroy(linger=0)
+
+
+def zmq_single(port: int, port_out: int, texts: list[str]) -> list[float]:
+    driver, out = ZmqDriver(port, port_out, [b"single-%d" % os.getpid()]), []
+    try:
+        for text in texts:
+            started = time.perf_counter()
+            driver.send(driver.identities[0], [text])
+            driver.receive()
+            out.append((time.perf_counter() - started) * 1000)
+    finally:
+        driver.close()
+    return out
+
+
+def zmq_bulk(port: int, port_out: int, texts: list[str], repeats: int) -> float:
+    driver = ZmqDriver(port, port_out, [b"bulk-%d" % os.getpid()])
+    try:
+        started = time.perf_counter()
+        for _ in range(repeats):
+            driver.send(driver.identities[0], texts)
+            driver.receive()
+        return len(texts) * repeats / (time.perf_counter() - started)
+    finally:
+        driver.close()
+
+
+def _zmq_many(port: int, port_out: int, first: int, count: int, texts: list[str], start_at: float,
+              seconds: float) -> int:
+    driver = ZmqDriver(port, port_out, [b"many-%05d-%d" % (i, os.getpid()) for i in range(first, first + count)])
+    try:
+        time.sleep(max(0.0, start_at - time.time()))
+        stop_at, done = time.time() + seconds, 0
+        for i, identity in enumerate(driver.identities):
+            driver.send(identity, [texts[i % len(texts)]])
+        while True:
+            identity = driver.receive()
+            if time.time() >= stop_at:
+                return done
+            done += 1
+            driver.send(identity, [texts[done % len(texts)]])
+    finally:
+        driver.close()
+
+
+async def _http_post(reader, writer, port: int, body: bytes) -> bytes:
+    writer.write(b"POST /v1/embeddings HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nContent-Type: application/json\r\n"
+                 b"Content-Length: %d\r\n\r\n%s" % (port, len(body), body))
+    head = await reader.readuntil(b"\r\n\r\n")
+    status = int(head.split(b" ", 2)[1])
+    length = int(next(line.split(b":", 1)[1] for line in head.split(b"\r\n") if line.lower().startswith(b"content-length")))
+    answer = await reader.readexactly(length)
+    if status != 200:
+        raise RuntimeError(f"HTTP {status}: {answer[:200]!r}")
+    return answer
+
+
+async def _connect(port: int):
+    reader, writer = await asyncio.open_connection("127.0.0.1", port, limit=1 << 26)
+    writer.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return reader, writer
+
+
+def http_single(port: int, texts: list[str]) -> list[float]:
+    async def run() -> list[float]:
+        reader, writer = await _connect(port)
+        out = []
+        for text in texts:
+            started = time.perf_counter()
+            await _http_post(reader, writer, port, json.dumps({"input": [text], "model": "m"}).encode())
+            out.append((time.perf_counter() - started) * 1000)
+        writer.close()
+        return out
+
+    return asyncio.run(run())
+
+
+def http_bulk(port: int, texts: list[str], repeats: int) -> float:
+    async def run() -> float:
+        reader, writer = await _connect(port)
+        body = json.dumps({"input": texts, "model": "m"}).encode()
+        started = time.perf_counter()
+        for _ in range(repeats):
+            await _http_post(reader, writer, port, body)
+        writer.close()
+        return len(texts) * repeats / (time.perf_counter() - started)
+
+    return asyncio.run(run())
+
+
+def _http_many(port: int, first: int, count: int, texts: list[str], start_at: float, seconds: float) -> int:
+    async def run() -> int:
+        connections = [await _connect(port) for _ in range(count)]
+        await asyncio.sleep(max(0.0, start_at - time.time()))
+        stop_at, done = time.time() + seconds, [0]
+
+        async def caller(i: int, reader, writer) -> None:
+            while time.time() < stop_at:
+                text = texts[(first + i + done[0]) % len(texts)]
+                await _http_post(reader, writer, port, json.dumps({"input": [text], "model": "m"}).encode())
+                if time.time() < stop_at:
+                    done[0] += 1
+
+        await asyncio.gather(*(caller(i, r, w) for i, (r, w) in enumerate(connections)))
+        for _, writer in connections:
+            writer.close()
+        return done[0]
+
+    return asyncio.run(run())
+
+
+def _stock_many(stock: str, port: int, port_out: int, first: int, count: int, texts: list[str], start_at: float,
+                seconds: float) -> int:
+    """``count`` unmodified 1.10.0 clients (``stock``: where that package lies), one thread each."""
+    sys.path.insert(0, stock)
+    from bert_serving.client import BertClient  # the stock one: ``stock`` is searched first
+
+    clients = [BertClient(port=port, port_out=port_out, ignore_all_checks=True, timeout=300_000)
+               for _ in range(count)]
+    done = [0] * count
+
+    def work(i: int) -> None:
+        time.sleep(max(0.0, start_at - time.time()))
+        stop_at, n = time.time() + seconds, 0
+        while True:
+            clients[i].encode([texts[(first + i + n) % len(texts)]])
+            if time.time() >= stop_at:
+                break
+            n += 1
+        done[i] = n
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for bc in clients:
+        bc.close()
+    return sum(done)
+
+
+def stock_client_dir() -> str | None:
+    """Where ``make install`` put the unmodified bert-serving-client 1.10.0, if it did."""
+    for candidate in (os.environ.get("BERT_SERVING_STOCK_CLIENT"), str(Path(sys.prefix) / "stock-client")):
+        if candidate and (Path(candidate) / "bert_serving" / "client").is_dir():
+            return candidate
+    return None
+
+
+def many(kind: str, target: tuple, texts: list[str], procs: int, seconds: float) -> float:
+    """Requests/s of CLIENTS concurrent one-sentence clients, driven from ``procs`` processes.
+    ``kind``: zmq (raw frames, one thread per process), stock (the 1.10.0 client, a thread per client)
+    or http."""
+    ctx = multiprocessing.get_context("spawn")
+    share = [CLIENTS // procs + (i < CLIENTS % procs) for i in range(procs)]
+    start_at = time.time() + 1.5  # every process connected and subscribed
+    jobs = []
+    with ctx.Pool(procs) as pool:
+        first = 0
+        for count in share:
+            if kind == "raw":
+                jobs.append(pool.apply_async(_zmq_many, (*target, first, count, texts, start_at, seconds)))
+            elif kind == "stock":
+                jobs.append(pool.apply_async(_stock_many, (stock_client_dir(), *target, first, count, texts, start_at,
+                                                           seconds)))
+            else:
+                jobs.append(pool.apply_async(_http_many, (*target, first, count, texts, start_at, seconds)))
+            first += count
+        total = sum(job.get(seconds + 300) for job in jobs)
+    return total / seconds
+
+
+# --- contenders ---------------------------------------------------------------------------------------------------
+
+
+class Process:
+    def __init__(self, argv: list[str], ready: str | None = None) -> None:
+        self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        if ready:
+            for line in self.proc.stdout:
+                if ready in line:
+                    break
+            else:
+                raise RuntimeError(f"did not start: {' '.join(argv)}")
+        else:
+            time.sleep(1.0)
+        if self.proc.poll() is not None:
+            raise RuntimeError(f"exited: {' '.join(argv)}: {self.proc.stdout.read()}")
+
+    def close(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(60)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) of ``pid`` and its live children, from /proc (Linux)."""
+    total, tick = 0.0, os.sysconf("SC_CLK_TCK")
+    pids = [pid]
+    for task in Path(f"/proc/{pid}/task").glob("*"):  # children are listed by the thread that started them
+        try:
+            pids += [int(c) for c in (task / "children").read_text().split()]
+        except OSError:
+            pass
+    for p in pids:
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / tick
+    return total
+
+
+class Server(Process):
+    def __init__(self, model_dir: str | None, device: str, flags: list[str], http: bool) -> None:
+        self.port, self.port_out = free_port(), free_port()
+        self.http_port = free_port() if http else None
+        argv = [sys.executable, "-m", "bert_serving.server", f"-port={self.port}", f"-port_out={self.port_out}",
+                "-bind=127.0.0.1", *(["-model_dir", model_dir] if model_dir else []),
+                *(["-device_map", "0"] if device == "cuda" else ["-cpu"]),
+                *([f"-http_port={self.http_port}"] if http else []), *flags]
+        super().__init__(argv, ready="ready to serve")
+        zmq_bulk(self.port, self.port_out, ["warm up the server"] * 64, 2)
+
+    def status(self) -> dict:
+        from bert_serving.client import BertClient
+
+        with BertClient(port=self.port, port_out=self.port_out, timeout=60_000) as bc:
+            return bc.server_status
+
+
+class InProcess:
+    def __init__(self, model_dir: str | None, device: str) -> None:
+        from bert_serving.model import Encoder
+
+        self.encoder = Encoder.load(model_dir, device=device)
+        self.encoder.encode(["warm up"] * 64)
+
+    def single(self, texts: list[str]) -> list[float]:
+        out = []
+        for text in texts:
+            started = time.perf_counter()
+            self.encoder.encode([text])
+            out.append((time.perf_counter() - started) * 1000)
+        return out
+
+    def bulk(self, texts: list[str], repeats: int) -> float:
+        started = time.perf_counter()
+        for _ in range(repeats):
+            self.encoder.encode(texts)
+        return len(texts) * repeats / (time.perf_counter() - started)
+
+
+# --- the run ------------------------------------------------------------------------------------------------------
+
+
+def model_folder(name: str, work: Path) -> str | None:
+    if name == "minilm":
+        return None  # the packaged default
+    sys.path.insert(0, str(HERE))
+    from synthetic import build
+
+    return str(build(name, work / name))
+
+
+def run_model(name: str, args, corpus: list[str], work: Path) -> dict:
+    folder = model_folder(name, work)
+    dim = {"negligible": 32, "minilm": 384, "minilm-shaped": 384, "bert-base-shaped": 768}[name]
+    singles, small, bulk = corpus[-args.singles:], corpus[:2000], corpus[:BULK]
+    echo_ports = (free_port(), free_port())
+    me = [sys.executable, str(Path(__file__).resolve())]
+    contenders = {"echo": Process([*me, "--echo-zmq", *map(str, echo_ports), str(dim)])}
+    http_echo_port = free_port()
+    if args.http:
+        contenders["http echo"] = Process([*me, "--echo-http", str(http_echo_port), str(dim)])
+    servers = {"server": Server(folder, args.device, shlex.split(args.server_flags), args.http)}
+    for spec in args.variant:
+        label, _, flags = spec.partition("=")
+        servers[f"server {label}"] = Server(folder, args.device, [*shlex.split(args.server_flags), *shlex.split(flags)],
+                                            args.http)
+    inproc = InProcess(folder, args.device)
+    rows: dict[str, dict[str, list[float]]] = {}
+
+    def note(contender: str, measurement: str, value) -> None:
+        rows.setdefault(contender, {}).setdefault(measurement, []).extend(value if isinstance(value, list) else [value])
+
+    print(f"\n## {name} ({folder or 'packaged all-MiniLM-L6-v2'}) on {args.device}", flush=True)
+    drivers = ["raw", *(["stock"] if stock_client_dir() else [])]
+    check = {f"{d}, {p} processes": many(d, echo_ports, small, p, args.seconds)
+             for d in drivers for p in (args.procs, 2 * args.procs)}
+    if args.http:
+        check.update({f"http, {p} processes": many("http", (http_echo_port,), small, p, args.seconds)
+                      for p in (args.procs, 2 * args.procs)})
+    print("load generator check, echo requests/s: " + ", ".join(f"{k}: {v:,.0f}" for k, v in check.items()))
+    try:
+        for round_ in range(args.rounds):
+            note("echo", "single_ms", zmq_single(*echo_ports, singles))
+            for d in drivers:
+                note("echo", f"many_{d}_rps", many(d, echo_ports, small, args.procs, args.seconds))
+            if args.http:
+                note("http echo", "single_ms", http_single(http_echo_port, singles))
+                note("http echo", "many_http_rps", many("http", (http_echo_port,), small, args.procs, args.seconds))
+            note("in process", "single_ms", inproc.single(singles))
+            note("in process", "bulk_sps", inproc.bulk(bulk, args.bulk_repeats))
+            for label, server in servers.items():
+                note(label, "single_ms", zmq_single(server.port, server.port_out, singles))
+                for d in drivers:
+                    cpu = cpu_seconds(server.proc.pid)
+                    rate = many(d, (server.port, server.port_out), small, args.procs, args.seconds)
+                    note(label, f"many_{d}_rps", rate)
+                    note(label, f"cpu_us_{d}", (cpu_seconds(server.proc.pid) - cpu) / (rate * args.seconds) * 1e6)
+                note(label, "bulk_sps", zmq_bulk(server.port, server.port_out, bulk, args.bulk_repeats))
+                if args.http:
+                    note(f"{label} http", "single_ms", http_single(server.http_port, singles))
+                    cpu = cpu_seconds(server.proc.pid)
+                    rate = many("http", (server.http_port,), small, args.procs, args.seconds)
+                    note(f"{label} http", "many_http_rps", rate)
+                    note(f"{label} http", "cpu_us_http", (cpu_seconds(server.proc.pid) - cpu) / (rate * args.seconds) * 1e6)
+                    note(f"{label} http", "bulk_sps", http_bulk(server.http_port, bulk, args.bulk_repeats))
+            print(f"round {round_ + 1}/{args.rounds}: " + "; ".join(
+                f"{c}: " + ", ".join(f"{m} {v[-1]:.2f}" for m, v in ms.items()) for c, ms in rows.items()), flush=True)
+        batches = {label: s.status()["statistic"].get("avg_batch_size") for label, s in servers.items()}
+    finally:
+        for contender in (*contenders.values(), *servers.values()):
+            contender.close()
+    summary = {c: {m: (statistics.median(v) if m != "single_ms" else
+                       {"p50": float(np.percentile(v, 50)), "p99": float(np.percentile(v, 99))})
+                   for m, v in ms.items()} for c, ms in rows.items()}
+    return {"model": name, "device": args.device, "summary": summary, "load_generator_check": check,
+            "avg_batch_size": batches}
+
+
+def targets(result: dict) -> list[str]:
+    s = result["summary"]
+    lines = []
+    for label in [c for c in s if c.startswith("server") and not c.endswith("http")]:
+        srv, http, echo = s[label], s.get(f"{label} http"), s["echo"]
+        many = ", ".join(f"{srv[k]:,.0f}/s = {srv[k] / echo[k]:.2f}x echo ({k[5:-4]} clients)"
+                         for k in srv if k.startswith("many_") and k in echo)
+        zmq_many = srv.get("many_stock_rps", srv["many_raw_rps"])
+        lines.append(f"- {label}: single p50 {srv['single_ms']['p50']:.2f} ms; 32 clients {many}; "
+                     f"{zmq_many / srv['bulk_sps']:.2f}x its bulk; bulk {srv['bulk_sps']:,.0f}/s = "
+                     f"{srv['bulk_sps'] / s['in process']['bulk_sps']:.2f}x in process")
+        if http:
+            lines.append(f"- {label} over HTTP: single p50 {http['single_ms']['p50']:.2f} ms; 32 clients "
+                         f"{http['many_http_rps']:,.0f}/s = {http['many_http_rps'] / s['http echo']['many_http_rps']:.2f}x"
+                         f" http echo, {http['many_http_rps'] / zmq_many:.2f}x ZeroMQ's; bulk {http['bulk_sps']:,.0f}/s")
+    return lines
+
+
+ROWS = (("single_ms", "single sentence, p50 / p99 ms"),
+        ("many_stock_rps", "32 clients x 1 sentence, requests/s (stock 1.10.0 clients)"),
+        ("many_raw_rps", "32 clients x 1 sentence, requests/s (raw frames)"),
+        ("many_http_rps", "32 clients x 1 sentence, requests/s (HTTP keep-alive)"),
+        ("bulk_sps", f"bulk, {BULK} sentences per request, sentences/s"),
+        ("cpu_us_stock", "server CPU per small request, µs (stock clients; server + worker processes)"),
+        ("cpu_us_raw", "server CPU per small request, µs (raw frames)"),
+        ("cpu_us_http", "server CPU per small request, µs (HTTP)"))
+
+
+def table(result: dict) -> str:
+    s = result["summary"]
+    cols = list(s)
+    out = [f"### {result['model']} on {result['device']}", "",
+           "| measurement | " + " | ".join(cols) + " |", "|---|" + "---|" * len(cols)]
+    for key, label in ROWS:
+        cells = []
+        for c in cols:
+            v = s[c].get(key)
+            cells.append("-" if v is None else f"{v['p50']:.2f} / {v['p99']:.2f}" if key == "single_ms"
+                         else f"{v:,.0f}")
+        if any(c != "-" for c in cells):
+            out.append(f"| {label} | " + " | ".join(cells) + " |")
+    out += ["", *targets(result), "",
+            "load generator check (echo, requests/s): " +
+            ", ".join(f"{p}: {v:,.0f}" for p, v in result["load_generator_check"].items()),
+            f"average batch: {result['avg_batch_size']}", ""]
+    return "\n".join(out)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", action="append", choices=["negligible", "minilm", "minilm-shaped",
+                                                              "bert-base-shaped"])
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    parser.add_argument("--http", action=argparse.BooleanOptionalAction, default=True)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--seconds", type=float, default=3.0, help="length of each 32-client measurement")
+    parser.add_argument("--singles", type=int, default=300, help="single-sentence round trips per round")
+    parser.add_argument("--bulk-repeats", type=int, default=2)
+    parser.add_argument("--procs", type=int, default=2, help="load generator processes")
+    parser.add_argument("--server-flags", default="")
+    parser.add_argument("--variant", action="append", default=[], metavar="NAME=FLAGS")
+    parser.add_argument("--quick", action="store_true", help="one short round (a smoke test of this script)")
+    parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--echo-zmq", nargs=3, type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--echo-http", nargs=2, type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.echo_zmq:
+        return echo_zmq(*args.echo_zmq)
+    if args.echo_http:
+        return echo_http(*args.echo_http)
+    if args.quick:
+        args.rounds, args.seconds, args.singles, args.bulk_repeats = 1, 1.0, 30, 1
+    models = args.model or ["negligible"]
+    corpus = CORPUS.read_text(encoding="utf-8").splitlines()
+    header = (f"`benchmarks/overhead.py {' '.join(shlex.quote(a) for a in sys.argv[1:])}`: {os.cpu_count()} cores "
+              f"({platform.processor() or platform.machine()}), python {platform.python_version()}, "
+              f"{datetime.now():%Y-%m-%d %H:%M}; {args.rounds} interleaved rounds, medians")
+    print(header, flush=True)
+    results = []
+    with tempfile.TemporaryDirectory() as work:
+        for name in models:
+            results.append(run_model(name, args, corpus, Path(work)))
+            print(table(results[-1]), flush=True)
+    if args.out:
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "overhead.md").write_text("# Server overhead\n\n" + header + "\n\n" +
+                                              "\n".join(table(r) for r in results))
+        (args.out / "overhead.json").write_text(json.dumps(results, indent=1))
+        print(f"written to {args.out}")
+
+
+if __name__ == "__main__":
+    main()
