@@ -174,8 +174,9 @@ def decode_data(payload: bytes) -> DataRequest:
     if isinstance(value, dict):
         unknown = sorted(set(value) - set(_DATA_FIELDS))
         if unknown or "texts" not in value:
-            raise InvalidRequestError(f"a request object has the fields {', '.join(_DATA_FIELDS)} (texts required); "
-                                      f"got {', '.join(map(str, value)) or 'none'}")
+            raise InvalidRequestError(
+                'the payload must be a JSON list of texts, or an object {"texts": [...], "prompt_name"|"prompt": '
+                f"...}}; got an object with {', '.join(map(str, value)) or 'no fields'}")
         texts = value["texts"]
         if not isinstance(texts, list):
             raise InvalidRequestError(f"texts must be a JSON list of texts, got {type(texts).__name__}")

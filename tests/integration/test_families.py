@@ -52,3 +52,5 @@ def test_every_edge_serves_the_family_as_sentence_transformers_encodes_it(name, 
             assert cosine([d["embedding"] for d in with_prompt["data"]], prompted[:3]).min() >= 0.99999
             # usage counts the prompt's tokens too
             assert with_prompt["usage"]["prompt_tokens"] > without["usage"]["prompt_tokens"]
+            refused = http.post("/v1/embeddings", json={"input": texts[:1], "prompt_name": "nope"})
+            assert refused.status_code == 400 and "prompt_name" in refused.text  # the schema lists the names

@@ -131,8 +131,13 @@ def test_default_prompt_name_flag_must_name_one_of_the_models_prompts(family_mod
         resolve(EncoderSettings(model_dir=folder, default_prompt_name="question"))
 
 
+def test_a_literal_prompt_wins_over_a_named_one_as_in_sentence_transformers() -> None:
+    prompts = Prompts((("query", "query: "), ("passage", "passage: ")), "passage")
+    assert prompts.choose("query", "mine: ") == "mine: "
+    assert prompts.choose(None, "") is None and prompts.choose() == "passage: " and prompts.choose("query") == "query: "
+
+
 @pytest.mark.parametrize("name, prompt, message", [
-    ("query", "query: ", "either prompt or prompt_name, not both"),
     ("nope", None, r"'nope' is not one of this model's prompts \('query'\)"),
     (7, None, "prompt_name must be a string"),
     (None, ["x"], "prompt must be a string"),

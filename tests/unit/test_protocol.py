@@ -90,8 +90,8 @@ def test_a_prompt_travels_in_an_object_the_stock_client_never_sends() -> None:
 
 
 @pytest.mark.parametrize("payload, message", [
-    (b'{"prompt_name": "query"}', "texts required"),
-    (b'{"texts": ["a"], "prompt_nam": "query"}', "got texts, prompt_nam"),
+    (b'{"prompt_name": "query"}', "must be a JSON list of texts, or an object"),
+    (b'{"texts": ["a"], "prompt_nam": "query"}', "got an object with texts, prompt_nam"),
     (b'{"texts": "a"}', "texts must be a JSON list"),
     (b'"a"', "must be a JSON list of texts"),
 ])

@@ -2,10 +2,10 @@
 ``{"query": "query: ", "passage": "passage: "}``) and the one that applies when a request
 names none (``default_prompt_name``, or ``-default_prompt_name``).
 
-A request may name a prompt (``prompt_name``) or bring its own text (``prompt``), not both;
-``prompt: ""`` asks for no prompt at all, even where the model has a default. The chosen
-prompt is put before the text, as ``SentenceTransformer.encode`` does. Pure Python: the
-pipeline resolves requests' prompts with it.
+A request may name a prompt (``prompt_name``) or bring its own text (``prompt``, which wins
+when both are given, as in ``SentenceTransformer.encode``); ``prompt: ""`` asks for no prompt
+at all, even where the model has a default. The chosen prompt is put before the text, as
+sentence-transformers does. Pure Python: the pipeline resolves requests' prompts with it.
 """
 
 from __future__ import annotations
@@ -31,8 +31,6 @@ class Prompts:
 
     def choose(self, prompt_name: object = None, prompt: object = None) -> str | None:
         """The prompt text a request asks for (None: no prompt); raises `InvalidRequestError`."""
-        if prompt is not None and prompt_name is not None:
-            raise InvalidRequestError("give either prompt or prompt_name, not both", param="prompt")
         if prompt is not None:
             if not isinstance(prompt, str):
                 raise InvalidRequestError(f"prompt must be a string, got {type(prompt).__name__}", param="prompt")

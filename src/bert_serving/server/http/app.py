@@ -46,6 +46,7 @@ from .openai_api import (
     embeddings_body,
     embeddings_request_model,
     integer,
+    prompt_name_field,
     request_texts,
 )
 from .responses import (
@@ -86,7 +87,7 @@ class EncodeRequest(BaseModel):
     prompt: str | None = Field(None, description=PROMPT)
 
 
-def encode_request_model(vocab_size: int, max_texts: int) -> type[EncodeRequest]:
+def encode_request_model(vocab_size: int, max_texts: int, prompt_names: tuple[str, ...] = ()) -> type[EncodeRequest]:
     token = integer(ge=0, lt=vocab_size)
     tokens = Annotated[list[Text | token], Field(min_length=1)]
     return create_model(
@@ -95,6 +96,7 @@ def encode_request_model(vocab_size: int, max_texts: int) -> type[EncodeRequest]
         texts=(Annotated[list[Text], Field(min_length=1, max_length=max_texts)]
                | Annotated[list[tokens], Field(min_length=1, max_length=max_texts)],
                Field(description="Texts, or token lists (with is_tokenized)")),
+        prompt_name=prompt_name_field(prompt_names),
     )
 
 
@@ -108,8 +110,9 @@ def create_app(gateway: Gateway, config: HttpSettings) -> FastAPI:
     """The ASGI app of one server: every route goes through ``gateway``."""
     model = gateway.model
     vocab_size = model.vocab_size
-    EncodeBody = encode_request_model(vocab_size, config.max_request_texts)  # noqa: N806
-    EmbeddingsBody = embeddings_request_model(vocab_size, model.dim, config.max_request_texts)  # noqa: N806
+    names = tuple(model.prompts)
+    EncodeBody = encode_request_model(vocab_size, config.max_request_texts, names)  # noqa: N806
+    EmbeddingsBody = embeddings_request_model(vocab_size, model.dim, config.max_request_texts, names)  # noqa: N806
     app = FastAPI(
         title="bert-serving",
         version=__version__,
@@ -217,8 +220,9 @@ def create_app(gateway: Gateway, config: HttpSettings) -> FastAPI:
     @app.get("/", tags=["operations"])
     async def index(request: Request) -> Response:
         """What is served here, and where (for a browser, a page of links)."""
-        info = {"name": "bert-serving", "version": __version__, "model": model.name,
-                "dim": model.dim, "prompts": dict(model.prompts), "default_prompt_name": model.default_prompt_name, "docs": "/docs", "openapi": "/openapi.json", "dashboard": "/dashboard",
+        info = {"name": "bert-serving", "version": __version__, "model": model.name, "dim": model.dim,
+                "prompts": dict(model.prompts), "default_prompt_name": model.default_prompt_name,
+                "docs": "/docs", "openapi": "/openapi.json", "dashboard": "/dashboard",
                 "routes": ["/encode", "/v1/embeddings", "/status/server", "/health", "/ready", "/metrics"]}
         return index_page(info) if wants_html(request) else json_response(info)
 

@@ -22,7 +22,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstr
 
 from ...errors import BertServingError, InvalidRequestError
 
-__all__ = ["PROMPT", "PROMPT_NAME", "EmbeddingsRequest", "EmbeddingsResponse", "Integer", "OpenAIError", "Text", "integer", "embeddings_body",
+__all__ = ["PROMPT", "PROMPT_NAME", "prompt_name_field", "EmbeddingsRequest", "EmbeddingsResponse", "Integer", "OpenAIError", "Text", "integer", "embeddings_body",
            "embeddings_request_model", "openai_error_body", "request_texts"]
 
 _TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
@@ -53,7 +53,13 @@ Integer = integer()
 
 PROMPT_NAME = ("One of the model's prompts (GET / lists them) to put before each text; default: the model's "
                "default prompt, if it has one")
-PROMPT = "A prompt of your own to put before each text, instead of a named one; \"\" for none"
+PROMPT = "A prompt of your own to put before each text (it wins over prompt_name); \"\" for none"
+
+
+def prompt_name_field(names: tuple[str, ...]) -> tuple[object, object]:
+    """``prompt_name`` as a served model takes it: one of its prompts' names (none: only null)."""
+    kind = Literal[names] | None if names else None
+    return kind, Field(None, description=PROMPT_NAME)
 
 
 class EmbeddingsRequest(BaseModel):
@@ -72,7 +78,8 @@ class EmbeddingsRequest(BaseModel):
     prompt: str | None = Field(None, description=PROMPT)
 
 
-def embeddings_request_model(vocab_size: int, dim: int, max_texts: int) -> type[EmbeddingsRequest]:
+def embeddings_request_model(vocab_size: int, dim: int, max_texts: int,
+                             prompt_names: tuple[str, ...] = ()) -> type[EmbeddingsRequest]:
     """`EmbeddingsRequest` with this server's limits written into its schema."""
     token = integer(ge=0, lt=vocab_size)
     texts = Annotated[list[Text], Field(min_length=1, max_length=max_texts)]
@@ -84,6 +91,7 @@ def embeddings_request_model(vocab_size: int, dim: int, max_texts: int) -> type[
         input=(Text | texts | ids | many_ids, Field(description="Text, texts, token ids, or lists of token ids")),
         dimensions=(integer(ge=1, le=dim) | None, Field(None, description="Keep this many leading dimensions, "
                                                                             "re-normalised")),
+        prompt_name=prompt_name_field(prompt_names),
     )
 
 
