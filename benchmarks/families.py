@@ -30,7 +30,7 @@ sys.path.insert(0, str(HERE))
 from bench import CORPUS, InProcess, Server, throughput  # noqa: E402
 
 PATHS = {"bert": "packed", "roberta": "packed", "xlm-roberta": "packed", "distilbert": "packed",
-         "electra": "packed", "mpnet": "generic", "modernbert": "generic", "deberta-v2": "generic",
+         "electra": "packed", "mpnet": "packed", "modernbert": "generic", "deberta-v2": "generic",
          "qwen3": "generic"}
 
 

@@ -43,7 +43,7 @@ FAMILIES = {f.name: f for f in [
     Family("distilbert", "wordpiece", "max", "5.x", prompts={"query": "search query: "}),
     Family("electra", "wordpiece", "mean", "5.x", prompts={"query": "Represent the question for retrieval: "},
            include_prompt=False),
-    Family("mpnet", "wordpiece", "mean", "5.x", normalize=True, prompts={"query": "query: "}, path="generic"),
+    Family("mpnet", "wordpiece", "mean", "5.x", normalize=True, prompts={"query": "query: "}),
     Family("modernbert", "bpe", "cls", "6.x", prompts={"query": "search_query: ", "document": "search_document: "},
            path="generic"),
     Family("deberta-v2", "unigram", "weightedmean", "6.x", prompts={"query": "query: "}, path="generic"),

@@ -201,7 +201,7 @@ def _hf_file_weights(path: Path) -> dict[str, torch.Tensor]:
 
 
 # task models keep the base model under one of these (BertForSequenceClassification: bert.*)
-_BASE_PREFIXES = ("bert.", "roberta.", "electra.", "distilbert.")
+_BASE_PREFIXES = ("bert.", "roberta.", "electra.", "distilbert.", "mpnet.")
 _BASE_PARTS = ("embeddings.", "encoder.", "pooler.", "embeddings_project.", "transformer.")
 
 

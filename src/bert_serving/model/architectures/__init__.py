@@ -2,8 +2,8 @@
 
 Two paths, chosen from ``config.json``'s ``model_type`` by `read_config`:
 
-- **packed** (`bert.BertModel`): BERT, RoBERTa, XLM-RoBERTa, CamemBERT, ELECTRA and DistilBERT
-  run on our own PyTorch network over packed (unpadded) sequences;
+- **packed** (`bert.BertModel`): BERT, RoBERTa, XLM-RoBERTa, CamemBERT, ELECTRA, DistilBERT and
+  MPNet run on our own PyTorch network over packed (unpadded) sequences;
 - **generic** (`generic.GenericModel`): every other architecture transformers can load from a
   local folder, through ``AutoModel`` on padded batches.
 

@@ -2,8 +2,9 @@
 
 One network serves the families that share BERT's post-norm layer: BERT itself, RoBERTa,
 XLM-RoBERTa and CamemBERT (positions counted past the padding index, usually one token type),
-ELECTRA (embeddings narrower than the hidden size, projected up) and DistilBERT (no token types;
-its weight names are translated in `distilbert`).
+ELECTRA (embeddings narrower than the hidden size, projected up), DistilBERT (no token types;
+its weight names are translated in `distilbert`) and MPNet (as RoBERTa, plus a relative position
+bias on the attention scores; `mpnet`).
 
 Written for serving, not training: no dropout; sequences packed without padding (`Packing`),
 padded only around attention; query/key/value fused into one matmul; attention through
@@ -24,7 +25,7 @@ from torch import nn
 
 from ...errors import ConfigurationError
 from ..packing import Packing
-from . import distilbert
+from . import distilbert, mpnet
 
 __all__ = ["FAMILIES", "PADDED_UP_TO", "BertConfig", "BertModel", "unsupported_option"]
 
@@ -43,8 +44,8 @@ _ACTIVATIONS = {
 }
 
 # model_type -> what differs from BERT (see the module docstring)
-FAMILIES = ("bert", "roberta", "xlm-roberta", "camembert", "electra", "distilbert")
-_POSITIONS_PAST_PADDING = ("roberta", "xlm-roberta", "camembert")
+FAMILIES = ("bert", "roberta", "xlm-roberta", "camembert", "electra", "distilbert", "mpnet")
+_POSITIONS_PAST_PADDING = ("roberta", "xlm-roberta", "camembert", "mpnet")
 
 
 @dataclass(frozen=True)
@@ -63,6 +64,7 @@ class BertConfig:
     model_type: str = "bert"
     position_offset: int = 0  # RoBERTa's family: position ids start at pad_token_id + 1
     embedding_size: int | None = None  # ELECTRA: embedding width, projected up to hidden_size
+    relative_attention_buckets: int = 0  # MPNet: rows of its relative position bias table
 
     path = "packed"  # which kind of network runs it (see `architectures`)
 
@@ -89,6 +91,8 @@ class BertConfig:
             raise ConfigurationError(f"{path} describes a {model_type!r} model, not one of {', '.join(FAMILIES)}")
         if model_type == "distilbert":
             raw = distilbert.as_bert_config(raw)
+        elif model_type == "mpnet":
+            raw = mpnet.as_bert_config(raw)
         known = {f.name for f in fields(cls)}
         required = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size")
         missing = [name for name in required if name not in raw]
@@ -168,13 +172,13 @@ class _Layer(nn.Module):
         self.ffn_norm = nn.LayerNorm(h, eps=config.layer_norm_eps)
         self.act = _ACTIVATIONS[config.hidden_act]
 
-    def forward(self, x: torch.Tensor, packing: Packing) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, packing: Packing, attn_mask: torch.Tensor | None) -> torch.Tensor:
         """``x``: packed ``[tokens, hidden]``; only attention sees the padded layout."""
         h = x.shape[-1]
         qkv = packing.pad(self.qkv(x))  # [B, T, 3H]
         b, t = qkv.shape[:2]
         q, k, v = qkv.view(b, t, 3, self.num_heads, h // self.num_heads).permute(2, 0, 3, 1, 4)
-        ctx = F.scaled_dot_product_attention(q, k, v, attn_mask=packing.attn_mask)
+        ctx = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
         ctx = packing.unpad(ctx.transpose(1, 2).reshape(b, t, h))
         x = self.attn_norm(x + self.attn_out(ctx))
         return self.ffn_norm(x + self.ffn_out(self.act(self.ffn_in(x))))
@@ -197,6 +201,8 @@ class BertModel(nn.Module):
         self.embeddings = _Embeddings(config, use_position_embeddings)
         self.layers = nn.ModuleList(_Layer(config) for _ in range(self.num_layers))
         self.pooler = nn.Linear(config.hidden_size, config.hidden_size) if with_pooler else None
+        buckets = config.relative_attention_buckets
+        self.relative_bias = nn.Embedding(buckets, config.num_attention_heads) if buckets else None
 
     def forward(
         self,
@@ -218,11 +224,15 @@ class BertModel(nn.Module):
             layout = packing.as_padded()
             input_ids, token_type_ids = packing.pad(input_ids).flatten(), packing.pad(token_type_ids).flatten()
         x = self.embeddings(input_ids, token_type_ids, layout)
+        mask = layout.attn_mask  # [B, 1, 1, T] bool, or None
+        if self.relative_bias is not None:  # one bias for every layer, hidden where keys are padding
+            bias = mpnet.position_bias(self.relative_bias, layout.max_len).to(x.dtype)
+            mask = bias if mask is None else bias.masked_fill(~mask, float("-inf"))
         wanted = {n: None for n in output_layers}
         if 0 in wanted:
             wanted[0] = x
         for index, layer in enumerate(self.layers, start=1):
-            x = layer(x, layout)
+            x = layer(x, layout, mask)
             if index in wanted:
                 wanted[index] = x
         pooled = torch.tanh(self.pooler(x[layout.offsets[:-1]])) if self.pooler is not None else None
@@ -240,6 +250,8 @@ class BertModel(nn.Module):
         c = self.config
         if c.model_type == "distilbert":
             weights = distilbert.bert_names(weights)
+        elif c.model_type == "mpnet":
+            weights = mpnet.bert_names(weights)
         h, i = c.hidden_size, c.intermediate_size
         e = c.embedding_size or h
 
@@ -280,6 +292,9 @@ class BertModel(nn.Module):
                 own[f"layers.{n}.ffn_in.{kind}"] = take(f"{p}intermediate.dense.{kind}", (i, h) if matrix else (i,))
                 own[f"layers.{n}.ffn_out.{kind}"] = take(f"{p}output.dense.{kind}", (h, i) if matrix else (h,))
                 own[f"layers.{n}.ffn_norm.{kind}"] = take(f"{p}output.LayerNorm.{kind}", (h,))
+        if self.relative_bias is not None:
+            own["relative_bias.weight"] = take("encoder.relative_attention_bias.weight",
+                                               (c.relative_attention_buckets, c.num_attention_heads))
         if self.pooler is not None:
             own["pooler.weight"] = take("pooler.dense.weight", (h, h))
             own["pooler.bias"] = take("pooler.dense.bias", (h,))

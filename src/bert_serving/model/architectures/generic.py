@@ -1,5 +1,5 @@
-"""Every other architecture transformers can load from a local folder (MPNet, ModernBERT,
-DeBERTa-v2, Qwen2/Qwen3, Gemma3, ...): ``transformers.AutoModel`` with SDPA attention where the
+"""Every other architecture transformers can load from a local folder (ModernBERT, DeBERTa-v2,
+Qwen2/Qwen3, Gemma3, ALBERT, ...): ``transformers.AutoModel`` with SDPA attention where the
 architecture has it, on padded batches (the batcher sorts rows by length and cuts batches under
 the same token budget as the packed path).
 
