@@ -11,6 +11,12 @@ of 64), saved as a sentence-transformers folder with MiniLM's own tokenizer and 
 differs. Measured: bulk throughput (one ``BertClient.encode`` of N corpus sentences; in process
 ``SentenceTransformer.encode(batch_size=32)``), the BERT server measured in the same rounds.
 Writes ``results.md`` and ``results.json`` into ``--out``.
+
+    python benchmarks/families.py --network             # our networks alone, in one process
+
+``--network`` times only the networks: ``Encoder.encode`` of each family in this process, all
+interleaved round by round (no server, no sentence-transformers), which shows the speed per FLOP
+with less noise than a run through servers on a shared machine.
 """
 
 from __future__ import annotations
@@ -69,9 +75,30 @@ def build(name: str, folder: Path) -> Path:
     else:
         config = transformers.Qwen3Config(**{**size, "num_attention_heads": 6}, num_key_value_heads=2, head_dim=64,
                                           max_position_embeddings=32768, pad_token_id=0, tie_word_embeddings=True)
-        (folder / "1_Pooling" / "config.json").write_text(json.dumps({"pooling_mode": "lasttoken"}))
+        (folder / "1_Pooling" / "config.json").write_text(json.dumps({"embedding_dimension": 384, "pooling_mode": "lasttoken"}))
     transformers.AutoModel.from_config(config).eval().save_pretrained(folder)
     return folder
+
+
+def network(names: list[str], texts: list[str], rounds: int) -> str:
+    """Each family's `Encoder` alone, interleaved: sentences/s, median of ``rounds``."""
+    from bert_serving.model import Encoder
+
+    with tempfile.TemporaryDirectory() as tmp:
+        encoders = {name: Encoder.load(str(build(name, Path(tmp) / name)), device="cpu") for name in names}
+        for encoder in encoders.values():
+            encoder.encode(texts[:100], max_batch_tokens=1024)
+        measured = {name: [] for name in names}
+        for rnd in range(rounds):
+            for name, encoder in (encoders.items() if rnd % 2 == 0 else reversed(encoders.items())):
+                measured[name].append(throughput(lambda t: encoder.encode(t, max_batch_tokens=1024), texts))
+            print(f"round {rnd + 1}/{rounds}: " + ", ".join(f"{n} {v[-1]:.0f}/s" for n, v in measured.items()),
+                  flush=True)
+    bert = statistics.median(measured["bert"])
+    lines = ["| family | path | network alone, sentences/s | vs BERT |", "|---|---|---|---|"]
+    lines += [f"| {name} | {PATHS[name]} | {statistics.median(v):.0f} | {statistics.median(v) / bert:.2f}x |"
+              for name, v in measured.items()]
+    return "\n".join(lines)
 
 
 def main() -> None:
@@ -81,22 +108,33 @@ def main() -> None:
     parser.add_argument("--bulk", type=int, default=1000, help="sentences per bulk measurement")
     parser.add_argument("--out", type=Path,
                         default=HERE / "results" / f"{datetime.now():%Y-%m-%d-%H%M}-families")
+    parser.add_argument("--network", action="store_true", help="time the networks alone, in this process")
     args = parser.parse_args()
     bulk = CORPUS.read_text(encoding="utf-8").splitlines()[: args.bulk]
     args.out.mkdir(parents=True, exist_ok=True)
+    if args.network:
+        table = network(["bert", *args.families], bulk, args.rounds)
+        print(table)
+        (args.out / "network.md").write_text(f"# Networks alone, {datetime.now():%Y-%m-%d %H:%M}\n\n{args.bulk} "
+                                             f"sentences per call, median of {args.rounds} interleaved rounds.\n\n"
+                                             f"{table}\n")
+        return
     results: dict[str, dict[str, list[float]]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         baseline = Server("-model_dir", str(build("bert", Path(tmp) / "bert")))
+        baseline.encode(bulk)
         try:
             for name in args.families:
                 folder = str(build(name, Path(tmp) / name))
                 server, inproc = Server("-model_dir", folder), InProcess(model_dir=folder)
+                server.encode(bulk), inproc.encode(bulk)  # warm on the very batches measured, as the baseline is
                 measured = results[name] = {"bert server": [], "server": [], "in process": []}
                 try:
+                    contenders = {"bert server": baseline.encode, "server": server.encode, "in process": inproc.encode}
                     for rnd in range(args.rounds):
-                        measured["bert server"].append(throughput(baseline.encode, bulk))
-                        measured["server"].append(throughput(server.encode, bulk))
-                        measured["in process"].append(throughput(inproc.encode, bulk))
+                        order = list(contenders) if rnd % 2 == 0 else list(reversed(contenders))  # no one always first
+                        for contender in order:
+                            measured[contender].append(throughput(contenders[contender], bulk))
                         print(f"{name} round {rnd + 1}/{args.rounds}: " + ", ".join(
                             f"{k} {v[-1]:.0f}/s" for k, v in measured.items()), flush=True)
                 finally:
