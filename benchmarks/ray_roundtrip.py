@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import tempfile
 import time
 from pathlib import Path
 
@@ -70,8 +69,7 @@ def main() -> None:
     spec = resolve(settings)
     encoder = load_encoder(spec, "cpu", threads=1, gpu_memory_fraction=0.5)
     ctx = zmq.Context()
-    channel = Path(tempfile.mkdtemp())
-    local = LocalReplica(settings, "cpu", ctx=ctx, index=0, channel_dir=channel, threads=1)
+    local = LocalReplica(settings, "cpu", index=0, threads=1)
     node = {"num_cpus": 1, "object_store_memory": 256 << 20}
     cluster = Cluster(initialize_head=True, head_node_args={**node, "include_dashboard": False})
     try:

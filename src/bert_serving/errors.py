@@ -7,6 +7,8 @@ ZeroMQ error replies) and one HTTP status::
     ├── RequestError                 the request cannot be served as sent      (4xx)
     │   ├── InvalidRequestError      malformed frames, bad JSON, wrong types,   400  invalid_request
     │   │                            empty texts, unknown control words
+    │   ├── UnsupportedTaskError     a task the served model does not do        404  unsupported_task
+    │   │                            (rerank on an embedder, embeddings from a classifier)
     │   ├── AuthenticationError      missing or wrong API key / token           401  unauthorized
     │   ├── ForbiddenError           operation refused for this peer            403  forbidden
     │   ├── PayloadTooLargeError     body, text count or size over a limit      413  payload_too_large
@@ -37,6 +39,7 @@ __all__ = [
     "RequestError",
     "ServerError",
     "ServerTimeoutError",
+    "UnsupportedTaskError",
     "error_from_code",
 ]
 
@@ -70,6 +73,13 @@ class RequestError(BertServingError):
 class InvalidRequestError(RequestError):
     code = "invalid_request"
     http_status = 400
+
+
+class UnsupportedTaskError(RequestError):
+    """The served model does another task (embed, classify, rerank) than the request asks for."""
+
+    code = "unsupported_task"
+    http_status = 404  # the route exists, but not for this server's model
 
 
 class AuthenticationError(RequestError):
@@ -127,6 +137,7 @@ _BY_CODE: dict[str, type[BertServingError]] = {
         BertServingError,
         RequestError,
         InvalidRequestError,
+        UnsupportedTaskError,
         AuthenticationError,
         ForbiddenError,
         PayloadTooLargeError,

@@ -11,9 +11,12 @@ from pathlib import Path
 BIN = Path(sys.executable).parent
 
 
-def start_cli(*flags: str, env: dict | None = None) -> subprocess.Popen:
+def start_cli(*flags: str, env: dict | None = None, own_group: bool = False) -> subprocess.Popen:
+    """``bert-serving-start``; with ``own_group`` in a process group of its own (as a shell or
+    systemd starts it), so that the test can signal the whole group without signalling itself."""
     return subprocess.Popen([str(BIN / "bert-serving-start"), *flags], stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, env={**os.environ, **(env or {})})
+                            stderr=subprocess.STDOUT, text=True, env={**os.environ, **(env or {})},
+                            start_new_session=own_group)
 
 
 def wait_for_line(proc: subprocess.Popen, needle: str, timeout: float = 120) -> list[str]:

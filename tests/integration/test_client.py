@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -141,12 +142,49 @@ def test_a_client_can_be_shared_between_threads(bc, reference) -> None:
 def test_concurrent_client_pool(tiny_server, reference) -> None:
     with ConcurrentBertClient(max_concurrency=3, port=tiny_server.config.port,
                               port_out=tiny_server.config.port_out) as pool:
-        outs = Concurrently(lambda i: pool.encode([SENTENCES[i % 4]]), 9).start().join()  # 9 threads, 3 clients
+        outs = Concurrently(lambda i: pool.encode([SENTENCES[i % 4]]), 3).start().join()  # 3 threads, 3 clients
         for i, vectors in outs.items():
             np.testing.assert_allclose(vectors, reference.encode([SENTENCES[i % 4]]), atol=1e-5)
         assert pool.server_config["server_version"] == "1.10.0"
         with pytest.raises(NotImplementedError):
             pool.fetch_all()
+
+
+def test_concurrent_client_raises_at_once_when_every_client_is_busy() -> None:
+    port, port_out = free_ports(2)  # nobody answers there: a call holds its client until its timeout
+    with ConcurrentBertClient(max_concurrency=2, port=port, port_out=port_out, ignore_all_checks=True,
+                              timeout=5000) as pool:
+        busy = [threading.Thread(target=lambda: pytest.raises(TimeoutError, pool.encode, ["waits"])) for _ in range(2)]
+        for thread in busy:
+            thread.start()
+        while not pool._free.empty():  # both clients borrowed
+            time.sleep(0.01)
+        with pytest.raises(RuntimeError, match='Too many concurrent connections! .*"max_concurrency", currently = 2'):
+            pool.encode(["a third caller"])  # as 1.10.0: at once, not after the others are done
+        assert all(thread.is_alive() for thread in busy)
+        for thread in busy:
+            thread.join(30)
+
+
+def test_fetch_all_after_a_blocking_encode_collects_the_earlier_request(bc, reference) -> None:
+    assert bc.encode(["First do it"], blocking=False) is None
+    np.testing.assert_allclose(bc.encode(["then do it right"]), reference.encode(["then do it right"]), atol=1e-5)
+    # the first answer arrived while the blocking call waited, and was parked
+    np.testing.assert_allclose(bc.fetch_all(concat=True), reference.encode(["First do it"]), atol=1e-5)
+    assert bc.fetch_all() is None and not bc.pending_request
+
+
+def test_after_a_chunked_request_times_out_no_chunk_answer_lingers(tiny_server) -> None:
+    with BertClient(port=tiny_server.config.port, port_out=tiny_server.config.port_out, chunk_size=10,
+                    timeout=1) as client:
+        with pytest.raises(TimeoutError):
+            client.encode([f"sentence number {i}" for i in range(300)])  # 30 chunks, 1 ms is too short
+        abandoned = set(client._abandoned)
+        assert len(abandoned) >= 10 and not client.pending_request  # every chunk in flight, not only the first
+        client.timeout = 20_000
+        time.sleep(0.5)  # the late answers arrive meanwhile
+        assert client.encode(["the dog"]).shape == (1, 32)
+        assert client.fetch_all() is None and not client.pending_response
 
 
 def test_stale_reply_after_a_timeout_is_dropped(tiny_server) -> None:

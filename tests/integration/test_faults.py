@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import threading
 import time
 
@@ -66,11 +67,14 @@ def test_worker_killed_during_load_every_request_answered_correctly(minilm) -> N
         np.testing.assert_allclose(results[i], minilm.encode(job), atol=1e-5)
 
 
-@pytest.mark.parametrize("how", ["SIGTERM", "SIGINT", "bert-serving-terminate"])
+@pytest.mark.parametrize("how", ["SIGTERM", "SIGINT", "bert-serving-terminate", "SIGINT to the group",
+                                 "SIGTERM to the group"])
 def test_shutdown_during_load_drains_and_leaves_no_process(how, minilm) -> None:
+    """Also Ctrl-C in a terminal and systemd stopping the unit, which signal the whole process
+    group: the workers must not die with the server and be taken for crashed."""
     port, port_out = free_ports(2)
     proc = start_cli(f"-port={port}", f"-port_out={port_out}", "-max_seq_len=64", "-num_worker=2",
-                     "-bind=127.0.0.1", "-drain_timeout=60")
+                     "-bind=127.0.0.1", "-drain_timeout=60", own_group=True)
     try:
         wait_for_line(proc, "ready to serve")
         workers = children(proc.pid)
@@ -102,13 +106,17 @@ def test_shutdown_during_load_drains_and_leaves_no_process(how, minilm) -> None:
             from bert_serving.client import terminate_server
 
             threading.Thread(target=terminate_server, args=("127.0.0.1", port, 60_000), daemon=True).start()
+        elif how.endswith("to the group"):
+            os.killpg(proc.pid, getattr(signal, how.split()[0]))  # the server leads its own group
         else:
             proc.send_signal(getattr(signal, how))
         for t in threads:
             t.join(120)
+        assert not any(t.is_alive() for t in threads), "a client was never answered"
         assert proc.wait(70) == 0
         output = proc.stdout.read()
         assert "server stopped" in output and "Traceback" not in output
+        assert "restarting it" not in output and "died with exit code" not in output  # no worker taken for crashed
         assert not any(alive(pid) for pid in workers), "a worker outlived the server"
         served_after = [o for when, o in outcomes if when > stop_at[0] and isinstance(o[0], np.ndarray)]
         assert served_after, "requests accepted before the signal were not served after it"
@@ -148,3 +156,35 @@ def test_heartbeats_are_on_for_both_sides(tiny_server) -> None:
             assert sock.getsockopt(zmq.HEARTBEAT_IVL) > 0 and sock.getsockopt(zmq.TCP_KEEPALIVE) == 1
     for sock in (tiny_server.frontend.pull, tiny_server.frontend.pub):
         assert sock.getsockopt(zmq.HEARTBEAT_IVL) > 0 and sock.getsockopt(zmq.HEARTBEAT_TIMEOUT) > 0
+
+
+def test_terminate_waits_for_a_long_drain_and_says_so_when_it_gives_up() -> None:
+    from .processes import BIN
+
+    port, port_out = free_ports(2)
+    proc = start_cli(f"-model_dir={TINY_BERT / 'google'}", f"-port={port}", f"-port_out={port_out}",
+                     "-max_seq_len=16", "-bind=127.0.0.1", "-drain_timeout=30", own_group=True)
+    try:
+        wait_for_line(proc, "ready to serve")
+        worker, = children(proc.pid)
+        client = BertClient(port=port, port_out=port_out, timeout=60_000)
+        os.kill(worker, signal.SIGSTOP)  # the drain now lasts until it is continued
+        answer: list = []
+        waiting = threading.Thread(target=lambda: answer.append(client.encode(["accepted before the stop"])))
+        waiting.start()
+        terminate = [str(BIN / "bert-serving-terminate"), "-port", str(port)]
+        impatient = subprocess.run([*terminate, "-timeout", "1500"], capture_output=True, text=True, timeout=60)
+        assert impatient.returncode == 1 and "still draining" in impatient.stderr
+        patient = subprocess.Popen(terminate, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        time.sleep(6)  # longer than the 5 s bert-serving-terminate used to wait
+        assert patient.poll() is None and proc.poll() is None  # both still waiting: the drain goes on
+        os.kill(worker, signal.SIGCONT)
+        out, err = patient.communicate(timeout=60)
+        assert patient.returncode == 0, err
+        assert "shutdown signal sent" in out
+        assert proc.wait(30) == 0
+        waiting.join(30)
+        assert answer and answer[0].shape == (1, 32)  # the request accepted before was answered
+        client.close()
+    finally:
+        stop(proc)

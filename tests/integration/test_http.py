@@ -21,7 +21,7 @@ KEY = "s3cret-key"
 def http_server():
     port = free_ports(1)[0]
     with running_server("-max_seq_len", "16", "-http_port", str(port), "-max_request_texts", "50",
-                        "-max_request_bytes", "20000") as server:
+                        "-max_request_bytes", "20000", "-http_token_ids") as server:
         yield server, f"http://127.0.0.1:{port}"
 
 
@@ -100,7 +100,9 @@ def test_the_openai_sdk_works_unchanged(http_server, zmq_vectors) -> None:
     ("/encode", {"id": 1, "texts": ["a" * 30000]}, 413, "payload_too_large", "exceeds 20000 bytes"),
     ("/v1/embeddings", {"input": []}, 400, "invalid_request", "input"),
     ("/v1/embeddings", {"input": ""}, 400, "invalid_request", "input: must not be empty or blank"),
-    ("/v1/embeddings", {"input": 3.5}, 400, "invalid_request", "input"),
+    ("/v1/embeddings", {"input": 3.5}, 400, "invalid_request", "input: must be a string, a list of strings, a list"),
+    ("/v1/embeddings", {"input": [1, "a"]}, 400, "invalid_request", "input[1]: must be an integer"),
+    ("/encode", {"texts": "one text"}, 400, "invalid_request", "texts: must be a list of texts, or a list of token"),
     ("/v1/embeddings", {"input": [[True]]}, 400, "invalid_request", "input"),
     ("/v1/embeddings", {"input": [[1, 99999]]}, 400, "invalid_request", "input[0][1]: Input should be less than 96"),
     ("/v1/embeddings", {"input": "x", "dimensions": 33}, 400, "invalid_request", "dimensions: Input should be less"),
@@ -120,6 +122,18 @@ def test_errors_have_their_documented_status_and_body(http, path, payload, statu
         assert error["code"] == code and fragment in error["message"] or fragment == error["param"]
         assert error["type"] == ("invalid_request_error" if status in (400, 413) else error["type"])
         assert set(error) == {"message", "type", "param", "code"}
+
+
+def test_a_validation_error_names_the_one_problem_found(http) -> None:
+    for path, payload in [("/v1/embeddings", {"input": 3.5}), ("/v1/embeddings", {"input": {"text": "x"}}),
+                          ("/v1/embeddings", {"input": ["fine", 7]}), ("/encode", {"texts": [3]}),
+                          ("/v1/embeddings", {"input": [[1, 2], "x"]})]:
+        response = http.post(path, json=payload)
+        assert response.status_code == 400
+        message = response.json()["error"]["message"] if path != "/encode" else response.json()["description"]
+        assert ";" not in message, message  # one problem, not one per member of the input union
+    two = http.post("/encode", json={"texts": ["", " ", "ok"]}).json()["description"]
+    assert two == "texts[0]: must not be empty or blank (and 1 more problem)"
 
 
 def test_malformed_json_and_chunked_oversized_bodies(http) -> None:
@@ -209,3 +223,45 @@ def test_api_key_guards_inference_routes() -> None:
             assert good.status_code == 200
             assert http.get("/status/server").status_code == 401
             assert http.get("/health").status_code == 200 and http.get("/metrics").status_code == 200
+
+
+HELLO_WORLD_CL100K = [15339, 1917]  # "hello world" in tiktoken's cl100k_base: what LangChain sends by default
+
+
+class _Cl100kStandIn:
+    """tiktoken's cl100k_base for the one text used here: the real file is downloaded at run
+    time, which cannot work offline. LangChain itself builds and sends the request."""
+
+    def encode_ordinary(self, text: str) -> list[int]:
+        assert text == "hello world"
+        return list(HELLO_WORLD_CL100K)
+
+    encode = encode_ordinary
+
+
+def test_token_ids_are_opt_in_and_langchain_defaults_get_a_400_saying_why(monkeypatch) -> None:
+    port = free_ports(1)[0]
+    with running_server("-max_seq_len", "16", "-http_port", str(port)) as server:
+        base = f"http://127.0.0.1:{port}"
+        body = {"input": [HELLO_WORLD_CL100K], "model": "text-embedding-ada-002", "encoding_format": "base64"}
+        refused = httpx.post(f"{base}/v1/embeddings", json=body)  # exactly LangChain's default request
+        assert refused.status_code == 400
+        error = refused.json()["error"]
+        assert error["param"] == "input" and error["type"] == "invalid_request_error"
+        assert "-http_token_ids" in error["message"] and "check_embedding_ctx_length=False" in error["message"]
+        assert httpx.post(f"{base}/v1/embeddings", json={"input": [101, 102]}).status_code == 400
+
+        import tiktoken
+        from langchain_openai import OpenAIEmbeddings
+        from openai import BadRequestError
+
+        monkeypatch.setattr(tiktoken, "encoding_for_model", lambda name: _Cl100kStandIn())
+        default = OpenAIEmbeddings(base_url=f"{base}/v1", api_key="unused", max_retries=0)
+        with pytest.raises(BadRequestError, match="check_embedding_ctx_length=False"):
+            default.embed_documents(["hello world"])
+        fixed = OpenAIEmbeddings(base_url=f"{base}/v1", api_key="unused", max_retries=0,
+                                 check_embedding_ctx_length=False)
+        with BertClient(port=server.config.port, port_out=server.config.port_out) as bc:
+            np.testing.assert_allclose(fixed.embed_documents(["hello world"]), bc.encode(["hello world"]), atol=1e-6)
+        statistic = server.stats.statistic()
+    assert statistic["num_data_request"] == 5 and statistic["num_completed_request"] == 2  # the 3 refused are not run

@@ -141,3 +141,55 @@ def test_oversized_payload_is_refused() -> None:
             else:  # pragma: no cover
                 raise AssertionError("not refused")
             assert bc.encode(["fits"]).shape == (1, 32)
+
+
+def test_a_hundred_thousand_texts_with_none_pooling_are_refused_before_allocating() -> None:
+    port, port_out = free_ports(2)
+    proc = start_cli(f"-model_dir={TINY_BERT / 'google'}", f"-port={port}", f"-port_out={port_out}",
+                     "-max_seq_len=64", "-pooling_strategy=NONE", "-bind=127.0.0.1")
+    try:
+        wait_for_line(proc, "ready to serve")
+        before = rss_mb(proc.pid)
+        texts = [f"text number {i}" for i in range(100_000)]
+        with BertClient(port=port, port_out=port_out, chunk_size=200_000, timeout=120_000) as bc:
+            try:
+                bc.encode(texts)  # one request: [100000, 64, 32] float32 would be 819 MB
+            except PayloadTooLargeError as exc:
+                assert "[100000, 64, 32] float32 (781.2 MiB)" in str(exc) and "-max_result_bytes" in str(exc)
+            else:  # pragma: no cover
+                raise AssertionError("not refused")
+            assert rss_mb(proc.pid) - before < 300  # nothing of that size was allocated
+            bc.chunk_size = 1024  # BertClient's default: the same texts in requests of 1,024 are served
+            vectors = bc.encode(texts[:3000])
+        assert vectors.shape == (3000, 64, 32)
+    finally:
+        stop(proc)
+
+
+def test_zeromq_frames_far_over_the_limit_close_their_connection_and_memory_stays_bounded() -> None:
+    with running_server("-max_seq_len", "16", "-max_request_bytes", "10000") as server:
+        pull = server.frontend.pull
+        assert 0 < pull.getsockopt(zmq.RCVHWM) <= 1000  # a flood blocks its sender instead of growing the server
+        assert pull.getsockopt(zmq.MAXMSGSIZE) == 4 * 10_000
+        ctx = zmq.Context()
+        push, sub = ctx.socket(zmq.PUSH), ctx.socket(zmq.SUB)
+        sub.setsockopt(zmq.SUBSCRIBE, b"giant")
+        sub.setsockopt(zmq.RCVTIMEO, 3000)
+        sub.connect(f"tcp://127.0.0.1:{server.config.port_out}")
+        push.connect(f"tcp://127.0.0.1:{server.config.port}")
+        try:
+            push.send_multipart(protocol.request_frames(b"giant", b"[" + b'"x",' * 50_000 + b'"x"]', 1))
+            try:
+                reply = sub.recv_multipart()
+            except zmq.Again:
+                reply = None
+            assert reply is None  # dropped with its connection, never read into memory
+            push.send_multipart(protocol.request_frames(b"giant", b'["y' + b"y" * 15_000 + b'"]', 2))
+            refused = protocol.parse_reply(sub.recv_multipart())  # over the limit but not far: a clear error
+            assert isinstance(refused.error, PayloadTooLargeError)
+        finally:
+            push.close(linger=0)
+            sub.close()
+            ctx.term()
+        with BertClient(port=server.config.port, port_out=server.config.port_out, timeout=10_000) as bc:
+            assert bc.encode(["still serving"]).shape == (1, 32)

@@ -148,3 +148,57 @@ def test_abandon_returns_every_unanswered_request_once() -> None:
     b.done = True
     assert {r.id for r in batcher.abandon()} == {a.id, c.id}
     assert batcher.queued_rows == 0 and batcher.next_batch(timeout=0) is None
+
+
+def test_ready_only_gives_more_of_a_big_request_but_leaves_small_ones_to_gather() -> None:
+    batcher = Batcher(max_batch_size=4, max_batch_tokens=1000, priority_batch_size=2)
+    submit(batcher, request(5, 5, 5, 5, 5, 5, 5, 5))  # bulk: two batches of 4
+    first = batcher.next_batch(timeout=0)
+    assert len(first) == 4
+    submit(batcher, request(3))  # a small request arrives while the first batch runs
+    assert batcher.next_batch(timeout=0, ready_only=True) is None  # not cut yet: let it gather
+    second = batcher.next_batch(timeout=0)
+    assert len(second) == 1  # the priority lane first
+    rest = batcher.next_batch(timeout=0, ready_only=True)
+    assert rest is not None and len(rest) == 4  # the rest of the bulk request was cut already
+
+
+def test_a_steady_stream_of_small_requests_cannot_starve_bulk_work() -> None:
+    batcher = Batcher(max_batch_size=4, max_batch_tokens=10_000, priority_batch_size=2)
+    bulk = request(*([8] * 40))  # 10 batches' worth
+    submit(batcher, bulk)
+    bulk_rows, small_served, taken = 0, 0, 0
+    while bulk_rows < len(bulk):
+        submit(batcher, request(8))  # a new small request before every batch, for ever
+        batch = batcher.next_batch(timeout=0)
+        taken += 1
+        owners = rows_of(batch)
+        bulk_rows += len(owners.get(bulk.id, []))
+        small_served += len(owners) - (bulk.id in owners)
+        assert taken <= 4 * 10, "bulk work starved"
+    assert bulk_rows == 40 and small_served >= 3 * 10  # the small ones still get three batches in four
+
+
+def test_small_requests_wait_behind_at_most_one_bulk_batch() -> None:
+    batcher = Batcher(max_batch_size=4, max_batch_tokens=10_000, priority_batch_size=2, bulk_every=4)
+    submit(batcher, request(*([8] * 40)))
+    lanes = []
+    for _ in range(12):
+        small = request(8)
+        submit(batcher, small)
+        lanes.append("small" if small.id in rows_of(batcher.next_batch(timeout=0)) else "bulk")
+        if lanes[-1] == "bulk":  # the small request is next
+            assert small.id in rows_of(batcher.next_batch(timeout=0))
+    assert "bulk" in lanes and "bulk bulk" not in " ".join(lanes)
+
+
+def test_rows_of_abandoned_requests_are_dropped_before_they_run() -> None:
+    batcher = Batcher(max_batch_size=4, max_batch_tokens=10_000, priority_batch_size=0, window_batches=1)
+    gone, kept = request(*([8] * 40)), request(*([8] * 6))
+    submit(batcher, gone)
+    submit(batcher, kept)
+    assert rows_of(batcher.next_batch(timeout=0)).keys() == {gone.id}  # one batch of it is running
+    gone.done = True  # its client went away (the sink marks it done)
+    rest = drain(batcher)
+    assert all(rows_of(b).keys() == {kept.id} for b in rest) and sum(len(b) for b in rest) == 6
+    assert batcher.queued_rows == 0 and batcher.next_batch(timeout=0) is None

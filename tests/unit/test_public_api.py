@@ -7,13 +7,18 @@ import importlib
 import pytest
 
 PUBLIC = {
-    "bert_serving.client": {"BertClient", "ConcurrentBertClient", "terminate_server"},
-    "bert_serving.server": {"BertServer", "get_args_parser", "get_benchmark_parser", "get_shutdown_parser"},
-    "bert_serving.server.helper": {"get_args_parser"},  # where 1.10.0 code imports it from
+    "bert_serving.client": {"BertClient", "ConcurrentBertClient", "RerankResult", "terminate_server"},
+    "bert_serving.server": {"BertServer", "__version__", "get_args_parser", "get_benchmark_parser",
+                            "get_shutdown_parser"},
+    # where 1.10.0 code imports them from
+    "bert_serving.server.helper": {"get_args_parser", "get_run_args", "get_shutdown_parser", "set_logger",
+                                   "send_ndarray", "TimeContext"},
     "bert_serving.server.graph": {"PoolingStrategy"},  # likewise
     "bert_serving.model": {"Encoder", "EncoderSettings", "PoolingStrategy", "CheckpointReader", "resolve"},
-    "bert_serving.errors": {"BertServingError", "InvalidRequestError", "OverloadedError", "ServerTimeoutError"},
-    "bert_serving.protocol": {"parse_request", "parse_reply", "error_frames", "result_frames"},
+    "bert_serving.errors": {"BertServingError", "InvalidRequestError", "OverloadedError", "ServerTimeoutError",
+                            "UnsupportedTaskError"},
+    "bert_serving.protocol": {"parse_request", "parse_reply", "error_frames", "result_frames", "decode_data",
+                              "predict_payload", "rerank_payload"},
 }
 
 

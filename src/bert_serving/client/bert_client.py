@@ -18,11 +18,13 @@ import zmq
 from .. import protocol
 from ..errors import ServerTimeoutError
 
-__all__ = ["BertClient", "Response", "__version__"]
+__all__ = ["BertClient", "RerankResult", "Response", "__version__"]
 
 __version__ = protocol.PROTOCOL_VERSION  # the protocol this client speaks, as 1.10.0 reported it
 
 Response = namedtuple("Response", ["id", "embedding", "tokens"])
+# one document of `BertClient.rerank`'s answer; ``document`` is None unless asked for (Cohere's names)
+RerankResult = namedtuple("RerankResult", ["index", "relevance_score", "document"])
 
 
 def _timeout(method):
@@ -175,6 +177,8 @@ class BertClient:
             while True:
                 if wait_for in self.pending_response:
                     return self.pending_response.pop(wait_for)
+                if wait_for is None and self.pending_response:  # parked while another call waited
+                    return self.pending_response.pop(min(self.pending_response))
                 reply = protocol.parse_reply(self.receiver.recv_multipart())
                 if reply.req_id in self._abandoned:
                     self._abandoned.discard(reply.req_id)
@@ -276,6 +280,9 @@ class BertClient:
                     order.append(self._send(payload(chunk), len(chunk)))
                 while len(results) < len(order):
                     self._collect(order, results, progress)
+        except BaseException:  # a timeout (or an interrupt): no chunk's late answer may linger
+            self._abandon(i for i in order if i not in results)
+            raise
         finally:
             if progress is not None:
                 progress.close()
@@ -293,6 +300,53 @@ class BertClient:
             array = np.concatenate(arrays)
         tokens = [t for r in replies for t in (r.tokens or [])] or ""
         return self.formatter(array), tokens
+
+    # a served head: classifier, regressor, reranker -----------------------------------------
+
+    @property
+    def labels(self) -> list[str] | None:
+        """The names of a served classifier's outputs, the columns of `predict` (None: it embeds)."""
+        if "labels" not in self.server_info:
+            self.server_info = self.server_config
+        return self.server_info.get("labels")
+
+    @_timeout
+    def predict(self, texts: list, *, raw_scores: bool = False, show_progress: bool = False):
+        """A served classifier's scores for ``texts``: ``[N, num_labels]``, columns named by
+        `labels` (probabilities, or for a regressor/reranker its score). A text is a string
+        (``"A ||| B"`` a pair, as for `encode`) or an explicit pair ``[A, B]``. ``raw_scores``:
+        the logits, before the model's activation. A server that embeds raises
+        `UnsupportedTaskError`."""
+        _check_pairs(texts)
+        scores, _ = self._encode_chunks([list(t) if isinstance(t, tuple) else t for t in texts], show_progress,
+                                        payload=lambda chunk: protocol.predict_payload(chunk, raw_scores))
+        return scores
+
+    @_timeout
+    def rerank(self, query: str, documents: list[str], top_n: int | None = None, *, return_documents: bool = False,
+               raw_scores: bool = False) -> list[RerankResult]:
+        """``documents`` by relevance to ``query``, most relevant first (the first ``top_n``), as
+        `RerankResult` (``index`` into ``documents``, ``relevance_score``, ``document`` if
+        ``return_documents``). Needs a server that reranks (a cross-encoder), else raises
+        `UnsupportedTaskError`."""
+        if not isinstance(query, str) or not query.strip():
+            raise ValueError("query must be a non-blank string")
+        self._check_input_lst_str(documents)
+        if top_n is not None and (isinstance(top_n, bool) or not isinstance(top_n, int) or top_n < 1):
+            raise ValueError(f"top_n must be a positive integer or None, got {top_n!r}")
+        scores, _ = self._encode_chunks(list(documents), False,
+                                        payload=lambda chunk: protocol.rerank_payload(query, chunk, raw_scores))
+        scores = np.asarray(scores, dtype=np.float64).reshape(len(documents))
+        order = np.argsort(-scores, kind="stable")[:top_n]
+        return [RerankResult(int(i), float(scores[i]), documents[i] if return_documents else None) for i in order]
+
+    def _abandon(self, req_ids) -> None:
+        """Forget these requests: their answers, now or later, are dropped."""
+        with self._recv_lock:
+            for req_id in req_ids:
+                self.pending_request.discard(req_id)
+                if self.pending_response.pop(req_id, None) is None:
+                    self._abandoned.add(req_id)
 
     def _collect(self, order: list[int], results: dict, progress) -> None:
         outstanding = [i for i in order if i not in results]
@@ -386,6 +440,19 @@ class BertClient:
             print(title)
         for key, value in values.items():
             print(f"{key:>30}\t=\t{value!s:<30}")
+
+
+def _check_pairs(texts) -> None:
+    if not isinstance(texts, list):
+        raise TypeError(f"texts must be a list of strings or [A, B] pairs, got {type(texts).__name__}")
+    if not texts:
+        raise ValueError("texts must be a non-empty list")
+    for i, text in enumerate(texts):
+        parts = [text] if isinstance(text, str) else text
+        if not isinstance(parts, (list, tuple)) or not 1 <= len(parts) <= 2 or not all(isinstance(p, str) for p in parts):
+            raise TypeError(f"texts[{i}] must be a string or a pair [A, B] of strings, got {text!r:.80}")
+        if not all(p.strip() for p in parts):
+            raise ValueError(f"all texts must be non-blank, but texts[{i}] is {text!r}")
 
 
 def _secure(sock: zmq.Socket, server_key: bytes | str, client_cert: str | None) -> None:

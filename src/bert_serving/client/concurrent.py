@@ -5,14 +5,14 @@ from __future__ import annotations
 from contextlib import contextmanager
 from queue import Empty, Queue
 
-from ..errors import ServerTimeoutError
 from .bert_client import BertClient
 
 __all__ = ["ConcurrentBertClient"]
 
 
 class ConcurrentBertClient:
-    """A pool of `BertClient` for many threads at once; a call waits for a free client."""
+    """A pool of `BertClient` for many threads at once. A call when every client is busy raises
+    `RuntimeError` at once, as 1.10.0 did: size the pool (``max_concurrency``) to the threads."""
 
     def __init__(self, max_concurrency: int = 10, **kwargs) -> None:
         self.max_concurrency = max_concurrency
@@ -22,11 +22,12 @@ class ConcurrentBertClient:
             self._free.put(client)
 
     @contextmanager
-    def _borrow(self, wait_s: float | None = None):
+    def _borrow(self):
         try:
-            client = self._free.get(timeout=wait_s)
+            client = self._free.get_nowait()
         except Empty:
-            raise ServerTimeoutError(f"all {self.max_concurrency} clients stayed busy for {wait_s} s") from None
+            raise RuntimeError(f'Too many concurrent connections! Try to increase the value of "max_concurrency", '
+                               f"currently = {self.max_concurrency}") from None
         try:
             yield client
         finally:
@@ -35,6 +36,14 @@ class ConcurrentBertClient:
     def encode(self, *args, **kwargs):
         with self._borrow() as client:
             return client.encode(*args, **kwargs)
+
+    def predict(self, *args, **kwargs):
+        with self._borrow() as client:
+            return client.predict(*args, **kwargs)
+
+    def rerank(self, *args, **kwargs):
+        with self._borrow() as client:
+            return client.rerank(*args, **kwargs)
 
     @property
     def server_config(self) -> dict:

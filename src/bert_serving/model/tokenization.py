@@ -3,7 +3,8 @@ checkpoints and ``vocab.txt``-only folders, the folder's own ``tokenizer.json`` 
 
 What both share:
 - ``"A ||| B"`` is a sentence pair, split at the last ``" ||| "``; in pre-tokenized input the
-  token ``"|||"`` splits at its first occurrence;
+  token ``"|||"`` splits at its first occurrence; `Tokenizer.encode_pairs` also takes explicit
+  ``[A, B]`` pairs (``[A]``: a single text), which are never split (a reranker's documents);
 - pre-tokenized input (lists of tokens) is not split or normalised; a token missing from the
   vocabulary becomes the unknown token; a token may also be given as its vocabulary id (an int);
 - ``-no_special_token`` sends pre-tokenized single sequences without special tokens, truncated
@@ -41,7 +42,7 @@ from ..errors import ConfigurationError, InvalidRequestError
 from .features import Features
 from .templates import Template
 
-__all__ = ["Tokenizer", "check_texts"]
+__all__ = ["Tokenizer", "check_pairs", "check_texts"]
 
 _PAIR = re.compile(r"^(.*) \|\|\| (.*)$")
 _PAIR_TOKEN = "|||"
@@ -73,6 +74,27 @@ def check_texts(texts: object, is_tokenized: bool, vocab_size: int | None = None
             raise InvalidRequestError(f"texts[{i}] must be a string, got {type(text).__name__}")
         elif not text.strip():
             raise InvalidRequestError(f"texts[{i}] is empty or blank; every text needs at least one character")
+
+
+def check_pairs(items: object) -> None:
+    """Raise `InvalidRequestError` unless ``items`` is a non-empty list whose items are non-blank
+    strings or lists of one or two non-blank strings (a text, or a pair of texts)."""
+    if not isinstance(items, list):
+        raise InvalidRequestError(f"texts must be a list, got {type(items).__name__}")
+    if not items:
+        raise InvalidRequestError("texts must not be empty")
+    for i, item in enumerate(items):
+        if isinstance(item, str):
+            parts = [item]
+        elif isinstance(item, (list, tuple)) and 1 <= len(item) <= 2:
+            parts = item
+        else:
+            raise InvalidRequestError(f"texts[{i}] must be a text or a pair [text, text], got {item!r:.80}")
+        for part in parts:
+            if not isinstance(part, str):
+                raise InvalidRequestError(f"texts[{i}] must hold strings, got {type(part).__name__}")
+            if not part.strip():
+                raise InvalidRequestError(f"texts[{i}] is empty or blank; every text needs at least one character")
 
 
 class Tokenizer:
@@ -183,6 +205,12 @@ class Tokenizer:
                                       "unknown token; send text instead")
         return found
 
+    def encode_pairs(self, items: Sequence[str | Sequence[str]], *, keep_tokens: bool = False) -> Features:
+        """Features of texts and explicit pairs: a string as `encode` takes it (``" ||| "`` splits
+        it), a list ``[A, B]`` a pair as given, ``[A]`` a single text as given."""
+        check_pairs(items)
+        return self._features(self._wordpieces(items), True, keep_tokens, 0)
+
     def _split_tokens(self, tokens: Sequence[str | int]) -> tuple[list[int], list[int] | None]:
         ids = [self._lookup(t) for t in tokens]
         if _PAIR_TOKEN in tokens:
@@ -190,10 +218,15 @@ class Tokenizer:
             return ids[:j], ids[j + 1 :]
         return ids, None
 
-    def _wordpieces(self, texts: Sequence[str], prompt: str) -> list[tuple[list[int], list[int] | None]]:
+    def _wordpieces(self, texts: Sequence[str | Sequence[str]], prompt: str = "",
+                    ) -> list[tuple[list[int], list[int] | None]]:
         pieces: list[str] = []
         is_pair: list[bool] = []
         for text in texts:
+            if not isinstance(text, str):  # an explicit [A] or [A, B] (encode_pairs)
+                pieces.extend(part.strip() if self._strip else part for part in text)
+                is_pair.append(len(text) == 2)
+                continue
             line = prompt + text
             match = _PAIR.match(line.strip() if self._strip else line)
             if match:

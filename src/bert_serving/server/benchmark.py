@@ -9,6 +9,11 @@ table is printed and appended to ``benchmark-<num_worker>[-fp16].result``.
 
 Two fixes over the original: the server is used once it reports ready (``-wait_till_ready`` is
 the longest wait, not a fixed sleep), and ``-test_pooling_layer -1 -2`` means layers [-1], [-2].
+
+Ours: ``-test_rerank_documents 16 64 256`` on a served cross-encoder measures reranking, pairs
+per second through the server (each client reranks that many documents per call) beside
+sentence-transformers' ``CrossEncoder.predict(batch_size=32)`` in this process on the same
+model and pairs, in one run.
 """
 
 from __future__ import annotations
@@ -40,6 +45,9 @@ def add_benchmark_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("-wait_till_ready", type=int, default=30, help="longest wait (s) for each server to be ready")
     group.add_argument("-client_vocab_file", default="README.md", help="words to build random sentences from")
     group.add_argument("-num_repeat", type=int, default=10, help="rounds per client; the first two are dropped")
+    group.add_argument("-test_rerank_documents", type=int, nargs="*", default=[],
+                       help="documents per rerank call (a cross-encoder's -model_dir); against in-process "
+                            "CrossEncoder.predict(batch_size=32) on the same pairs")
 
 
 class _Client(threading.Thread):
@@ -50,6 +58,8 @@ class _Client(threading.Thread):
         self.seconds: list[float] = []
         self.error: BaseException | None = None
 
+        self.documents = 0  # > 0: rerank self.batch[1:] against self.batch[0] instead of encoding
+
     def run(self) -> None:
         from ..client import BertClient
 
@@ -58,7 +68,10 @@ class _Client(threading.Thread):
                             check_length=False, timeout=600_000) as bc:
                 for _ in range(self.args.num_repeat):
                     started = time.perf_counter()
-                    bc.encode(self.batch)
+                    if self.documents:
+                        bc.rerank(self.batch[0], self.batch[1 : 1 + self.documents])
+                    else:
+                        bc.encode(self.batch)
                     self.seconds.append(time.perf_counter() - started)
         except BaseException as exc:
             self.error = exc
@@ -73,8 +86,9 @@ def _vocab(path: str) -> list[str]:
     return list(_FALLBACK_VOCAB)
 
 
-def _run_one(args: argparse.Namespace, vocab: list[str]) -> tuple[float, float, float, float]:
-    """(avg, max, min per-client speed, aggregate speed) in sentences/s for one setting."""
+def _run_one(args: argparse.Namespace, vocab: list[str], documents: int = 0) -> tuple[float, float, float, float]:
+    """(avg, max, min per-client speed, aggregate speed) in sentences/s for one setting (with
+    ``documents``: pairs/s of rerank calls of that many documents)."""
     from .service import BertServer
 
     server = BertServer(args)
@@ -82,8 +96,13 @@ def _run_one(args: argparse.Namespace, vocab: list[str]) -> tuple[float, float, 
     try:
         server.wait_ready(args.wait_till_ready)
         words = args.max_seq_len if isinstance(args.max_seq_len, int) else 25
+        if documents:
+            args = deepcopy(args)
+            args.client_batch_size = documents + 1
+            random.seed(documents)  # the first client's pairs are the in-process run's (_in_process_rerank)
         clients = [_Client(args, vocab, words) for _ in range(args.num_client)]
         for client in clients:
+            client.documents = documents
             client.start()
         for client in clients:
             client.join()
@@ -93,8 +112,31 @@ def _run_one(args: argparse.Namespace, vocab: list[str]) -> tuple[float, float, 
         if client.error is not None:
             raise client.error
     kept = max(1, args.num_repeat - 2)
-    speeds = [args.client_batch_size / statistics.mean(c.seconds[-kept:]) for c in clients]
+    per_call = documents or args.client_batch_size
+    speeds = [per_call / statistics.mean(c.seconds[-kept:]) for c in clients]
     return statistics.mean(speeds), max(speeds), min(speeds), sum(speeds)
+
+
+def _in_process_rerank(args: argparse.Namespace, vocab: list[str], documents: int) -> float | None:
+    """Pairs/s of sentence-transformers' ``CrossEncoder.predict(batch_size=32)`` on the same
+    model and as many pairs; None without sentence-transformers."""
+    try:
+        from sentence_transformers import CrossEncoder
+    except ImportError:
+        return None
+    words = args.max_seq_len if isinstance(args.max_seq_len, int) else 25
+    random.seed(documents)  # the pairs the server's first client reranked
+    batch = [" ".join(random.choices(vocab, k=words)) for _ in range(documents + 1)]
+    model = CrossEncoder(args.model_dir, device="cpu" if args.cpu else None)
+    if isinstance(args.max_seq_len, int):
+        model.max_seq_length = args.max_seq_len
+    pairs = [(batch[0], d) for d in batch[1:]]
+    seconds = []
+    for _ in range(args.num_repeat):
+        started = time.perf_counter()
+        model.predict(pairs, batch_size=32, show_progress_bar=False)
+        seconds.append(time.perf_counter() - started)
+    return documents / statistics.mean(seconds[-max(1, args.num_repeat - 2):])
 
 
 def run_benchmark(args: argparse.Namespace) -> dict[str, list[tuple[object, float | None]]]:
@@ -107,18 +149,27 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, list[tuple[object, floa
         rows: list[tuple[object, float | None]] = []
         for value in getattr(args, f"test_{name}"):
             run_args = deepcopy(args)
-            setattr(run_args, name, [value] if name == "pooling_layer" else value)
+            rerank = name == "rerank_documents"
+            if not rerank:
+                setattr(run_args, name, [value] if name == "pooling_layer" else value)
             try:
-                avg, best, worst, total = _run_one(run_args, vocab)
+                avg, best, worst, total = _run_one(run_args, vocab, documents=value if rerank else 0)
             except BertServingError as exc:
                 print(f"{name}={value}: {exc}", flush=True)
                 rows.append((value, None))
                 continue
+            unit = "pairs/s" if rerank else "samples/s"
             print(f"{name}={value}\tavg speed: {avg:.0f}\tmax speed: {best:.0f}\tmin speed: {worst:.0f}"
-                  f"\tall clients: {total:.0f} samples/s", flush=True)
+                  f"\tall clients: {total:.0f} {unit}", flush=True)
+            if rerank:
+                local = _in_process_rerank(run_args, vocab, value)
+                if local is not None:
+                    print(f"{name}={value}\tCrossEncoder.predict(batch_size=32) in process: {local:.0f} pairs/s"
+                          f"\tserver/in-process: {avg / local:.2f}x", flush=True)
             rows.append((value, avg))
         tables[name] = rows
-        table = f"\n|`{name}`\t|samples/s|\n|---|---|\n" + "\n".join(
+        unit = "pairs/s" if name == "rerank_documents" else "samples/s"
+        table = f"\n|`{name}`\t|{unit}|\n|---|---|\n" + "\n".join(
             f"|{value}\t|{'error' if speed is None else f'{speed:.0f}'}|" for value, speed in rows
         )
         print(table, flush=True)

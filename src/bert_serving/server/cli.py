@@ -77,7 +77,11 @@ def get_args_parser() -> argparse.ArgumentParser:
                "for sentence-transformers models")
     _flag(bert, "pooling_strategy", type=pooling_strategy, default=None,
           metavar="{" + ",".join(PoolingStrategy.__members__) + "}",
-          help="default: REDUCE_MEAN, or the sentence-transformers model's pooling")
+          help="default: REDUCE_MEAN, or the sentence-transformers model's pooling; a fine-tuned classifier or "
+               "cross-encoder folder answers its head's scores. CLASSIFICATION: softmax over a run_classifier.py "
+               "head (-num_labels outputs); REGRESSION: sigmoid of its one output")
+    _flag(bert, "num_labels", type=int, default=None,
+          help="outputs of the CLASSIFICATION head (default 2); a Hugging Face classifier's come from its config")
     _flag(bert, "mask_cls_sep", action="store_true", default=False, help="leave [CLS] and [SEP] out of pooling")
     _flag(bert, "no_special_token", action="store_true", default=False,
           help="pre-tokenized single sequences go in without [CLS]/[SEP]")
@@ -97,7 +101,11 @@ def get_args_parser() -> argparse.ArgumentParser:
     _flag(serving, "port", "port_in", "port_data", dest="port", type=int, default=5555, help="port requests come in on")
     _flag(serving, "port_out", "port_result", dest="port_out", type=int, default=5556, help="port results go out on")
     _flag(serving, "http_port", type=int, default=None, help="also serve HTTP on this port")
-    _flag(serving, "http_max_connect", type=int, default=10, help="accepted for compatibility")
+    _flag(serving, "http_max_connect", type=int, default=1024,
+          help="most open HTTP connections; beyond it a request is answered 503 at once and its connection closed")
+    _flag(serving, "http_token_ids", action="store_true", default=False,
+          help="the OpenAI route also takes token ids (ids of the served model's own vocabulary); without it, "
+               "token arrays get a 400 (LangChain: OpenAIEmbeddings(check_embedding_ctx_length=False))")
     _flag(serving, "cors", default="*", help="Access-Control-Allow-Origin for HTTP")
     _flag(serving, "api_key", default=None,
           help="require 'Authorization: Bearer KEY' on the HTTP inference routes (or set BERT_SERVING_API_KEY)")
@@ -111,6 +119,12 @@ def get_args_parser() -> argparse.ArgumentParser:
     _flag(serving, "max_request_bytes", type=int, default=64 * 1024 * 1024, help="largest request body / payload")
     _flag(serving, "max_queued_texts", type=int, default=200_000,
           help="backlog of texts beyond which new requests are refused as overloaded (HTTP 429)")
+    _flag(serving, "max_queued_bytes", type=int, default=2 * 1024**3,
+          help="bytes of texts and results held for accepted requests beyond which new requests are refused as "
+               "overloaded (HTTP 429); also bounds the HTTP request bodies being read")
+    _flag(serving, "max_result_bytes", type=int, default=512 * 1024**2,
+          help="largest answer one request may get (e.g. N x T x D floats with NONE pooling); larger: "
+               "payload_too_large (HTTP 413)")
     _flag(serving, "drain_timeout", type=float, default=30.0,
           help="seconds a shutdown waits for accepted requests before answering them with an error")
     _flag(serving, "num_worker", type=int, default=1, help="model replicas, each in its own process")
@@ -156,7 +170,11 @@ def get_shutdown_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="bert-serving-terminate", description="Shut down a running server.")
     _flag(parser, "ip", default="localhost", help="host of the server")
     _flag(parser, "port", "port_in", "port_data", dest="port", type=int, required=True, help="its -port")
-    _flag(parser, "timeout", type=int, default=5000, help="milliseconds to wait for the server to go away")
+    _flag(parser, "port_out", "port_result", dest="port_out", type=int, default=None,
+          help="its -port_out: then a refusal is reported at once, and the wait fits the server's -drain_timeout")
+    _flag(parser, "timeout", type=int, default=None,
+          help="milliseconds to wait for the server to finish its accepted requests and exit; default: as long "
+               "as its drain can last (-drain_timeout, 30 s unless -port_out tells, plus 15 s)")
     _flag(parser, "token", default=None, help="the server's -terminate_token, to stop it from another host "
                                              "(or BERT_SERVING_TERMINATE_TOKEN)")
     return parser
@@ -200,7 +218,7 @@ def main(argv: list[str] | None = None) -> None:
         signal.signal(sig, lambda *_: server.request_stop())
     while not server.join(0.5):  # a timed wait, so the signal handlers get to run
         pass
-    sys.exit(1 if server.startup_error else 0)
+    sys.exit(1 if server.startup_error or server.failure else 0)
 
 
 def terminate(argv: list[str] | None = None) -> None:
@@ -210,7 +228,7 @@ def terminate(argv: list[str] | None = None) -> None:
     args = get_shutdown_parser().parse_args(argv)
     token = args.token or os.environ.get(TERMINATE_TOKEN_ENV) or None
     try:
-        terminate_server(args.ip, args.port, timeout=args.timeout, token=token)
+        terminate_server(args.ip, args.port, timeout=args.timeout, token=token, port_out=args.port_out)
     except BertServingError as exc:
         print(f"bert-serving-terminate: error: {exc}", file=sys.stderr)
         sys.exit(1)

@@ -26,7 +26,8 @@ class ServerConfig:
     port: int = 5555  # PULL: requests in
     port_out: int = 5556  # PUB: results out
     http_port: int | None = None
-    http_max_connect: int = 10  # accepted for compatibility; HTTP requests enter the batcher directly
+    http_max_connect: int = 1024  # open HTTP connections (and requests) at most; more get 503
+    http_token_ids: bool = False  # the OpenAI route takes token ids (of the served model's vocabulary)
     cors: str = "*"
     api_key: str | None = field(default=None, repr=False)  # Bearer key for HTTP inference routes
     terminate_token: str | None = field(default=None, repr=False)  # lets TERMINATION in from other hosts
@@ -36,6 +37,8 @@ class ServerConfig:
     max_request_texts: int = 100_000
     max_request_bytes: int = 64 * 1024 * 1024
     max_queued_texts: int = 200_000  # backlog beyond which requests are refused as overloaded
+    max_queued_bytes: int = 2 * 1024**3  # texts and results held for accepted requests, at most
+    max_result_bytes: int = 512 * 1024**2  # the largest answer one request may get
     drain_timeout: float = 30.0  # seconds a shutdown waits for accepted requests
     # workers and devices
     num_worker: int = 1
@@ -85,6 +88,10 @@ class ServerConfig:
         if self.max_request_texts < 1 or self.max_request_bytes < 1024 or self.max_queued_texts < 1:
             raise ConfigurationError("-max_request_texts and -max_queued_texts must be >= 1, "
                                      "-max_request_bytes >= 1024")
+        if self.max_queued_bytes < 1024 or self.max_result_bytes < 1024:
+            raise ConfigurationError("-max_queued_bytes and -max_result_bytes must be >= 1024")
+        if self.http_max_connect < 1:
+            raise ConfigurationError(f"-http_max_connect must be at least 1, got {self.http_max_connect}")
         if self.api_key is not None and not self.api_key.strip():
             raise ConfigurationError("the API key is empty; unset BERT_SERVING_API_KEY / -api_key, or give a key")
         if self.zmq_authorized_keys and not self.zmq_secret_key:

@@ -5,8 +5,9 @@
 It is the edges' `Gateway`: they submit work and read status through it, and import nothing
 of this module.
 
-The 1.10.0 API is kept: ``BertServer(get_args_parser().parse_args([...]))``, ``start()``,
-``join()``, ``close()``, ``is_ready``, use as a context manager, ``BertServer.shutdown(args)``.
+The 1.10.0 API is kept: ``BertServer(get_args_parser().parse_args([...]))`` is a
+``threading.Thread`` (``start()``, ``join()``, ``is_alive()``, ``close()``, ``is_ready``), a
+context manager, and ``BertServer.shutdown(port=5555)`` / ``BertServer.shutdown(args)``.
 """
 
 from __future__ import annotations
@@ -21,15 +22,17 @@ from datetime import datetime
 import zmq
 
 from .. import __version__, protocol
-from ..errors import NotReadyError
+from ..errors import BertServingError, NotReadyError
 from ..model.encoder import resolve
 from .config import ServerConfig
 from .pipeline.batcher import Batcher
+from .pipeline.budget import MemoryBudget
 from .pipeline.gateway import ServedModel
 from .pipeline.intake import Intake
-from .pipeline.request import ReplyFn
+from .pipeline.request import Outcome, ReplyFn, Ticket
 from .pipeline.sink import Sink
 from .pipeline.stats import Stats
+from .pipeline.tasks import check_task, scored_reply
 from .replicas.local import local_worker_pool
 from .replicas.pool import WorkerPool
 from .zmq.access import CurveServer, TerminationPolicy
@@ -40,10 +43,13 @@ __all__ = ["BertServer"]
 logger = logging.getLogger(__name__)
 
 
-class BertServer:
+class BertServer(threading.Thread):
     def __init__(self, args: argparse.Namespace | ServerConfig) -> None:
         """Check the configuration and find the model; raises `ConfigurationError` on any problem,
         before anything is started."""
+        # the thread runs the lifecycle (`run`); not a daemon, as 1.10.0's: a script that started a
+        # server keeps serving until it is shut down
+        super().__init__(name="bert-server")
         self.config = args if isinstance(args, ServerConfig) else ServerConfig.from_namespace(args)
         self.spec = resolve(self.config.encoder)
         self.devices = self.config.devices()
@@ -53,12 +59,14 @@ class BertServer:
         self._stop_requested = threading.Event()
         self._stopped = threading.Event()
         self._startup_error: BaseException | None = None
-        self._lifecycle: threading.Thread | None = None
+        self._failure: str | None = None  # a serving loop that died (stage_failed)
         self.tokenizer = self.spec.tokenizer()
+        head = self.spec.head
         self._served = ServedModel(
             name=self.spec.source.name, dim=self.spec.dim, vocab_size=self.tokenizer.vocab_size,
             settings={**self.config.as_status(), **self.spec.describe(), "device_map": self.devices},
             prompts=self.spec.prompts.as_dict(), default_prompt_name=self.spec.prompts.default_name,
+            task=self.spec.task, labels=head.labels if head else (), activation=head.activation if head else None,
         )
         self._log_configuration()
 
@@ -87,9 +95,12 @@ class BertServer:
             max_queued_rows=config.max_queued_texts,
         )
         self.stats.queue_rows = lambda: self.batcher.queued_rows
-        self.sink = Sink(spec.outputs, self.stats, show_tokens=spec.show_tokens)
-        self.intake = Intake(self.tokenizer, self.batcher, self.sink, self.stats, keep_tokens=spec.show_tokens,
-                             max_request_texts=config.max_request_texts, prompts=spec.prompts)
+        self.budget = MemoryBudget(config.max_queued_bytes, what="the server's backlog (-max_queued_bytes)")
+        self.sink = Sink(spec.outputs, self.stats, show_tokens=spec.show_tokens, budget=self.budget)
+        self.intake = Intake(self.tokenizer, self.batcher, self.sink, self.stats, outputs=spec.outputs,
+                             budget=self.budget, keep_tokens=spec.show_tokens,
+                             max_request_texts=config.max_request_texts, max_result_bytes=config.max_result_bytes,
+                             prompts=spec.prompts)
         try:
             self.workers = self._worker_pool()  # with -ray_address: joins the cluster, or ConfigurationError
         except Exception:
@@ -111,8 +122,10 @@ class BertServer:
 
                 settings = HttpSettings(max_request_texts=config.max_request_texts,
                                         max_request_bytes=config.max_request_bytes, cors=config.cors,
-                                        api_key=config.api_key)
-                self.http = HttpServer(create_app(self, settings), config.bind, config.http_port)
+                                        api_key=config.api_key, max_buffered_bytes=config.max_queued_bytes,
+                                        token_ids=config.http_token_ids)
+                self.http = HttpServer(create_app(self, settings), config.bind, config.http_port,
+                                       max_connections=config.http_max_connect, on_failure=self.stage_failed)
                 self.http.bind()
         except Exception:
             self.frontend.close()
@@ -127,8 +140,7 @@ class BertServer:
         if self.http is not None:
             self.http.start()
         self.workers.start()
-        self._lifecycle = threading.Thread(target=self._run, name="lifecycle", daemon=True)
-        self._lifecycle.start()
+        super().start()  # `run`: wait for the workers, serve until asked to stop, then drain
 
     def _worker_pool(self) -> WorkerPool:
         config = self.config
@@ -141,46 +153,57 @@ class BertServer:
                                    num_cpus=config.ray_num_cpus, num_gpus=config.ray_num_gpus,
                                    gpu_memory_fraction=config.gpu_memory_fraction, **stages)
         return local_worker_pool(
-            config.encoder, self.devices, ctx=self._ctx,
+            config.encoder, self.devices,
             threads=config.threads_per_worker() if self.devices[0] == "cpu" else 1,
             gpu_memory_fraction=config.gpu_memory_fraction, **stages,
         )
 
-    def _run(self) -> None:
+    def run(self) -> None:
+        """The lifecycle, on this thread: ready once the workers are, then serve until stopped."""
         try:
-            self.workers.wait_ready()
-        except NotReadyError as exc:
-            logger.error("%s", exc)
-            self._startup_error = exc
-            self._stop_requested.set()
-        else:
-            self.is_ready.set()
-            logger.info("all set, ready to serve requests!")
-        self._stop_requested.wait()
-        self._shutdown()
+            try:
+                self.workers.wait_ready()
+            except NotReadyError as exc:
+                logger.error("%s", exc)
+                self._startup_error = exc
+                self._stop_requested.set()
+            else:
+                if not self._stop_requested.is_set():
+                    self.is_ready.set()
+                    logger.info("all set, ready to serve requests!")
+            self._stop_requested.wait()
+            self._shutdown()
+        finally:
+            self._stopped.set()  # whatever failed on the way, join() returns
 
     def _shutdown(self) -> None:
         timeout = self.config.drain_timeout
         logger.info("shutting down: finishing %d accepted requests (at most %.0f s)...", self.sink.outstanding, timeout)
         self.is_ready.clear()
-        self.frontend.stop_accepting()
-        self.batcher.close()
-        self.intake.close()
-        self.workers.close(drain=self._startup_error is None, timeout=timeout)
-        self.batcher.abandon()
+        drain = self._startup_error is None
+        # each step runs even if one before it failed: a shutdown never stops half-way
+        steps = [self.frontend.stop_accepting, self.batcher.close, self.intake.close,
+                 lambda: self.workers.close(drain=drain, timeout=timeout), self.batcher.abandon,
+                 self._fail_unanswered]
+        if self.http is not None:
+            steps.append(self.http.close)
+        steps.append(self.frontend.close)
+        if self.curve is not None:
+            steps.append(self.curve.stop)
+        steps.append(lambda: self._ctx.destroy(linger=1000))
+        for step in steps:
+            try:
+                step()
+            except Exception:
+                logger.exception("a shutdown step failed; going on")
+        logger.info("server stopped")
+
+    def _fail_unanswered(self) -> None:
         unanswered = self.sink.fail_outstanding(NotReadyError(
             "the server shut down before this request could be served" +
             ("" if self._startup_error is None else f" (it failed to start: {self._startup_error})")))
         if unanswered:
             logger.warning("answered %d requests with an error: not served within the drain timeout", unanswered)
-        if self.http is not None:
-            self.http.close()
-        self.frontend.close()
-        if self.curve is not None:
-            self.curve.stop()
-        self._ctx.destroy(linger=1000)
-        logger.info("server stopped")
-        self._stopped.set()
 
     def wait_ready(self, timeout: float | None = None) -> None:
         """Block until the workers are loaded and warm; raise `NotReadyError` if they failed."""
@@ -199,19 +222,36 @@ class BertServer:
         """Why the workers could not start, if they could not."""
         return self._startup_error
 
+    @property
+    def failure(self) -> str | None:
+        """Which serving loop died, and why, if one did (the server then stops and exits non-zero)."""
+        return self._failure
+
     def request_stop(self) -> None:
         """Begin a graceful shutdown (what TERMINATION, SIGTERM and SIGINT do); returns at once."""
         self._stop_requested.set()
 
+    def stage_failed(self, stage: str, error: BaseException) -> None:
+        """A serving loop died: ``/ready`` says ``failed``, and the server drains and stops."""
+        if self._failure is None:
+            self._failure = f"{stage} stopped: {type(error).__name__}: {error}"
+            logger.critical("%s; shutting down (exit code 1)", self._failure)
+        self.is_ready.clear()
+        self.request_stop()
+
     def join(self, timeout: float | None = None) -> bool:
         """Wait until the server has stopped; True if it has."""
-        return self._stopped.wait(timeout)
+        if not self._stopped.wait(timeout):
+            return False
+        if self.ident is not None:
+            super().join()  # its last step was to set _stopped: this returns at once
+        return True
 
     def close(self) -> None:
         """Stop gracefully: answer every accepted request, then stop all workers."""
         self.request_stop()
-        if self._lifecycle is not None:
-            self._lifecycle.join()
+        if self.ident is not None:
+            self.join()
 
     def __enter__(self) -> BertServer:
         self.start()
@@ -226,11 +266,18 @@ class BertServer:
         self.close()
 
     @staticmethod
-    def shutdown(args: argparse.Namespace) -> None:
-        """Send TERMINATION to a server (``args``: ``ip``, ``port``, ``timeout`` in ms)."""
+    def shutdown(args: argparse.Namespace | None = None, *, ip: str = "localhost", port: int = 5555,
+                 timeout: int | None = None, port_out: int | None = None) -> None:
+        """Stop the server at ``ip:port`` (TERMINATION) and wait for it to finish its accepted
+        requests and go, up to ``timeout`` ms (by default as long as its drain can last):
+        ``BertServer.shutdown(port=5555)`` as 1.10.0's README writes it, or with a namespace of
+        ``get_shutdown_parser`` (``ip``, ``port``, ``timeout``, ``port_out``) as its code took it."""
         from ..client import terminate_server
 
-        terminate_server(args.ip, args.port, timeout=args.timeout)
+        if args is not None:
+            ip, port = getattr(args, "ip", ip), args.port
+            timeout, port_out = getattr(args, "timeout", timeout), getattr(args, "port_out", port_out)
+        terminate_server(ip, port, timeout=timeout, port_out=port_out)
 
     # the edges' Gateway -----------------------------------------------------------------------------
 
@@ -238,9 +285,19 @@ class BertServer:
     def model(self) -> ServedModel:
         return self._served
 
-    def submit(self, texts: object, is_tokenized: bool, reply: ReplyFn, client: str, *, prompt_name: object = None,
-               prompt: object = None) -> None:
-        self.intake.submit(texts, is_tokenized, reply, client, prompt_name=prompt_name, prompt=prompt)
+    def submit(self, texts: object, is_tokenized: bool, reply: ReplyFn, client: str, *, task: str | None = None,
+               raw_scores: bool = False, prompt_name: object = None, prompt: object = None) -> Ticket:
+        try:
+            check_task(self._served, task)
+        except BertServingError as exc:
+            self.stats.data_request(client, len(texts) if isinstance(texts, list) else 0)
+            self.stats.error(exc.code)
+            reply(Outcome(error=exc))
+            return Ticket()
+        if self._served.task != "embed":  # a head: logits become scores, counted
+            reply = scored_reply(reply, self._served, task, raw_scores, self.stats)
+        return self.intake.submit(texts, is_tokenized, reply, client, pairs=task in ("predict", "rerank"),
+                                  prompt_name=prompt_name, prompt=prompt)
 
     def serving(self) -> bool:
         return self.is_ready.is_set()
@@ -248,15 +305,22 @@ class BertServer:
     def readiness(self) -> dict[str, object]:
         """``/ready``: ready only when loaded, warm, every worker up, and not stopping."""
         states = self.workers.states()
-        if self._stop_requested.is_set():
+        if self._failure is not None:
+            status = "failed"
+        elif self._stop_requested.is_set():
             status = "stopping"
         elif not self.is_ready.is_set():
             status = "failed" if self._startup_error else "starting"
+        elif not self.frontend.alive:
+            status = "failed"
         elif any(state not in ("idle", "busy") for state in states.values()):
             status = "degraded"
         else:
             status = "ready"
-        return {"ready": status == "ready", "status": status, "workers": states}
+        state: dict[str, object] = {"ready": status == "ready", "status": status, "workers": states}
+        if status == "failed" and self._failure is not None:
+            state["reason"] = self._failure
+        return state
 
     def status(self, with_statistic: bool = False, client: str = "") -> dict[str, object]:
         """SHOW_CONFIG (and with ``with_statistic``, SHOW_STATUS) as the stock client reads it."""

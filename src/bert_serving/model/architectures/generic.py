@@ -5,6 +5,9 @@ the same token budget as the packed path).
 
 `GenericModel` speaks `bert.BertModel`'s interface (packed token ids in, packed hidden states of
 the asked layers and the pooler output out), so tokenization, batching and pooling are shared.
+A folder that declares a sequence-classification head is loaded with
+``AutoModelForSequenceClassification`` instead, whose own head gives the logits (`classify`);
+a head whose weights the folder lacks is a startup error, never a random one.
 Nothing is downloaded (``local_files_only``), and a model's own code runs only when the user
 allows it (``-trust_remote_code``).
 """
@@ -80,20 +83,27 @@ class GenericConfig:
 class GenericModel(nn.Module):
     """A transformers ``AutoModel`` behind `bert.BertModel`'s interface."""
 
-    def __init__(self, config: GenericConfig, *, dtype: torch.dtype, with_pooler: bool = False) -> None:
+    def __init__(self, config: GenericConfig, *, dtype: torch.dtype, with_pooler: bool = False,
+                 classifier: bool = False) -> None:
         super().__init__()
-        from transformers import AutoModel
+        from transformers import AutoModel, AutoModelForSequenceClassification
 
         self.config = config
-        options = dict(dtype=dtype, trust_remote_code=config.trust_remote_code, local_files_only=True)
+        auto = AutoModelForSequenceClassification if classifier else AutoModel
+        options = dict(dtype=dtype, trust_remote_code=config.trust_remote_code, local_files_only=True,
+                       output_loading_info=True)
         try:
-            model = AutoModel.from_pretrained(str(config.folder), attn_implementation="sdpa", **options)
+            model, info = auto.from_pretrained(str(config.folder), attn_implementation="sdpa", **options)
         except ValueError:  # this architecture has no SDPA implementation in transformers
             logger.info("%s has no SDPA attention in transformers: it runs its own (eager)", config.model_type)
             try:
-                model = AutoModel.from_pretrained(str(config.folder), **options)
+                model, info = auto.from_pretrained(str(config.folder), **options)
             except Exception as exc:
                 raise ConfigurationError(f"transformers cannot load the model in {config.folder}: {exc}") from None
+        missing = list(info.get("missing_keys") or ()) if classifier else []
+        if missing:
+            raise ConfigurationError(f"{config.folder}: the {type(model).__name__} lacks weight {sorted(missing)[0]!r}; "
+                                     "is this folder a fine-tuned sequence classifier?")
         self.model = model.eval()
         self.attention = model.config._attn_implementation
         parameters = inspect.signature(model.forward).parameters
@@ -124,3 +134,11 @@ class GenericModel(nn.Module):
         if self._with_pooler and pooled is None:
             raise ConfigurationError(f"this {self.config.model_type} model returns no pooler output (CLS_POOLED)")
         return layers, pooled
+
+    def classify(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor, packing: Packing) -> torch.Tensor:
+        """The logits ``[B, num_labels]`` of a sequence classifier, the batch padded on the right."""
+        ids = packing.pad(input_ids, self.config.pad_token_id)
+        extra = dict(self._no_cache)
+        if self._token_types:
+            extra["token_type_ids"] = packing.pad(token_type_ids)
+        return self.model(input_ids=ids, attention_mask=packing.key_mask.long(), return_dict=True, **extra).logits

@@ -5,12 +5,16 @@ clients sits in between. Routes:
 
 - ``POST /encode``, ``GET /status/server``, ``GET /status/client``: the original's, same bodies;
 - ``POST /v1/embeddings`` and ``/embeddings``: OpenAI's shapes (`openai_api`);
+- ``POST /predict`` and ``/rerank``: text-embeddings-inference's (`tei_api`), and ``POST
+  /v1/rerank``, ``/v2/rerank``: Cohere's and Jina's (`rerank_api`), for a served classifier or
+  cross-encoder; a route the served model cannot answer gets a 4xx saying what it serves;
 - ``GET /health`` (alive), ``GET /ready`` (loaded, warm, not draining), ``GET /metrics``;
 - ``GET /openapi.json`` and ``GET /docs`` (Swagger UI served from the package, not a CDN);
 - ``GET /dashboard``: a live page of the same counters (`dashboard`).
 
 Errors are answered in each route's shape (`responses`). With an API key set, inference and
-status routes want ``Authorization: Bearer KEY``.
+status routes want ``Authorization: Bearer KEY``. A client that disconnects before its answer
+abandons its request: its texts not yet run are dropped.
 """
 
 # No `from __future__ import annotations` here: FastAPI reads the route signatures' types,
@@ -30,7 +34,8 @@ from pydantic import BaseModel, Field, StrictBool, create_model
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ... import __version__
-from ...errors import AuthenticationError, BertServingError, InvalidRequestError
+from ...errors import AuthenticationError, BertServingError, InvalidRequestError, RequestError
+from ..pipeline.budget import MemoryBudget
 from ..pipeline.gateway import Gateway
 from ..pipeline.request import Outcome
 from .dashboard import index_page, mount_dashboard, wants_html
@@ -46,11 +51,15 @@ from .openai_api import (
     embeddings_body,
     embeddings_request_model,
     integer,
+    one_of,
     prompt_name_field,
     request_texts,
 )
+from .rerank_api import mount_rerank
 from .responses import (
     OPENAI_PATHS,
+    RERANK_PATHS,
+    TEI_PATHS,
     ErrorBody,
     client_of,
     documented_errors,
@@ -58,12 +67,13 @@ from .responses import (
     json_response,
     validation_error,
 )
+from .tei_api import mount_tei
 
 __all__ = ["HttpSettings", "create_app"]
 
 logger = logging.getLogger(__name__)
 
-_INFERENCE_PATHS = ("/encode", *OPENAI_PATHS)
+_INFERENCE_PATHS = ("/encode", *OPENAI_PATHS, *TEI_PATHS, *RERANK_PATHS)
 
 
 @dataclass(frozen=True)
@@ -74,6 +84,8 @@ class HttpSettings:
     max_request_bytes: int
     cors: str = "*"
     api_key: str | None = None
+    max_buffered_bytes: int = 2 * 1024**3  # request bodies being read and served, all together
+    token_ids: bool = False  # the OpenAI route takes token ids (-http_token_ids)
 
 
 class EncodeRequest(BaseModel):
@@ -87,15 +99,29 @@ class EncodeRequest(BaseModel):
     prompt: str | None = Field(None, description=PROMPT)
 
 
+def _texts_kind(value: object) -> str | None:
+    if not isinstance(value, list):
+        return None
+    return "texts-tokenized" if value and isinstance(value[0], list) else "texts-plain"
+
+
+def _token_kind(value: object) -> str | None:
+    if isinstance(value, str):
+        return "token-text"
+    return "token-id" if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
 def encode_request_model(vocab_size: int, max_texts: int, prompt_names: tuple[str, ...] = ()) -> type[EncodeRequest]:
-    token = integer(ge=0, lt=vocab_size)
-    tokens = Annotated[list[Text | token], Field(min_length=1)]
+    token = one_of({"token-text": Text, "token-id": integer(ge=0, lt=vocab_size)}, _token_kind,
+                   "a word piece (string) or a token id")
+    tokens = Annotated[list[token], Field(min_length=1)]
+    texts = one_of({"texts-plain": Annotated[list[Text], Field(min_length=1, max_length=max_texts)],
+                    "texts-tokenized": Annotated[list[tokens], Field(min_length=1, max_length=max_texts)]},
+                   _texts_kind, "a list of texts, or a list of token lists")
     return create_model(
         "EncodeRequest",
         __base__=EncodeRequest,
-        texts=(Annotated[list[Text], Field(min_length=1, max_length=max_texts)]
-               | Annotated[list[tokens], Field(min_length=1, max_length=max_texts)],
-               Field(description="Texts, or token lists (with is_tokenized)")),
+        texts=(texts, Field(description="Texts, or token lists (with is_tokenized)")),
         prompt_name=prompt_name_field(prompt_names),
     )
 
@@ -112,17 +138,21 @@ def create_app(gateway: Gateway, config: HttpSettings) -> FastAPI:
     vocab_size = model.vocab_size
     names = tuple(model.prompts)
     EncodeBody = encode_request_model(vocab_size, config.max_request_texts, names)  # noqa: N806
-    EmbeddingsBody = embeddings_request_model(vocab_size, model.dim, config.max_request_texts, names)  # noqa: N806
+    EmbeddingsBody = embeddings_request_model(vocab_size, model.dim, config.max_request_texts,  # noqa: N806
+                                              token_ids=config.token_ids, prompt_names=names)
     app = FastAPI(
         title="bert-serving",
         version=__version__,
-        description="BERT sentence vectors over HTTP: the original /encode route and OpenAI's /v1/embeddings.",
+        description=f"BERT over HTTP, serving {model.name} ({model.task}): the original /encode route, OpenAI's "
+                    "/v1/embeddings, text-embeddings-inference's /predict and /rerank, Cohere's /v1/rerank.",
         docs_url=None,
         redoc_url=None,
     )
     app.add_middleware(CORSMiddleware, allow_origins=[o.strip() for o in config.cors.split(",")],
                        allow_methods=["*"], allow_headers=["*"])
-    app.add_middleware(BodyLimit, max_bytes=config.max_request_bytes)
+    app.add_middleware(BodyLimit, max_bytes=config.max_request_bytes,
+                       budget=MemoryBudget(config.max_buffered_bytes,
+                                           what="the request bodies being served (-max_queued_bytes)"))
 
     # errors raised here never reached the pipeline, which counts its own: count them as the
     # ZeroMQ edge counts a request it cannot decode
@@ -148,7 +178,7 @@ def create_app(gateway: Gateway, config: HttpSettings) -> FastAPI:
                 "status": exc.status_code}
         return json_response(body, exc.status_code, exc.headers)
 
-    def authorized(request: Request) -> None:
+    async def authorized(request: Request) -> None:  # async: FastAPI would run a plain def on a thread pool
         if config.api_key is None:
             return
         scheme, _, key = request.headers.get("authorization", "").partition(" ")
@@ -157,23 +187,38 @@ def create_app(gateway: Gateway, config: HttpSettings) -> FastAPI:
 
     guarded = [Depends(authorized)]
 
-    async def encode(texts: list, is_tokenized: bool, client: str, prompt_name: str | None,
-                     prompt: str | None) -> Outcome:
+    async def encode(texts: list, is_tokenized: bool, client: str, *, request: Request | None = None,
+                     **task) -> Outcome:
+        """The pipeline's answer to one request (``task``: `Gateway.submit`'s task, raw_scores,
+        prompt_name, prompt).
+        Given the HTTP ``request``, a client that disconnects first abandons it: its texts not yet run
+        are dropped, and the error returned goes nowhere."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Outcome] = loop.create_future()
 
         def reply(outcome: Outcome) -> None:
             loop.call_soon_threadsafe(lambda: future.done() or future.set_result(outcome))
 
-        gateway.submit(texts, is_tokenized, reply, client, prompt_name=prompt_name, prompt=prompt)
-        return await future
+        ticket = gateway.submit(texts, is_tokenized, reply, client, **task)
+        if request is None:
+            return await future
+        gone = asyncio.ensure_future(_disconnected(request))
+        try:
+            await asyncio.wait((future, gone), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            gone.cancel()
+        if future.done():
+            return future.result()
+        ticket.abandon()
+        return Outcome(error=_CLIENT_GONE)
 
     @app.post("/encode", response_model=EncodeResponse, responses=documented_errors(ErrorBody), dependencies=guarded,
               tags=["bert-as-service"])
     async def encode_route(body: EncodeBody, request: Request) -> Response:
         """Vectors for ``texts``, as bert-as-service's HTTP proxy answered."""
         is_tokenized = all(isinstance(t, list) for t in body.texts)
-        outcome = await encode(body.texts, is_tokenized, client_of(request), body.prompt_name, body.prompt)
+        outcome = await encode(body.texts, is_tokenized, client_of(request), request=request,
+                               prompt_name=body.prompt_name, prompt=body.prompt)
         if outcome.error is not None:
             return error_response(request.url.path, outcome.error)
         return json_response({"id": body.id, "result": outcome.result, "status": 200})
@@ -192,11 +237,12 @@ def create_app(gateway: Gateway, config: HttpSettings) -> FastAPI:
 
     for path in OPENAI_PATHS:
         @app.post(path, response_model=EmbeddingsResponse, responses=documented_errors(OpenAIError), dependencies=guarded,
-                  tags=["OpenAI"], name=f"embeddings{path.replace('/', '_')}")
+                  tags=["OpenAI"], name=f"embeddings{path.replace('/', '_')}", include_in_schema=model.task == "embed")
         async def embeddings(body: EmbeddingsBody, request: Request) -> Response:
             """OpenAI-compatible embeddings."""
             texts, is_ids = request_texts(body)
-            outcome = await encode(texts, is_ids, client_of(request), body.prompt_name, body.prompt)
+            outcome = await encode(texts, is_ids, client_of(request), request=request, task="embed",
+                                   prompt_name=body.prompt_name, prompt=body.prompt)
             if outcome.error is not None:
                 return error_response(request.url.path, outcome.error)
             return json_response(embeddings_body(body, outcome.result, outcome.num_tokens, model.name))
@@ -215,20 +261,34 @@ def create_app(gateway: Gateway, config: HttpSettings) -> FastAPI:
     @app.get("/metrics", tags=["operations"], response_class=Response)
     async def metrics() -> Response:
         """Prometheus metrics."""
-        return Response(render_metrics(gateway.stats, gateway.serving), media_type=CONTENT_TYPE)
+        return Response(render_metrics(gateway.stats, gateway.serving, model), media_type=CONTENT_TYPE)
 
     @app.get("/", tags=["operations"])
     async def index(request: Request) -> Response:
         """What is served here, and where (for a browser, a page of links)."""
-        info = {"name": "bert-serving", "version": __version__, "model": model.name, "dim": model.dim,
-                "prompts": dict(model.prompts), "default_prompt_name": model.default_prompt_name,
+        routes = {"embed": ["/encode", "/v1/embeddings"], "classify": ["/encode", "/predict"],
+                  "rerank": ["/encode", "/predict", "/rerank", "/v1/rerank", "/v2/rerank"]}[model.task]
+        info = {"name": "bert-serving", "version": __version__, "model": model.name, "task": model.task,
+                "dim": model.dim, "prompts": dict(model.prompts), "default_prompt_name": model.default_prompt_name,
                 "docs": "/docs", "openapi": "/openapi.json", "dashboard": "/dashboard",
-                "routes": ["/encode", "/v1/embeddings", "/status/server", "/health", "/ready", "/metrics"]}
+                "routes": [*routes, "/status/server", "/health", "/ready", "/metrics"]}
         return index_page(info) if wants_html(request) else json_response(info)
 
+    mount_tei(app, model, encode, guarded, config.max_request_texts)
+    mount_rerank(app, model, encode, guarded, config.max_request_texts)
     _mount_docs(app)
     mount_dashboard(app, gateway, guarded, api_key_required=config.api_key is not None)
     return app
+
+
+# the outcome for a client that has gone (nobody reads the answer)
+_CLIENT_GONE = RequestError("the client closed the connection before its answer")
+
+
+async def _disconnected(request: Request) -> None:
+    """Returns once the client has closed its connection."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
 
 
 def _mount_docs(app: FastAPI) -> None:

@@ -1,41 +1,73 @@
-"""`BodyLimit`: the ASGI middleware that caps request bodies (``-max_request_bytes``)."""
+"""`BodyLimit`: the ASGI middleware that bounds request bodies, one by one and all together.
+
+One body may hold at most ``-max_request_bytes`` (413 beyond); all the bodies being read and
+served at once at most ``-max_queued_bytes`` (a `MemoryBudget`: 429 ``overloaded`` beyond, at
+once, before the body is read when it announces its length). So many clients sending large
+bodies at the same time cannot make the server buffer them without bound.
+"""
 
 from __future__ import annotations
 
-from ...errors import PayloadTooLargeError
+from ...errors import BertServingError, PayloadTooLargeError
+from ..pipeline.budget import MemoryBudget
 from .responses import error_response
 
 __all__ = ["BodyLimit"]
 
 
 class BodyLimit:
-    """ASGI middleware: reads the body first (at most ``max_bytes``; 413 beyond), then hands
-    the app a replay of it. Bodies here are JSON, read whole by the app anyway."""
+    """ASGI middleware: reads the body first (at most ``max_bytes``; 413 beyond), holding its
+    size in ``budget`` until the request is answered, then hands the app a replay of it.
+    Bodies here are JSON, read whole by the app anyway."""
 
-    def __init__(self, app, max_bytes: int) -> None:
+    def __init__(self, app, max_bytes: int, budget: MemoryBudget | None = None) -> None:
         self.app, self.max_bytes = app, max_bytes
+        self.budget = budget or MemoryBudget(1 << 62)
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
             return await self.app(scope, receive, send)
-        too_large = PayloadTooLargeError(f"the request body exceeds {self.max_bytes} bytes (-max_request_bytes)")
-        length = dict(scope.get("headers") or ()).get(b"content-length", b"0")
-        if length.isdigit() and int(length) > self.max_bytes:
+        length = dict(scope.get("headers") or ()).get(b"content-length", b"")
+        announced = int(length) if length.isdigit() else None
+        if announced is not None and announced > self.max_bytes:
+            too_large = PayloadTooLargeError(f"the request body exceeds {self.max_bytes} bytes (-max_request_bytes)")
             return await error_response(scope["path"], too_large)(scope, receive, send)
-        chunks, size = [], 0
-        while True:
-            message = await receive()
-            if message["type"] != "http.request":
+        held = [0]  # bytes of the budget this request holds
+        try:
+            body = await self._read(receive, announced, held)
+            if body is None:
                 return  # the client went away
-            chunks.append(message.get("body", b""))
-            size += len(chunks[-1])
-            if size > self.max_bytes:
-                return await error_response(scope["path"], too_large)(scope, receive, send)
-            if not message.get("more_body"):
-                break
-        pending = [{"type": "http.request", "body": b"".join(chunks), "more_body": False}]
+        except BertServingError as exc:  # too large, or the budget is spent: refuse at once
+            self.budget.release(held[0])
+            return await error_response(scope["path"], exc)(scope, receive, send)
+        pending = [{"type": "http.request", "body": body, "more_body": False}]
+        del body
 
         async def replay():
             return pending.pop() if pending else await receive()  # then: wait for a disconnect
 
-        await self.app(scope, replay, send)
+        try:
+            await self.app(scope, replay, send)
+        finally:
+            self.budget.release(held[0])
+
+    async def _read(self, receive, announced: int | None, held: list[int]) -> bytes | None:
+        if announced is not None:
+            self.budget.reserve(announced)
+            held[0] = announced
+        chunks, size = [], 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                self.budget.release(held[0])
+                held[0] = 0
+                return None
+            chunks.append(message.get("body", b""))
+            size += len(chunks[-1])
+            if size > self.max_bytes:
+                raise PayloadTooLargeError(f"the request body exceeds {self.max_bytes} bytes (-max_request_bytes)")
+            if size > held[0]:  # no length announced, or more than announced
+                self.budget.reserve(size - held[0])
+                held[0] = size
+            if not message.get("more_body"):
+                return b"".join(chunks)

@@ -9,8 +9,9 @@ from __future__ import annotations
 from typing import Callable
 
 from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, InfoMetricFamily
 
+from ..pipeline.gateway import ServedModel
 from ..pipeline.stats import Histogram, Stats
 
 __all__ = ["CONTENT_TYPE", "render_metrics"]
@@ -28,12 +29,16 @@ def _histogram(name: str, doc: str, histogram: Histogram, labels: dict[str, str]
 
 
 class _StatsCollector:
-    def __init__(self, stats: Stats, ready: Callable[[], bool]) -> None:
+    def __init__(self, stats: Stats, ready: Callable[[], bool], model: ServedModel | None) -> None:
         self._stats = stats
         self._ready = ready
+        self._model = model
 
     def collect(self):
         s = self._stats.snapshot()
+        if self._model is not None:
+            yield InfoMetricFamily(f"{_PREFIX}_model", "The served model and its task (embed, classify, rerank)",
+                                   value={"name": self._model.name, "task": self._model.task})
         requests = CounterMetricFamily(f"{_PREFIX}_requests", "Encode requests received", labels=["channel"])
         for channel in ("zmq", "http"):
             requests.add_metric([channel], s["requests_by_channel"].get(channel, 0))
@@ -45,6 +50,10 @@ class _StatsCollector:
                                   value=s["control_requests"])
         yield CounterMetricFamily(f"{_PREFIX}_completed_requests", "Requests answered with vectors",
                                   value=s["completed_requests"])
+        yield CounterMetricFamily(f"{_PREFIX}_predictions", "Texts and pairs a classifier head scored",
+                                  value=s["predictions"])
+        yield CounterMetricFamily(f"{_PREFIX}_reranked_pairs", "(query, document) pairs scored by rerank requests",
+                                  value=s["reranked_pairs"])
         errors = CounterMetricFamily(f"{_PREFIX}_errors", "Requests answered with an error, by kind", labels=["code"])
         for code, count in sorted(s["errors"].items()):
             errors.add_metric([code], count)
@@ -72,7 +81,7 @@ class _StatsCollector:
         yield GaugeMetricFamily(f"{_PREFIX}_ready", "1 when loaded, warmed up and serving", value=int(self._ready()))
 
 
-def render_metrics(stats: Stats, ready: Callable[[], bool]) -> bytes:
+def render_metrics(stats: Stats, ready: Callable[[], bool], model: ServedModel | None = None) -> bytes:
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(_StatsCollector(stats, ready))
+    registry.register(_StatsCollector(stats, ready, model))
     return generate_latest(registry)

@@ -1,8 +1,11 @@
 """``POST /v1/embeddings`` (and ``/embeddings``) in OpenAI's request, response and error shapes,
 so the ``openai`` SDK, LangChain and LlamaIndex work against the server unchanged.
 
-- ``input``: a string, a list of strings, a list of token ids, or a list of token-id lists
-  (word-piece ids of this model's vocabulary; [CLS]/[SEP] are added as for text);
+- ``input``: a string or a list of strings; with ``-http_token_ids`` also a list of token ids
+  or a list of token-id lists (word-piece ids of this model's vocabulary; [CLS]/[SEP] are added
+  as for text). Without the flag, token ids get a 400 that says why: LangChain's default
+  ``OpenAIEmbeddings`` sends OpenAI's tiktoken ids, which would be embedded as meaningless
+  word pieces;
 - ``encoding_format``: ``float`` or ``base64`` (little-endian float32 bytes);
 - ``dimensions``: keep the first N dimensions, then L2-normalise (Matryoshka-style);
 - ``model``: optional; the answer names the model actually served; ``user`` is ignored;
@@ -15,15 +18,17 @@ Vectors are the server's configured ones (the same as ``/encode`` and ZeroMQ giv
 from __future__ import annotations
 
 import base64
-from typing import Annotated, Literal
+from typing import Annotated, Any, Callable, Literal, Union
 
 import numpy as np
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, create_model
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Discriminator, Field, StringConstraints, Tag, create_model
+from pydantic_core import PydanticCustomError
 
 from ...errors import BertServingError, InvalidRequestError
 
-__all__ = ["PROMPT", "PROMPT_NAME", "prompt_name_field", "EmbeddingsRequest", "EmbeddingsResponse", "Integer", "OpenAIError", "Text", "integer", "embeddings_body",
-           "embeddings_request_model", "openai_error_body", "request_texts"]
+__all__ = ["PROMPT", "PROMPT_NAME", "TOKEN_IDS_REFUSED", "EmbeddingsRequest", "EmbeddingsResponse", "Integer",
+           "OpenAIError", "Text", "embeddings_body", "embeddings_request_model", "integer", "one_of",
+           "openai_error_body", "prompt_name_field", "request_texts"]
 
 _TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
           404: "not_found_error", 413: "invalid_request_error", 429: "rate_limit_error"}
@@ -62,6 +67,42 @@ def prompt_name_field(names: tuple[str, ...]) -> tuple[object, object]:
     return kind, Field(None, description=PROMPT_NAME)
 
 
+def one_of(members: dict[str, object], kind: Callable[[Any], str | None], expected: str) -> object:
+    """A union validated as the one member ``kind`` picks from the value's shape, so that a bad
+    value gets that member's one error (or "must be ``expected``"), not one per member. Tags
+    hold a hyphen: `responses.validation_error` leaves them out of error locations."""
+    tagged = tuple(Annotated[member, Tag(tag)] for tag, member in members.items())
+    return Annotated[Union[tagged], Discriminator(kind, custom_error_type="invalid_type",  # noqa: UP007
+                                                  custom_error_message=f"must be {expected}")]
+
+
+def _is_integer(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _input_kind(value: object) -> str | None:
+    if isinstance(value, str):
+        return "input-text"
+    if not isinstance(value, list):
+        return None
+    if value and isinstance(value[0], list):
+        return "input-many-ids"
+    return "input-ids" if value and _is_integer(value[0]) else "input-texts"
+
+
+TOKEN_IDS_REFUSED = (
+    "input holds token ids, which this server takes only when started with -http_token_ids, and then only ids of "
+    "the served model's own vocabulary: send the texts instead. LangChain's OpenAIEmbeddings sends OpenAI's "
+    "tiktoken ids unless created with check_embedding_ctx_length=False"
+)
+
+
+def _refuse_token_ids(value: object) -> object:
+    if _input_kind(value) in ("input-ids", "input-many-ids"):
+        raise PydanticCustomError("token_ids", TOKEN_IDS_REFUSED)
+    return value
+
+
 class EmbeddingsRequest(BaseModel):
     """The request; `embeddings_request_model` narrows it to a served model's limits."""
 
@@ -79,16 +120,28 @@ class EmbeddingsRequest(BaseModel):
 
 
 def embeddings_request_model(vocab_size: int, dim: int, max_texts: int,
-                             prompt_names: tuple[str, ...] = ()) -> type[EmbeddingsRequest]:
-    """`EmbeddingsRequest` with this server's limits written into its schema."""
+                             token_ids: bool = False, prompt_names: tuple[str, ...] = ()) -> type[EmbeddingsRequest]:
+    """`EmbeddingsRequest` with this server's limits written into its schema; token ids are
+    accepted only with ``token_ids`` (``-http_token_ids``); ``prompt_name`` is one of
+    ``prompt_names``."""
     token = integer(ge=0, lt=vocab_size)
-    texts = Annotated[list[Text], Field(min_length=1, max_length=max_texts)]
-    ids = Annotated[list[token], Field(min_length=1)]
-    many_ids = Annotated[list[ids], Field(min_length=1, max_length=max_texts)]
+    members: dict[str, object] = {"input-text": Text,
+                                  "input-texts": Annotated[list[Text], Field(min_length=1, max_length=max_texts)]}
+    if token_ids:
+        ids = Annotated[list[token], Field(min_length=1)]
+        members |= {"input-ids": ids,
+                    "input-many-ids": Annotated[list[ids], Field(min_length=1, max_length=max_texts)]}
+        input_type = one_of(members, _input_kind, "a string, a list of strings, a list of token ids, or a list "
+                                                  "of token-id lists")
+        description = "Text, texts, token ids (of this model's vocabulary), or lists of token ids"
+    else:
+        input_type = Annotated[one_of(members, _input_kind, "a string or a list of strings"),
+                               BeforeValidator(_refuse_token_ids)]
+        description = "Text or texts (token ids only on a server started with -http_token_ids)"
     return create_model(
         "EmbeddingsRequest",
         __base__=EmbeddingsRequest,
-        input=(Text | texts | ids | many_ids, Field(description="Text, texts, token ids, or lists of token ids")),
+        input=(input_type, Field(description=description)),
         dimensions=(integer(ge=1, le=dim) | None, Field(None, description="Keep this many leading dimensions, "
                                                                             "re-normalised")),
         prompt_name=prompt_name_field(prompt_names),

@@ -1,8 +1,9 @@
 """How the HTTP edge answers: JSON bodies, and every error in its route's shape.
 
 Every error has its kind's status (`bert_serving.errors`) and the route's error body: OpenAI's
-envelope on the OpenAI routes, ``{"description", "type", "code", "status"}`` elsewhere (the
-original's flask-json shape).
+envelope on the OpenAI routes, text-embeddings-inference's ``{"error", "error_type"}`` on
+``/predict`` and ``/rerank``, ``{"message", "code", "type"}`` on Cohere's ``/v1|v2/rerank``,
+``{"description", "type", "code", "status"}`` elsewhere (the original's flask-json shape).
 """
 
 from __future__ import annotations
@@ -17,10 +18,14 @@ from pydantic import BaseModel
 from ...errors import AuthenticationError, BertServingError, InvalidRequestError
 from .openai_api import openai_error_body
 
-__all__ = ["OPENAI_PATHS", "ErrorBody", "client_of", "documented_errors", "error_response", "json_response",
-           "validation_error"]
+__all__ = ["OPENAI_PATHS", "RERANK_ERROR_RESPONSES", "RERANK_PATHS", "TEI_ERROR_RESPONSES", "TEI_PATHS", "ErrorBody",
+           "client_of", "documented_errors", "error_response", "json_response", "validation_error"]
 
 OPENAI_PATHS = ("/v1/embeddings", "/embeddings")
+TEI_PATHS = ("/predict", "/rerank")
+RERANK_PATHS = ("/v1/rerank", "/v2/rerank")
+# text-embeddings-inference's error_type by status
+_TEI_TYPES = {413: "validation", 429: "overloaded", 500: "backend", 503: "unhealthy", 504: "backend"}
 
 
 class ErrorBody(BaseModel):
@@ -28,6 +33,17 @@ class ErrorBody(BaseModel):
     type: str
     code: str
     status: int
+
+
+class TeiErrorBody(BaseModel):
+    error: str
+    error_type: str
+
+
+class RerankErrorBody(BaseModel):
+    message: str
+    code: str
+    type: str
 
 
 def json_response(content: Any, status: int = 200, headers: dict | None = None) -> Response:
@@ -40,12 +56,19 @@ def error_response(path: str, error: BertServingError) -> Response:
     headers = {"WWW-Authenticate": "Bearer"} if isinstance(error, AuthenticationError) else None
     if path in OPENAI_PATHS:
         return json_response(openai_error_body(error), error.http_status, headers)
+    if path in TEI_PATHS:
+        error_type = _TEI_TYPES.get(error.http_status, "validation" if error.http_status < 500 else "backend")
+        return json_response({"error": error.message, "error_type": error_type}, error.http_status, headers)
+    if path in RERANK_PATHS:
+        body = {"message": error.message, "code": error.code, "type": type(error).__name__}
+        return json_response(body, error.http_status, headers)
     body = {"description": error.message, "type": type(error).__name__, "code": error.code,
             "status": error.http_status}
     return json_response(body, error.http_status, headers)
 
 
-_ERRORS = {400: "Malformed request", 401: "Missing or wrong API key", 413: "Request too large",
+_ERRORS = {400: "Malformed request", 401: "Missing or wrong API key",
+           404: "The served model does another task (embed, classify, rerank)", 413: "Request too large",
            429: "Backlog full, retry later", 500: "The model failed", 503: "Not ready or shutting down"}
 
 
@@ -53,22 +76,31 @@ def documented_errors(model: type[BaseModel]) -> dict:
     return {status: {"model": model, "description": text} for status, text in _ERRORS.items()}
 
 
+TEI_ERROR_RESPONSES = documented_errors(TeiErrorBody)
+RERANK_ERROR_RESPONSES = documented_errors(RerankErrorBody)
+
+
 def client_of(request: Request) -> str:
     return f"http:{request.client.host if request.client else 'unknown'}"
 
 
 def validation_error(errors: list[dict]) -> InvalidRequestError:
-    """pydantic's errors as one readable message: ``texts[1]: must not be empty or blank``."""
+    """pydantic's errors as one readable message naming the first problem found:
+    ``texts[1]: must not be empty or blank`` (and how many more there are, if any)."""
     problems, param = [], None
     for error in errors:
-        # union members show up in the location as type tags ("list[constrained-str]"): skip them
+        # union members show up in the location as type tags ("list[constrained-str]",
+        # "input-texts"): skip them
         loc = [p for p in error["loc"][1:] if isinstance(p, int) or not any(c in p for c in "[]-")]
         where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc).lstrip(".") or "body"
         message = "must not be empty or blank" if "should match pattern" in error["msg"] else error["msg"]
+        message = message.removeprefix("Value error, ")  # our validators' own words
         problem = f"{where}: {message}"
         if problem not in problems:
             problems.append(problem)
         param = param or (str(loc[0]) if loc else None)
-    return InvalidRequestError("; ".join(problems[:4]) or "malformed request body", param=param)
-
-
+    if not problems:
+        return InvalidRequestError("malformed request body")
+    more = len(problems) - 1
+    return InvalidRequestError(problems[0] + (f" (and {more} more problem{'s' * (more > 1)})" if more else ""),
+                               param=param)

@@ -1,9 +1,17 @@
-"""`HttpServer`: uvicorn serving the ASGI app, on a socket bound up front, in its own thread."""
+"""`HttpServer`: uvicorn serving the ASGI app, on a socket bound up front, in its own thread.
+
+Connections are capped (``-http_max_connect``, uvicorn's ``limit_concurrency``): past the cap a
+request is answered ``503 Service Unavailable`` at once and its connection closed, instead of
+queueing without end. Should uvicorn stop on its own (it never should), the server is told
+(``on_failure``): it stops and exits non-zero rather than serving ZeroMQ alone.
+"""
 
 from __future__ import annotations
 
+import logging
 import socket
 import threading
+from typing import Callable
 
 import uvicorn
 
@@ -11,15 +19,21 @@ from ...errors import ConfigurationError
 
 __all__ = ["HttpServer"]
 
+logger = logging.getLogger(__name__)
+
 
 class HttpServer:
     """uvicorn on a socket bound up front (so a busy port fails at start), in its own thread."""
 
-    def __init__(self, app, host: str, port: int) -> None:
+    def __init__(self, app, host: str, port: int, *, max_connections: int | None = None,
+                 on_failure: Callable[[str, BaseException], None] | None = None) -> None:
         self.host, self.port = host, port
         self._server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off",
-                                                     timeout_graceful_shutdown=10))
+                                                     timeout_graceful_shutdown=10,
+                                                     limit_concurrency=max_connections))
         self._socket: socket.socket | None = None
+        self._on_failure = on_failure
+        self._closing = False
         self._thread = threading.Thread(target=self._run, name="http", daemon=True)
 
     def bind(self) -> None:
@@ -43,10 +57,17 @@ class HttpServer:
         self._thread.start()
 
     def _run(self) -> None:
-        self._server.run(sockets=[self._socket])
+        error: BaseException | None = None
+        try:
+            self._server.run(sockets=[self._socket])
+        except BaseException as exc:  # reported below, whatever it was
+            error = exc
+        if not self._closing and self._on_failure is not None:
+            self._on_failure("the HTTP server", error or RuntimeError("uvicorn stopped on its own"))
 
     def close(self) -> None:
         """Stop taking connections, let open ones finish, stop."""
+        self._closing = True
         self._server.should_exit = True
         if self._thread.is_alive():
             self._thread.join(15)

@@ -4,5 +4,5 @@
                      tokenize    cross-client batches                  reassemble per request
 
 `request` is the unit of work, `stats` the counters every stage writes, `gateway` the face
-the edges see.
+the edges see, `tasks` what a served task answers (and a head's scores per request).
 """

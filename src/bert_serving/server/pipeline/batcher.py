@@ -2,11 +2,16 @@
 
 Policy, in the order `next_batch` applies it:
 1. a batch that failed on a crashed worker is retried first;
-2. the priority lane: requests of at most ``priority_batch_size`` texts never wait behind bulk
-   work, only behind the batches already running;
+2. the priority lane: requests of at most ``priority_batch_size`` texts skip ahead of bulk
+   work, but not forever: while both lanes wait, every ``bulk_every``-th batch is bulk work, so
+   a steady stream of small requests cannot starve it (a small request waits behind at most one
+   bulk batch more);
 3. the bulk lane: oldest requests first, but no request takes more than ``max_batch_size`` rows
    of a window before the others get theirs, so a huge request is split and cannot hold up a
    medium one for long.
+
+Rows of requests already answered (failed elsewhere) or abandoned (their client went away)
+are dropped before they run.
 
 A window of rows (up to ``window_batches`` batches' worth) is taken from a lane, sorted by
 length, and cut into batches that fit ``max_batch_tokens`` padded tokens (rows x longest row)
@@ -98,12 +103,15 @@ class Batcher:
         priority_batch_size: int = 16,
         window_batches: int = 4,
         max_queued_rows: int = 1_000_000,
+        bulk_every: int = 4,
     ) -> None:
         self.max_batch_size = max_batch_size
         self.max_batch_tokens = max_batch_tokens
         self.priority_batch_size = priority_batch_size
         self.window_rows = max_batch_size * window_batches
         self.max_queued_rows = max_queued_rows
+        self.bulk_every = max(1, bulk_every)
+        self._priority_streak = 0  # priority batches taken in a row while bulk work waited
         self._cond = threading.Condition()
         self._retry: deque[Batch] = deque()
         self._lanes = (deque(), deque())  # pending requests: priority, bulk
@@ -174,12 +182,16 @@ class Batcher:
     def queued_rows(self) -> int:
         return self._queued_rows
 
-    def next_batch(self, timeout: float | None = None) -> Batch | None:
-        """The next batch to run, waiting up to ``timeout`` seconds; None if there is none."""
+    def next_batch(self, timeout: float | None = None, *, ready_only: bool = False) -> Batch | None:
+        """The next batch to run, waiting up to ``timeout`` seconds; None if there is none.
+
+        ``ready_only``: only a batch that is already complete (the rest of a window cut earlier,
+        i.e. more of a big request, or a retry), never a new window of waiting requests: those
+        are better left to gather into a bigger batch while the replica is busy anyway."""
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._cond:
             while True:
-                batch = self._take()
+                batch = self._take(ready_only)
                 if batch is not None:
                     self._queued_rows -= len(batch)
                     live = batch.live()
@@ -191,13 +203,19 @@ class Batcher:
                     return None
                 self._cond.wait(remaining)
 
-    def _take(self) -> Batch | None:
+    def _take(self, ready_only: bool = False) -> Batch | None:
         if self._retry:
             return self._retry.popleft()
-        for lane, ready in zip(self._lanes, self._ready):
+        bulk_waits = bool(self._lanes[1] or self._ready[1])
+        bulk_due = bulk_waits and self._priority_streak >= self.bulk_every - 1
+        for index in ((1, 0) if bulk_due else (0, 1)):
+            lane, ready = self._lanes[index], self._ready[index]
             if not ready and lane:
+                if ready_only:
+                    return None
                 ready.extend(self._cut(self._window(lane)))
             if ready:
+                self._priority_streak = self._priority_streak + 1 if index == 0 and bulk_waits else 0
                 return ready.popleft()
         return None
 
@@ -206,6 +224,10 @@ class Batcher:
         window: list[tuple[int, _Pending, int]] = []
         while lane and len(window) < self.window_rows:
             for pending in list(lane):
+                if pending.request.done:  # answered elsewhere, or abandoned: its rows never run
+                    lane.remove(pending)
+                    self._queued_rows -= pending.remaining
+                    continue
                 take = min(pending.remaining, self.max_batch_size, self.window_rows - len(window))
                 lengths = pending.request.features.lengths
                 for row in pending.order[pending.cursor : pending.cursor + take]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Mapping, Protocol
 
-from .request import ReplyFn
+from .request import ReplyFn, Ticket
 from .stats import Stats
 
 __all__ = ["Gateway", "ServedModel"]
@@ -20,11 +20,14 @@ class ServedModel:
     """What the edges need to know of the served model, to validate requests and describe it."""
 
     name: str
-    dim: int  # width of one output vector
+    dim: int  # width of one output vector (with a head: its number of outputs)
     vocab_size: int  # token ids a client may send are 0 <= id < vocab_size
     settings: Mapping[str, object] = field(default_factory=dict)  # effective settings, for humans
     prompts: Mapping[str, str] = field(default_factory=dict)  # names a request's prompt_name may take
     default_prompt_name: str | None = None  # the prompt a request that names none gets
+    task: str = "embed"  # "embed", "classify" (a classifier head) or "rerank" (a one-output head)
+    labels: tuple[str, ...] = ()  # a head's output names, in output order
+    activation: str | None = None  # a head's (model.scores): applied unless a request wants raw scores
 
 
 class Gateway(Protocol):
@@ -37,11 +40,17 @@ class Gateway(Protocol):
     @property
     def model(self) -> ServedModel: ...
 
-    def submit(self, texts: object, is_tokenized: bool, reply: ReplyFn, client: str, *, prompt_name: object = None,
-               prompt: object = None) -> None:
-        """Queue ``texts`` for the model, after the prompt they ask for (``prompt_name``: one of
-        the model's; ``prompt``: a text; neither: the model's default); exactly one `Outcome` goes
-        to ``reply``, on another thread."""
+    def submit(self, texts: object, is_tokenized: bool, reply: ReplyFn, client: str, *, task: str | None = None,
+               raw_scores: bool = False, prompt_name: object = None, prompt: object = None) -> Ticket:
+        """Queue ``texts`` for the model; exactly one `Outcome` goes to ``reply``, on another thread,
+        unless the returned `Ticket` is abandoned first (the client went away).
+
+        ``task`` (`tasks.REQUESTS`): None for the original's request (vectors, or a head's scores);
+        ``embed``, ``predict`` or ``rerank`` to ask for that and be refused (`UnsupportedTaskError`)
+        by a model that does something else. ``predict`` and ``rerank`` take explicit pairs
+        (`Tokenizer.encode_pairs`). ``raw_scores``: a head's logits, without its activation.
+        ``prompt_name`` (one of the model's prompts) or ``prompt`` (a text) goes before each text
+        of an embedding request; neither: the model's default prompt, if it has one."""
 
     def status(self, with_statistic: bool = False, client: str = "") -> dict[str, object]:
         """SHOW_CONFIG, and with ``with_statistic`` SHOW_STATUS, as the stock client reads them."""
@@ -54,3 +63,7 @@ class Gateway(Protocol):
 
     def request_stop(self) -> None:
         """Begin a graceful shutdown; returns at once."""
+
+    def stage_failed(self, stage: str, error: BaseException) -> None:
+        """A serving loop (``stage`` names it) died: ``/ready`` answers 503 ``failed`` from now
+        on, and the server drains and exits non-zero. Returns at once."""

@@ -2,22 +2,32 @@
 
 It tokenizes big requests on its own threads, so neither the sockets' I/O thread nor the workers
 wait for them, and small ones (a few short texts, most requests) at once on the caller's thread,
-where that costs less than handing them over; then it queues the request in the batcher. Whatever goes wrong on the way (malformed texts, a
-full backlog) is answered through the request's own reply callback: every request accepted
-here gets exactly one answer.
+where that costs less than handing them over; then it queues the request in the batcher.
+Whatever goes wrong on the way (malformed texts, a full backlog, a result too large to hold, a
+bug) is answered through the request's own reply callback: every request accepted here gets
+exactly one answer, unless its edge abandons its `Ticket` first (the client went away).
+
+Admission, before any work is spent: the count of texts (``-max_request_texts``), the backlog
+in texts (the batcher) and in bytes (`MemoryBudget`: the texts until tokenized, then the
+result until answered), and the result's size (``-max_result_bytes``), checked again once the
+lengths are known.
 """
 
 from __future__ import annotations
 
 import logging
+import queue
+import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from typing import Callable
 
-from ...errors import BertServingError, NotReadyError, PayloadTooLargeError, ServerError
+from ...errors import BertServingError, InvalidRequestError, NotReadyError, PayloadTooLargeError, ServerError
+from ...model.outputs import OutputLayout
 from ...model.prompts import Prompts
 from ...model.tokenization import Tokenizer
 from .batcher import Batcher
-from .request import Outcome, ReplyFn, Request
+from .budget import MemoryBudget, human_bytes, size_of_texts
+from .request import Outcome, ReplyFn, Request, Ticket
 from .sink import Sink
 from .stats import Stats
 
@@ -36,8 +46,11 @@ class Intake:
         sink: Sink,
         stats: Stats,
         *,
+        outputs: OutputLayout | None = None,
+        budget: MemoryBudget | None = None,
         keep_tokens: bool = False,
         max_request_texts: int = 1_000_000,
+        max_result_bytes: int = 1 << 62,
         threads: int = 2,
         prompts: Prompts = Prompts(),
     ) -> None:
@@ -46,54 +59,126 @@ class Intake:
         self._batcher = batcher
         self._sink = sink
         self._stats = stats
+        self._outputs = outputs
+        self._budget = budget or MemoryBudget(1 << 62)
         self._keep_tokens = keep_tokens
         self.max_request_texts = max_request_texts
-        self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="tokenize")
+        self.max_result_bytes = max_result_bytes
+        self._pool = _Threads(threads, "tokenize")
         self._closed = False
 
-    def submit(self, texts: object, is_tokenized: bool, reply: ReplyFn, client: str, *, prompt_name: object = None,
-               prompt: object = None) -> None:
-        """Tokenize (after the prompt asked for, see `Prompts.choose`) and queue ``texts`` in the
-        background; its `Outcome` goes to ``reply``."""
+    def submit(self, texts: object, is_tokenized: bool, reply: ReplyFn, client: str, *,
+               pairs: bool = False, prompt_name: object = None, prompt: object = None) -> Ticket:
+        """Tokenize and queue ``texts`` in the background; its `Outcome` goes to ``reply``.
+        ``pairs``: texts are strings or explicit ``[A, B]`` pairs (`Tokenizer.encode_pairs`);
+        otherwise the prompt asked for (`Prompts.choose`) goes before each text."""
+        ticket = Ticket()
         count = len(texts) if isinstance(texts, list) else 0
         self._stats.data_request(client, count)
         if self._closed:
             self._refuse(reply, NotReadyError("the server is shutting down and accepts no new requests"))
-            return
+            return ticket
         if count > self.max_request_texts:
             self._refuse(reply, PayloadTooLargeError(
                 f"{count} texts in one request; this server takes at most {self.max_request_texts} "
                 "(-max_request_texts): split the list"
             ))
-            return
+            return ticket
+        text_bytes = size_of_texts(texts)
         try:
+            chosen = self._prompt(pairs, prompt_name, prompt)
+            self._check_result_size(count)  # as far as it is known before tokenization
             self._batcher.admit(count)  # a full backlog refuses here, before any work is spent
+            try:
+                self._budget.reserve(text_bytes)
+            except BertServingError:
+                self._batcher.release(count)
+                raise
         except BertServingError as exc:
             self._refuse(reply, exc)
-            return
+            return ticket
         received = time.perf_counter()
-        prompts = (prompt_name, prompt)
+        work = (ticket, texts, is_tokenized, reply, client, received, count, text_bytes, pairs, chosen)
         if _is_small(texts):
-            self._tokenize(texts, is_tokenized, reply, client, received, count, prompts)
+            self._tokenize(*work)
         else:
-            self._pool.submit(self._tokenize, texts, is_tokenized, reply, client, received, count, prompts)
+            self._pool.submit(self._tokenize, *work)
+        return ticket
 
-    def _tokenize(self, texts, is_tokenized: bool, reply: ReplyFn, client: str, received: float, count: int,
-                  prompt: tuple[object, object]) -> None:
+    def _prompt(self, pairs: bool, prompt_name: object, prompt: object) -> str | None:
+        """The prompt text of an embedding request; pairs (predict, rerank) take none."""
+        if not pairs:
+            return self._prompts.choose(prompt_name, prompt)
+        if prompt_name is not None or prompt is not None:
+            raise InvalidRequestError("prompts are for embeddings; scoring pairs takes none",
+                                      param="prompt" if prompt is not None else "prompt_name")
+        return None
+
+    def _check_result_size(self, count: int, longest: int = 0) -> int:
+        if self._outputs is None:
+            return 0
+        nbytes = self._outputs.nbytes(count, longest)
+        if nbytes > self.max_result_bytes:
+            shape = list(self._outputs.shape(count, longest))
+            per_token = "; or a pooled -pooling_strategy" if self._outputs.per_token else ""
+            raise PayloadTooLargeError(
+                f"the answer would be {shape} {self._outputs.dtype} ({human_bytes(nbytes)}); this server answers at "
+                f"most {human_bytes(self.max_result_bytes)} per request (-max_result_bytes): send fewer texts per "
+                f"request (BertClient's chunk_size){per_token}"
+            )
+        return nbytes
+
+    def _tokenize(self, ticket: Ticket, texts, is_tokenized: bool, reply: ReplyFn, client: str, received: float,
+                  count: int, text_bytes: int, pairs: bool, prompt: str | None) -> None:
         try:
-            features = self._tokenizer.encode(texts, is_tokenized, keep_tokens=self._keep_tokens,
-                                              prompt=self._prompts.choose(*prompt))
-        except Exception as exc:
+            error = self._queue(ticket, texts, is_tokenized, reply, client, received, count, text_bytes, pairs,
+                                prompt)
+        except Exception as exc:  # a bug here must still answer the client
+            logger.exception("queueing a request failed")
+            error = ServerError(f"the server failed to queue this request ({type(exc).__name__}); it has been logged")
+        if error is not None:
+            self._refuse(reply, error)
+
+    def _queue(self, ticket: Ticket, texts, is_tokenized: bool, reply: ReplyFn, client: str, received: float,
+               count: int, text_bytes: int, pairs: bool, prompt: str | None) -> BertServingError | None:
+        """Tokenize and queue; the error to answer with instead (its admission given back)."""
+        if ticket.abandoned:  # the client went away while the request waited to be tokenized
+            self._budget.release(text_bytes)
             self._batcher.release(count)
-            if not isinstance(exc, BertServingError):  # a tokenizer bug must still answer the client
-                logger.exception("tokenization failed")
-                exc = ServerError(f"tokenization failed: {exc}")
-            self._refuse(reply, exc)
-            return
-        request = Request(features, reply, client, received_at=received, tokenized_at=time.perf_counter())
+            self._stats.error("abandoned")
+            return None
+        error: BertServingError | None = None
+        try:
+            if pairs:
+                features = self._tokenizer.encode_pairs(texts, keep_tokens=self._keep_tokens)
+            else:
+                features = self._tokenizer.encode(texts, is_tokenized, keep_tokens=self._keep_tokens, prompt=prompt)
+            result_bytes = self._check_result_size(len(features), int(features.lengths.max(initial=0)))
+        except BertServingError as exc:
+            error = exc
+        except Exception as exc:  # a tokenizer bug must still answer the client
+            logger.exception("tokenization failed")
+            error = ServerError(f"tokenization failed: {exc}")
+        finally:
+            self._budget.release(text_bytes)
+        if error is None:
+            try:
+                self._budget.reserve(result_bytes)
+            except BertServingError as exc:
+                error = exc
+        if error is not None:
+            self._batcher.release(count)
+            return error
+        request = Request(features, reply, client, received_at=received, tokenized_at=time.perf_counter(),
+                          reserved_bytes=result_bytes)
         self._stats.tokenized(request.tokenized_at - received, features.num_tokens)
         self._sink.track(request)
+        if not ticket.attach(request, self._sink.abandon):
+            self._sink.abandon(request)
+            self._batcher.release(count)
+            return None
         self._batcher.submit(request)
+        return None
 
     def _refuse(self, reply: ReplyFn, error: BertServingError) -> None:
         self._stats.error(error.code)
@@ -105,7 +190,38 @@ class Intake:
     def close(self) -> None:
         """Stop taking requests; those already handed over are still tokenized and queued."""
         self._closed = True
-        self._pool.shutdown(wait=True)
+        self._pool.shutdown()
+
+
+class _Threads:
+    """A few daemon threads running the calls handed to them, in order. Unlike a
+    ``ThreadPoolExecutor``, which refuses work once the interpreter begins to exit, they keep
+    working after the main thread has returned: a script that starts a server and ends (as
+    1.10.0's README does) leaves it serving."""
+
+    def __init__(self, count: int, name: str) -> None:
+        self._calls: queue.SimpleQueue[tuple[Callable, tuple] | None] = queue.SimpleQueue()
+        self._threads = [threading.Thread(target=self._work, name=f"{name}-{i}", daemon=True) for i in range(count)]
+        for thread in self._threads:
+            thread.start()
+
+    def submit(self, fn: Callable, *args) -> None:
+        self._calls.put((fn, args))
+
+    def _work(self) -> None:
+        while (call := self._calls.get()) is not None:
+            fn, args = call
+            try:
+                fn(*args)
+            except Exception:  # the calls answer their own errors; this is a last resort
+                logger.exception("%s failed", getattr(fn, "__name__", fn))
+
+    def shutdown(self) -> None:
+        """Run what was handed over, then stop the threads."""
+        for _ in self._threads:
+            self._calls.put(None)
+        for thread in self._threads:
+            thread.join()
 
 
 def _is_small(texts: object) -> bool:
@@ -114,8 +230,8 @@ def _is_small(texts: object) -> bool:
         return False
     size = 0
     for text in texts:
-        size += len(text) if isinstance(text, (str, list)) else 1
+        parts = text if isinstance(text, list) else (text,)  # token lists, or (query, document) pairs
+        size += sum(len(part) if isinstance(part, str) else 1 for part in parts)
         if size > _INLINE_CHARS:
             return False
     return True
-

@@ -1,12 +1,14 @@
 """`Request`: one client request inside the server, from tokenization to its single reply.
 
 It carries the tokenized texts, how to answer (a callback owned by the edge it came from:
-the ZeroMQ frontend or the HTTP app), and the reassembly state the sink keeps.
+the ZeroMQ frontend or the HTTP app), and the reassembly state the sink keeps. A `Ticket` is
+what the edge holds meanwhile: abandoning it (the client went away) drops the rows not yet run.
 """
 
 from __future__ import annotations
 
 import itertools
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Callable
@@ -16,7 +18,7 @@ import numpy as np
 from ...errors import BertServingError
 from ...model.features import Features
 
-__all__ = ["Outcome", "ReplyFn", "Request"]
+__all__ = ["Outcome", "ReplyFn", "Request", "Ticket"]
 
 
 @dataclass(frozen=True)
@@ -44,6 +46,7 @@ class Request:
     received_at: float = field(default_factory=time.perf_counter)
     tokenized_at: float = 0.0
     first_batch_at: float = 0.0
+    reserved_bytes: int = 0  # held in the pipeline's memory budget until answered
     # reassembly state, owned by the sink
     result: np.ndarray | None = None
     remaining: int = -1
@@ -51,3 +54,35 @@ class Request:
 
     def __len__(self) -> int:
         return len(self.features)
+
+
+class Ticket:
+    """A submitted request as its edge holds it. `abandon` says the client has gone: the
+    request's rows not yet run are dropped, and it gets no answer."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._abandoned = False
+        self._request: Request | None = None
+        self._on_abandon: Callable[[Request], None] | None = None
+
+    @property
+    def abandoned(self) -> bool:
+        return self._abandoned
+
+    def attach(self, request: Request, on_abandon: Callable[[Request], None]) -> bool:
+        """Link the queued ``request``; False if the ticket was abandoned already (do not queue it)."""
+        with self._lock:
+            if self._abandoned:
+                return False
+            self._request, self._on_abandon = request, on_abandon
+            return True
+
+    def abandon(self) -> None:
+        with self._lock:
+            if self._abandoned:
+                return
+            self._abandoned = True
+            request, on_abandon = self._request, self._on_abandon
+        if request is not None and on_abandon is not None:
+            on_abandon(request)

@@ -1,6 +1,7 @@
 """`Sink`: writes each batch's output into its requests' results, in the requests' own row
 order, and answers every request exactly once: with its vectors when the last row is in, or
-with the first error that hit it."""
+with the first error that hit it. An abandoned request (its client went away) is answered
+never: it is only marked done, so the batcher drops its rows not yet run."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import numpy as np
 from ...errors import BertServingError
 from ...model.outputs import OutputLayout
 from .batcher import Batch
+from .budget import MemoryBudget
 from .request import Outcome, Request
 from .stats import Stats
 
@@ -22,10 +24,12 @@ logger = logging.getLogger(__name__)
 
 
 class Sink:
-    def __init__(self, outputs: OutputLayout, stats: Stats, *, show_tokens: bool = False) -> None:
+    def __init__(self, outputs: OutputLayout, stats: Stats, *, show_tokens: bool = False,
+                 budget: MemoryBudget | None = None) -> None:
         self._outputs = outputs
         self._show_tokens = show_tokens
         self._stats = stats
+        self._budget = budget
         self._lock = threading.Lock()
         self._outstanding: dict[int, Request] = {}  # accepted, not yet answered
 
@@ -62,8 +66,7 @@ class Sink:
                 self._outputs.place(request.result, rows, part, request.features.lengths[rows])
                 request.remaining -= len(rows)
                 if request.remaining == 0:
-                    request.done = True
-                    self._outstanding.pop(request.id, None)
+                    self._finish(request)
                     finished.append(request)
         for request in finished:
             self._answer(request, request.result, None)
@@ -76,10 +79,26 @@ class Sink:
         with self._lock:
             if request.done:
                 return
-            request.done = True
+            self._finish(request)
             request.result = None
-            self._outstanding.pop(request.id, None)
         self._answer(request, None, error)
+
+    def abandon(self, request: Request) -> None:
+        """Its client went away: no answer, and its rows not yet run are dropped."""
+        with self._lock:
+            if request.done:
+                return
+            self._finish(request)
+            request.result = None
+        self._stats.error("abandoned")
+
+    def _finish(self, request: Request) -> None:
+        """Mark ``request`` answered (under the lock) and give back what it held."""
+        request.done = True
+        self._outstanding.pop(request.id, None)
+        if self._budget is not None and request.reserved_bytes:
+            self._budget.release(request.reserved_bytes)
+            request.reserved_bytes = 0
 
     def _answer(self, request: Request, result: np.ndarray | None, error: BertServingError | None) -> None:
         tokens = None

@@ -79,6 +79,8 @@ class Stats:
         self.num_batches = 0
         self.num_batched_rows = 0
         self.num_completed = 0
+        self.num_predictions = 0  # texts and pairs a head scored (predict, and the original's encode on a head)
+        self.num_reranked_pairs = 0  # (query, document) pairs scored by rerank requests
         self.errors: Counter[str] = Counter()
         self.requests_by_channel: Counter[str] = Counter()
         self.sizes: Counter[int] = Counter()
@@ -147,6 +149,14 @@ class Stats:
                 self.num_completed += 1
                 self.latency["total"].observe(now - request.received_at)
 
+    def scored(self, task: str | None, count: int) -> None:
+        """A head's answer went out: ``count`` reranked pairs (``task`` rerank) or predictions."""
+        with self._lock:
+            if task == "rerank":
+                self.num_reranked_pairs += count
+            else:
+                self.num_predictions += count
+
     def error(self, code: str) -> None:
         """An error not tied to an accepted request (a malformed message, an overload refusal)."""
         with self._lock:
@@ -167,6 +177,8 @@ class Stats:
                 "tokens": self.num_tokens,
                 "control_requests": self.num_sys_request,
                 "completed_requests": self.num_completed,
+                "predictions": self.num_predictions,
+                "reranked_pairs": self.num_reranked_pairs,
                 "errors": dict(self.errors),
                 "forward_passes": self.num_batches,
                 "active_clients": self._active_clients(now),
@@ -211,6 +223,8 @@ class Stats:
                 "num_failed_request": sum(self.errors.values()),
                 "errors": dict(self.errors),
                 "num_total_tokens": self.num_tokens,
+                "num_predictions": self.num_predictions,
+                "num_reranked_pairs": self.num_reranked_pairs,
                 "num_forward_passes": self.num_batches,
                 "num_batched_seq": self.num_batched_rows,
                 "avg_batch_size": self.num_batched_rows / self.num_batches if self.num_batches else 0.0,

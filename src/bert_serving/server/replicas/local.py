@@ -7,18 +7,15 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
+import socket
 import subprocess
 import sys
-import tempfile
-from pathlib import Path
 
 import numpy as np
-import zmq
 
 from ...model.encoder import EncoderSettings
 from ...model.features import Features
-from .channel import ERR, OK, READY, STOP, pack, settings_to_json
+from .channel import ERR, OK, READY, STOP, Channel, pack, settings_to_json
 from .pool import Finished, ReplicaCrashed, WorkerPool
 
 __all__ = ["LocalReplica", "local_worker_pool"]
@@ -35,54 +32,64 @@ _GRACEFUL_STOP_S = 5.0
 
 class LocalReplica:
     """A worker process (`worker_main.serve` in a fresh interpreter and a session of its own),
-    talking over a PAIR socket at an ``ipc://`` path inside ``channel_dir`` (mode 0700)."""
+    talking over a socket pair whose other end only the worker holds."""
 
-    def __init__(self, settings: EncoderSettings, device: str, *, ctx: zmq.Context, index: int, channel_dir: Path,
-                 threads: int = 1, gpu_memory_fraction: float = 0.5, log_level: int = 0) -> None:
+    def __init__(self, settings: EncoderSettings, device: str, *, index: int, threads: int = 1,
+                 gpu_memory_fraction: float = 0.5, log_level: int = 0) -> None:
         self.name = f"worker {index} ({device})"
-        self._ctx, self._index, self._channel_dir = ctx, index, channel_dir
         self._orders = {"settings": settings_to_json(settings), "device": device, "threads": threads,
                         "gpu_memory_fraction": gpu_memory_fraction, "log_level": log_level, "worker_id": index}
         self._device = device
-        self._incarnation = 0
         self.process: subprocess.Popen | None = None
-        self._socket: zmq.Socket | None = None
+        self._channel: Channel | None = None
 
     def start(self) -> None:
-        self._incarnation += 1  # a fresh endpoint: nothing of a previous process can reach the new one
-        endpoint = f"ipc://{self._channel_dir}/worker-{self._index}-{self._incarnation}"
-        self._socket = self._ctx.socket(zmq.PAIR)
-        self._socket.linger = 0
-        self._socket.bind(endpoint)
-        self.process = subprocess.Popen([sys.executable, "-c", _WORKER_COMMAND], stdin=subprocess.PIPE,
-                                        env={**_WORKER_ENV, **os.environ},
-                                        start_new_session=True)  # the terminal's Ctrl-C is the server's to handle
-        self.process.stdin.write(json.dumps({**self._orders, "endpoint": endpoint}).encode())
+        ours, theirs = socket.socketpair()  # a fresh pair: nothing of a previous process can reach the new one
+        fd = theirs.fileno()
+        try:
+            self.process = subprocess.Popen([sys.executable, "-c", _WORKER_COMMAND], stdin=subprocess.PIPE,
+                                            pass_fds=[fd], env={**_WORKER_ENV, **os.environ},
+                                            start_new_session=True)  # the terminal's Ctrl-C is the server's
+        finally:
+            theirs.close()  # the worker's alone now: its exit closes the pair
+        self._channel = Channel(ours)
+        self.process.stdin.write(json.dumps({**self._orders, "fd": fd}).encode())
         self.process.stdin.close()
-        while not self._socket.poll(100):
+        while not self._channel.poll(0.1):
             self._check_alive()
-        frames = self._socket.recv_multipart()
+        frames = self._receive_message()
         if frames[0] == ERR:
             raise RuntimeError(json.loads(frames[1])["message"])
         if frames[0] != READY:
-            raise RuntimeError(f"{self.name} sent {frames[0]!r} instead of READY")
+            raise RuntimeError(f"{self.name} sent {bytes(frames[0])!r} instead of READY")
         logger.info("%s ready (pid %d)", self.name, json.loads(frames[1])["pid"])
 
     def send(self, seq: int, features: Features) -> None:
-        self._socket.send_multipart(pack(seq, features), copy=False)
+        try:
+            self._channel.send(pack(seq, features))
+        except OSError as exc:  # the worker is gone (a broken pipe)
+            raise ReplicaCrashed(f"{self.name}, pid {self.process.pid}: {exc.strerror or exc}") from None
 
     def receive(self, timeout_s: float) -> Finished | None:
-        if not self._socket.poll(int(timeout_s * 1000)):
+        if not self._channel.poll(timeout_s):
             self._check_alive()
             return None
-        frames = self._socket.recv_multipart(copy=False)
-        kind, meta = frames[0].bytes, json.loads(frames[1].bytes)
+        frames = self._receive_message()
+        kind, meta = bytes(frames[0]), json.loads(frames[1])
         if kind == OK:
-            vectors = np.frombuffer(frames[2].buffer, dtype=meta["dtype"]).reshape(meta["shape"])
+            vectors = np.frombuffer(frames[2], dtype=meta["dtype"]).reshape(meta["shape"])
             return Finished(meta["seq"], vectors)
         if kind == ERR:
             return Finished(meta["seq"], error=meta["message"], out_of_memory=meta.get("out_of_memory", False))
         raise ReplicaCrashed(f"{self.name} sent an unknown frame {kind!r}")
+
+    def _receive_message(self) -> list[bytearray]:
+        try:
+            return self._channel.receive()
+        except (EOFError, OSError):
+            self.process.wait(5)
+            raise ReplicaCrashed(f"{self.name}, pid {self.process.pid}, died with exit code "
+                                 f"{self.process.returncode}") from None
 
     def _check_alive(self) -> None:
         if self.process.poll() is not None:
@@ -95,8 +102,8 @@ class LocalReplica:
         if self.process is not None and self.process.poll() is None:
             if graceful:
                 try:
-                    self._socket.send_multipart([STOP], flags=zmq.NOBLOCK)
-                except zmq.ZMQError:
+                    self._channel.send([STOP])
+                except OSError:
                     pass
                 try:
                     self.process.wait(_GRACEFUL_STOP_S)
@@ -105,20 +112,18 @@ class LocalReplica:
             if self.process.poll() is None:
                 self.process.kill()  # SIGKILL: also ends a stopped (SIGSTOP) or hung process
                 self.process.wait(10)
-        if self._socket is not None:
-            self._socket.close()
-            self._socket = None
+        if self._channel is not None:
+            self._channel.close()
+            self._channel = None
 
 
-def local_worker_pool(settings: EncoderSettings, devices: list[str], *, ctx: zmq.Context, threads: int = 1,
+def local_worker_pool(settings: EncoderSettings, devices: list[str], *, threads: int = 1,
                       gpu_memory_fraction: float = 0.5, **pool_options) -> WorkerPool:
-    """One worker process per device, on this machine; their channels live in a private
-    directory that the pool removes when it closes."""
+    """One worker process per device, on this machine."""
     log_level = logging.getLogger("bert_serving").getEffectiveLevel() if logging.getLogger().handlers else 0
-    channel_dir = Path(tempfile.mkdtemp(prefix="bert-serving-"))  # mode 0700: this user's alone
     replicas = [
-        LocalReplica(settings, device, ctx=ctx, index=i, channel_dir=channel_dir, threads=threads,
-                     gpu_memory_fraction=gpu_memory_fraction, log_level=log_level)
+        LocalReplica(settings, device, index=i, threads=threads, gpu_memory_fraction=gpu_memory_fraction,
+                     log_level=log_level)
         for i, device in enumerate(devices)
     ]
-    return WorkerPool(replicas, on_close=lambda: shutil.rmtree(channel_dir, ignore_errors=True), **pool_options)
+    return WorkerPool(replicas, **pool_options)

@@ -162,10 +162,15 @@ class _Feeder:
         return True
 
     def _fill(self, wait: bool = True) -> None:
-        """Send batches while there is room; with ``wait``, an idle replica waits a while for one."""
+        """Send batches while there is room; with ``wait``, an idle replica waits a while for one.
+        A busy replica is only sent batches that are complete already (more of a big request):
+        small requests gather into one bigger batch meanwhile, which costs the model less."""
         pool = self.pool
         while len(self.in_flight) < pool.prefetch:
-            batch = pool.batcher.next_batch(timeout=_POLL_S if wait and not self.in_flight else 0)
+            if self.in_flight:
+                batch = pool.batcher.next_batch(timeout=0, ready_only=True)
+            else:
+                batch = pool.batcher.next_batch(timeout=_POLL_S if wait else 0)
             if batch is None:
                 return
             self._seq += 1

@@ -1,13 +1,14 @@
 """The worker process's ``main``: one model replica answering batches.
 
 `local.LocalReplica` starts it in a fresh interpreter (so the user's ``__main__`` is never
-re-imported), in a session of its own, and writes its orders as JSON to its standard input:
-``{"settings", "device", "threads", "gpu_memory_fraction", "endpoint", "log_level", "worker_id"}``.
-The frames it then speaks are in `channel`.
+re-imported), in a session of its own, with one end of a socket pair, and writes its orders as
+JSON to its standard input: ``{"settings", "device", "threads", "gpu_memory_fraction", "fd",
+"log_level", "worker_id"}``. The messages it then exchanges are in `channel`.
 
 It ignores the terminal's and the service manager's signals (SIGINT, SIGTERM, SIGHUP): Ctrl-C or
 ``systemctl stop`` reach the whole process group, and the server, which drains, decides when its
-workers stop. It exits on STOP, and on its own as soon as the server process is gone.
+workers stop. It exits on STOP, and on its own as soon as the server process is gone (its end of
+the socket pair closes with it).
 """
 
 from __future__ import annotations
@@ -16,27 +17,30 @@ import json
 import logging
 import os
 import signal
+import socket
 import sys
 
 import numpy as np
-import zmq
 
-from .channel import BATCH, OK, READY, error_frames, settings_from_json, unpack
+from .channel import BATCH, OK, READY, Channel, error_frames, settings_from_json, unpack
 from .runtime import load_encoder
 
 __all__ = ["serve"]
 
 logger = logging.getLogger(__name__)
 
-_PARENT_CHECK_MS = 1000
+_PARENT_CHECK_S = 1.0
 
 
-def _receive(sock: zmq.Socket, parent: int) -> list | None:
+def _receive(channel: Channel, parent: int) -> list | None:
     """The next message; None once the server process has gone away."""
-    while not sock.poll(_PARENT_CHECK_MS):
+    while not channel.poll(_PARENT_CHECK_S):
         if os.getppid() != parent:
             return None
-    return sock.recv_multipart(copy=False)
+    try:
+        return channel.receive()
+    except EOFError:
+        return None
 
 
 def serve() -> None:
@@ -49,10 +53,7 @@ def serve() -> None:
         logging.basicConfig(level=orders["log_level"],
                             format=f"%(asctime)s %(levelname).1s worker-{worker_id} %(name)s: %(message)s",
                             datefmt="%H:%M:%S")
-    ctx = zmq.Context()
-    sock = ctx.socket(zmq.PAIR)
-    sock.linger = 1000
-    sock.connect(orders["endpoint"])
+    channel = Channel(socket.socket(fileno=orders["fd"]))
     try:
         try:
             from ...model.encoder import resolve
@@ -61,23 +62,24 @@ def serve() -> None:
                                    threads=orders["threads"], gpu_memory_fraction=orders["gpu_memory_fraction"])
         except Exception as exc:
             logger.exception("worker %d failed to start", worker_id)
-            sock.send_multipart(error_frames(-1, exc))
+            channel.send(error_frames(-1, exc))
             return
-        sock.send_multipart([READY, json.dumps({"pid": os.getpid(), "device": orders["device"]}).encode()])
-        while (frames := _receive(sock, parent)) is not None and frames[0].bytes == BATCH:
-            seq = json.loads(frames[1].bytes)["seq"]
+        channel.send([READY, json.dumps({"pid": os.getpid(), "device": orders["device"]}).encode()])
+        while (frames := _receive(channel, parent)) is not None and frames[0] == BATCH:
+            seq = json.loads(frames[1])["seq"]
             try:
                 vectors = np.ascontiguousarray(encoder.embed(unpack(frames[2:])))
             except Exception as exc:
                 logger.exception("batch %d failed", seq)
                 encoder.release_memory()
-                sock.send_multipart(error_frames(seq, exc))
+                channel.send(error_frames(seq, exc))
                 continue
             meta = {"seq": seq, "dtype": str(vectors.dtype), "shape": list(vectors.shape)}
-            sock.send_multipart([OK, json.dumps(meta).encode(), vectors], copy=False)
+            channel.send([OK, json.dumps(meta).encode(), vectors])
+    except (BrokenPipeError, ConnectionResetError):  # the server went away mid-answer
+        pass
     finally:
-        sock.close()
-        ctx.term()
+        channel.close()
 
 
 if __name__ == "__main__":

@@ -66,12 +66,17 @@ class TerminationPolicy:
     """Whether a TERMINATION from ``peer`` (its IP address, if known) may stop the server."""
 
     def __init__(self, token: str | None = None) -> None:
-        self._token = token
+        self._token = None if token is None else token.encode("utf-8")
 
-    def allows(self, peer: str | None, token: str | None) -> bool:
+    def allows(self, peer: str | None, token: bytes | str | None) -> bool:
+        """Never raises, whatever ``token`` holds (compared as bytes, in constant time)."""
         if _is_loopback(peer):
             return True
-        return self._token is not None and token is not None and hmac.compare_digest(token, self._token)
+        if self._token is None or token is None:
+            return False
+        if isinstance(token, str):
+            token = token.encode("utf-8", "surrogatepass")
+        return hmac.compare_digest(token, self._token)
 
 
 def _is_loopback(peer: str | None) -> bool:

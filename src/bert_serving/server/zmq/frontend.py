@@ -9,6 +9,16 @@ The PUB side is an XPUB socket: it sees each client's subscription arrive, so an
 client whose subscription has not reached the server yet (ZeroMQ's "slow joiner") is held
 until it does, for up to ``hold_ms``, instead of being dropped. That replaces the original's
 blind 100 ms sleep before every config answer.
+
+No message can stop the I/O thread: an unexpected exception while handling one is logged,
+counted (``server_error``) and answered when the message names a client. Should the thread
+die anyway, it tells the server (`Gateway.stage_failed`): ``/ready`` answers 503 ``failed``
+and the server drains and exits non-zero, rather than serving HTTP alone.
+
+Memory: the PULL socket queues at most ``_QUEUED_MESSAGES_PER_PEER`` messages per connection
+(ZeroMQ's receive high-water mark; past it a sender's PUSH blocks, nothing is dropped), and a
+frame larger than ``4 x max_request_bytes`` closes its connection (ZeroMQ's ``MAXMSGSIZE``);
+smaller oversized payloads are answered ``payload_too_large``.
 """
 
 from __future__ import annotations
@@ -23,7 +33,14 @@ from typing import Callable
 import zmq
 
 from ... import protocol
-from ...errors import ConfigurationError, ForbiddenError, InvalidRequestError, NotReadyError, PayloadTooLargeError
+from ...errors import (
+    BertServingError,
+    ConfigurationError,
+    ForbiddenError,
+    NotReadyError,
+    PayloadTooLargeError,
+    ServerError,
+)
 from ..pipeline.gateway import Gateway
 from ..pipeline.request import Outcome
 from .access import CurveServer, TerminationPolicy
@@ -33,6 +50,8 @@ __all__ = ["Frontend", "Outbox"]
 logger = logging.getLogger(__name__)
 
 _ANSWERS_QUEUED_PER_CLIENT = 10_000
+_QUEUED_MESSAGES_PER_PEER = 100  # the PULL socket's receive high-water mark, per connection
+_FRAME_LIMIT_FACTOR = 4  # frames over this many times -max_request_bytes close their connection
 
 
 class Outbox:
@@ -105,7 +124,8 @@ class Frontend:
         # and counted as "undelivered", instead of vanishing silently as plain PUB would.
         self.pub.setsockopt(zmq.SNDHWM, _ANSWERS_QUEUED_PER_CLIENT)
         self.pub.setsockopt(zmq.XPUB_NODROP, 1)
-        self.pull.setsockopt(zmq.RCVHWM, 0)
+        self.pull.setsockopt(zmq.RCVHWM, _QUEUED_MESSAGES_PER_PEER)
+        self.pull.setsockopt(zmq.MAXMSGSIZE, _FRAME_LIMIT_FACTOR * self._max_request_bytes)
         for sock in (self.pull, self.pub):
             protocol.keep_alive(sock)
             if self._curve is not None:
@@ -126,6 +146,11 @@ class Frontend:
     def start(self) -> None:
         self._thread.start()
 
+    @property
+    def alive(self) -> bool:
+        """The I/O thread runs (or has not been started yet)."""
+        return self._thread.is_alive() or self._thread.ident is None
+
     def stop_accepting(self) -> None:
         """Answer new data requests with an error from now on (shutdown has begun)."""
         self._accepting = False
@@ -142,6 +167,14 @@ class Frontend:
     # the I/O thread ------------------------------------------------------------------------------
 
     def _run(self) -> None:
+        try:
+            self._loop()
+        except BaseException as exc:  # whatever it was, the server must know
+            if not self._stopping.is_set():
+                logger.critical("the ZeroMQ I/O thread died: %r", exc, exc_info=exc)
+                self._gateway.stage_failed("the ZeroMQ frontend", exc)
+
+    def _loop(self) -> None:
         poller = zmq.Poller()
         for sock in (self.pull, self.pub, self._inbox):
             poller.register(sock, zmq.POLLIN)
@@ -151,9 +184,9 @@ class Frontend:
             if self.pub in events:
                 self._subscriptions()
             if self._inbox in events:
-                _drain(self._inbox, self._publish, 1000)
+                _drain(self._inbox, self._publish_safely, 1000)
             if self.pull in events:
-                _drain(self.pull, self._handle, 100)
+                _drain(self.pull, self._handle_safely, 100)
             self._expire_held(force=stopping)
             if stopping and not events:
                 return
@@ -207,6 +240,27 @@ class Frontend:
             if not self._held[identity]:
                 del self._held[identity]
 
+    def _publish_safely(self, frames: list) -> None:
+        try:
+            self._publish(frames)
+        except Exception:
+            logger.exception("could not send an answer; dropped")
+            self._stats.error("undelivered")
+
+    def _handle_safely(self, frames: list) -> None:
+        """`_handle`, and whatever it raises is logged and answered: the loop goes on."""
+        try:
+            self._handle(frames)
+        except Exception as exc:
+            logger.exception("handling a message failed")
+            self._stats.error(ServerError.code)
+            try:
+                message = protocol.parse_request([f.bytes for f in frames])
+                self._publish(protocol.error_frames(message.identity, message.req_id, ServerError(
+                    f"the server failed on this message ({type(exc).__name__}); it has been logged")))
+            except Exception:
+                pass  # nobody to answer
+
     def _handle(self, frames: list) -> None:
         try:
             message = protocol.parse_request([f.bytes for f in frames])
@@ -219,7 +273,7 @@ class Frontend:
         client = f"zmq:{message.identity.decode('ascii', 'replace')}"
         command = message.command
         if command == protocol.TERMINATION:
-            peer = frames[0].get("Peer-Address")  # where the message came from, as the kernel saw it
+            peer = _peer_address(frames[0])
             self._stats.control_request(client)
             if self._termination.allows(peer, message.token):
                 logger.info("TERMINATION received from %s", peer or "a local peer")
@@ -243,14 +297,22 @@ class Frontend:
             if len(message.payload) > self._max_request_bytes:
                 raise PayloadTooLargeError(f"the payload has {len(message.payload)} bytes; this server takes at "
                                            f"most {self._max_request_bytes} (-max_request_bytes): split the list")
-            data = protocol.decode_data(message.payload)
-        except (InvalidRequestError, PayloadTooLargeError) as exc:
+            request = protocol.decode_data(message.payload)  # the original's list, or one of our objects
+        except BertServingError as exc:
             self._stats.data_request(client, 0)
             self._stats.error(exc.code)
             reply(Outcome(error=exc))
             return
-        self._gateway.submit(data.texts, data.is_tokenized, reply, client, prompt_name=data.prompt_name,
-                             prompt=data.prompt)
+        self._gateway.submit(request.texts, request.is_tokenized, reply, client, task=request.task,
+                             raw_scores=request.raw_scores, prompt_name=request.prompt_name, prompt=request.prompt)
+
+
+def _peer_address(frame: zmq.Frame) -> str | None:
+    """Where a message came from, as the kernel saw it; None for in-process peers."""
+    try:
+        return frame.get("Peer-Address")
+    except zmq.ZMQError:
+        return None
 
 
 def _drain(sock: zmq.Socket, handle: Callable[[list], None], limit: int) -> None:

@@ -35,6 +35,8 @@ def dashboard_view(gateway: Gateway, *, api_key_required: bool = False) -> dict[
         "sentences": snapshot["sentences"],
         "tokens": snapshot["tokens"],
         "completed_requests": snapshot["completed_requests"],
+        "predictions": snapshot["predictions"],
+        "reranked_pairs": snapshot["reranked_pairs"],
         "control_requests": snapshot["control_requests"],
         "errors": snapshot["errors"],
         "forward_passes": snapshot["forward_passes"],
@@ -49,9 +51,13 @@ def dashboard_view(gateway: Gateway, *, api_key_required: bool = False) -> dict[
 
 def model_settings(gateway: Gateway) -> dict[str, object]:
     """The served model and the settings that shape its vectors and its speed."""
-    described = gateway.model.settings
+    model = gateway.model
+    described = model.settings
     return {
         "name": described["model_name"],
+        "task": model.task,
+        "labels": list(model.labels),
+        "activation": model.activation,
         "format": described["model_layout"],
         "pooling": described["pooling_strategy_name"],
         "layers": described["pooling_layer"],

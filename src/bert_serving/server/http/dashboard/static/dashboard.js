@@ -171,6 +171,8 @@
     document.title = `bert-serving: ${model.name}`;
     fillTable("model", [
       ["model", model.name],
+      ["task", model.task],
+      ...(model.task === "embed" ? [] : [["labels", model.labels.join(", ")], ["scores", model.activation]]),
       ["format", model.format],
       ["pooling", model.pooling],
       ["layers", model.layers.join(", ")],
@@ -196,6 +198,8 @@
     $("sentences-rate").textContent = `${formatRate(r && r.sentences)} sentences/s`;
     $("failed-total").textContent = integer.format(sum(s.errors));
     $("completed-total").textContent = `${integer.format(s.completed_requests)} completed`;
+    $("predictions-total").textContent = integer.format(s.predictions);
+    $("reranked-total").textContent = `${integer.format(s.reranked_pairs)} pairs reranked`;
     $("queue-depth").textContent = integer.format(s.queue_depth);
     $("forward-passes").textContent = integer.format(s.forward_passes);
     $("batch-mean").textContent = s.batch_size.count
