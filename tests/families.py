@@ -166,7 +166,37 @@ def _tokenizer(family: Family):
 # --- models ---------------------------------------------------------------------------------------
 
 
+def build_classifier(name: str, folder: Path, *, num_labels: int, cross_encoder: bool = False) -> Path:
+    """``name``'s family as a random ``*ForSequenceClassification`` folder (``save_pretrained``),
+    or with ``cross_encoder`` a CrossEncoder as sentence-transformers saves one; its tokenizer
+    keeps ``MAX_SEQ_LEN`` tokens, which both truncate to."""
+    import torch
+    import transformers
+
+    family = FAMILIES[name]
+    torch.manual_seed(sum(map(ord, family.name)) + num_labels)
+    tokenizer = _tokenizer(family)
+    config = _config(family, tokenizer)
+    config.num_labels = num_labels
+    model = transformers.AutoModelForSequenceClassification.from_config(config).eval()
+    raw = folder.with_name(folder.name + "-hf") if cross_encoder else folder
+    model.save_pretrained(raw)
+    tokenizer.model_max_length = MAX_SEQ_LEN
+    tokenizer.save_pretrained(raw)
+    if cross_encoder:
+        from sentence_transformers import CrossEncoder
+
+        CrossEncoder(str(raw), device="cpu").save(str(folder))
+    return folder
+
+
 def _model(family: Family, tokenizer):
+    import transformers
+
+    return transformers.AutoModel.from_config(_config(family, tokenizer)).eval()
+
+
+def _config(family: Family, tokenizer):
     import transformers
 
     size = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
@@ -202,7 +232,7 @@ def _model(family: Family, tokenizer):
         config = transformers.Qwen3Config(vocab_size=vocab, max_position_embeddings=64, num_key_value_heads=2,
                                           head_dim=8, pad_token_id=eos, eos_token_id=eos, bos_token_id=eos,
                                           tie_word_embeddings=True, **size)
-    return transformers.AutoModel.from_config(config).eval()
+    return config
 
 
 # --- sentence-transformers files ------------------------------------------------------------------

@@ -54,3 +54,26 @@ def test_every_edge_serves_the_family_as_sentence_transformers_encodes_it(name, 
             assert with_prompt["usage"]["prompt_tokens"] > without["usage"]["prompt_tokens"]
             refused = http.post("/v1/embeddings", json={"input": texts[:1], "prompt_name": "nope"})
             assert refused.status_code == 400 and "prompt_name" in refused.text  # the schema lists the names
+
+
+def test_a_roberta_cross_encoder_reranks_through_the_server_as_sentence_transformers(tmp_path) -> None:
+    from sentence_transformers import CrossEncoder
+
+    from ..families import build_classifier, pairs
+
+    folder = build_classifier("roberta", tmp_path / "roberta-reranker", num_labels=1, cross_encoder=True)
+    query, documents = pairs()[0][0], [b for _, b in pairs()]  # long ones cut as the CrossEncoder cuts them
+    want = CrossEncoder(str(folder), device="cpu").predict([(query, d) for d in documents])
+    order = list(np.argsort(-want, kind="stable"))
+    http_port = free_ports(1)[0]
+    with running_server("-http_port", str(http_port), model_dir=folder) as server:
+        assert (server.status()["model_type"], server.status()["task"]) == ("roberta", "rerank")
+        with BertClient(port=server.config.port, port_out=server.config.port_out, timeout=60_000) as client:
+            ranked = client.rerank(query, documents)
+            with pytest.raises(InvalidRequestError, match="'query' is not one of this model's prompts"):
+                client.encode(["a", "b"], prompt_name="query")  # this cross-encoder has none
+        assert [r.index for r in ranked] == order
+        np.testing.assert_allclose([r.relevance_score for r in ranked], want[order], atol=1e-5)
+        tei = httpx.post(f"http://127.0.0.1:{http_port}/rerank", json={"query": query, "texts": documents},
+                         timeout=60).json()
+        np.testing.assert_allclose([r["score"] for r in tei], want[order], atol=1e-5)
