@@ -98,3 +98,11 @@ def test_a_prompt_travels_in_an_object_the_stock_client_never_sends() -> None:
 def test_a_malformed_request_object_is_a_clear_error(payload, message) -> None:
     with pytest.raises(InvalidRequestError, match=message):
         protocol.decode_data(payload)
+
+
+def test_task_objects_take_no_prompt_and_prompt_objects_no_task() -> None:
+    with pytest.raises(InvalidRequestError, match="prompts are for embeddings; the rerank task takes none"):
+        protocol.decode_data(json.dumps({"task": "rerank", "query": "q", "documents": ["d"],
+                                         "prompt_name": "query"}).encode())
+    request = protocol.decode_data(protocol.texts_payload(["a"], prompt_name="query"))
+    assert (request.task, request.prompt_name, request.raw_scores) == (None, "query", False)
