@@ -172,14 +172,14 @@ def _free_port() -> int:
 class InProcess:
     """sentence-transformers' ``encode``, the library users would otherwise call."""
 
-    def __init__(self, max_seq_length: int | None = None) -> None:
+    def __init__(self, max_seq_length: int | None = None, model_dir: str | None = None) -> None:
         import torch
         from sentence_transformers import SentenceTransformer
 
         from bert_serving.model.loading import default_model_dir
 
         torch.set_num_threads(os.cpu_count() or 1)
-        self.model = SentenceTransformer(str(default_model_dir()), device="cpu")
+        self.model = SentenceTransformer(model_dir or str(default_model_dir()), device="cpu")
         if max_seq_length:
             self.model.max_seq_length = max_seq_length
         self.model.encode(["warm up"] * 64)

@@ -1,4 +1,4 @@
-"""Shared test fixtures: where the shared model fixtures live."""
+"""Shared test fixtures: where the shared model fixtures live; tiny models of every family."""
 
 from __future__ import annotations
 
@@ -27,3 +27,19 @@ def expected(tiny_bert: Path) -> dict:
     """The fixture's reference outputs: arrays of expected.npz plus expected.json."""
     arrays = dict(np.load(tiny_bert / "expected.npz"))
     return {**json.loads((tiny_bert / "expected.json").read_text()), **arrays}
+
+
+@pytest.fixture(scope="session")
+def family_model(tmp_path_factory):
+    """``family_model(name)``: the folder of that family's tiny sentence-transformers model
+    (`tests.families`), built once per test session, on first use."""
+    from .families import FAMILIES, build
+
+    built: dict[str, Path] = {}
+
+    def get(name: str) -> Path:
+        if name not in built:
+            built[name] = build(FAMILIES[name], tmp_path_factory.mktemp(name))
+        return built[name]
+
+    return get

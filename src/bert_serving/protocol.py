@@ -6,7 +6,10 @@ Client -> server (PUSH -> PULL on ``port``), always 4 frames::
 
 ``payload`` is JSON: a list of texts, a list of token lists, or a control word
 (SHOW_CONFIG, SHOW_STATUS, TERMINATION). ``req_id`` and ``msg_len`` are ASCII decimals.
-Our extension, a JSON object the stock client never sends, asks a served head for scores::
+Our extension, objects the stock 1.10.0 client never sends and the server never requires:
+``{"texts": [...], "prompt_name": "query"}`` (or ``"prompt": "query: "``) asks for one of the
+model's prompts, or a prompt of its own, before each text; a task object asks a served head
+for scores::
 
     {"task": "predict", "texts": ["text", "A ||| B", ["A", "B"], ...], "raw_scores": false}
     {"task": "rerank", "query": "text", "documents": ["text", ...], "raw_scores": false}
@@ -147,57 +150,81 @@ def _load(payload: bytes) -> Any:
 
 
 def decode_texts(payload: bytes) -> tuple[list, bool]:
-    """The texts of a data request and whether they are pre-tokenized (lists of tokens)."""
+    """The texts of a 1.10.0 data request (a JSON list) and whether they are pre-tokenized
+    (lists of tokens). `decode_data` also reads our objects."""
     texts = _load(payload)
     if not isinstance(texts, list):
         raise InvalidRequestError(f"the payload must be a JSON list of texts, got {type(texts).__name__}")
-    is_tokenized = bool(texts) and all(isinstance(t, list) for t in texts)
-    return texts, is_tokenized
+    return texts, _tokenized(texts)
 
 
 @dataclass(frozen=True)
 class DataRequest:
-    """A data request: the original's (a list), or our task extension (an object)."""
+    """A data request: the original's (a list), or one of our objects (a prompt, a task)."""
 
     texts: list  # texts or token lists; for predict / rerank, texts and [A, B] pairs
     is_tokenized: bool = False
+    prompt_name: object = None  # checked where the model's prompts are known
+    prompt: object = None
     task: str | None = None  # None: the original's request; "predict" or "rerank"
     raw_scores: bool = False
 
 
+_DATA_FIELDS = ("texts", "prompt_name", "prompt")
+
+
 def decode_data(payload: bytes) -> DataRequest:
-    """Any data request; raises `InvalidRequestError` naming what is wrong with it."""
+    """Any data request: the 1.10.0 JSON list of texts, ``{"texts": [...], "prompt_name"|"prompt": ...}``
+    or a task object; raises `InvalidRequestError` naming what is wrong with it."""
     value = _load(payload)
     if isinstance(value, list):
-        return DataRequest(value, bool(value) and all(isinstance(t, list) for t in value))
+        return DataRequest(value, _tokenized(value))
     if not isinstance(value, dict):
-        raise InvalidRequestError(f"the payload must be a JSON list of texts (or a task object), "
-                                  f"got {type(value).__name__}")
-    if "task" not in value:
-        raise InvalidRequestError('the payload must be a JSON list of texts, or a task object ({"task": "predict" '
-                                  'or "rerank", ...}); this object names no task')
+        raise InvalidRequestError(f"the payload must be a JSON list of texts, got {type(value).__name__}")
+    if "task" in value:
+        return _decode_task(value)
+    unknown = sorted(set(value) - set(_DATA_FIELDS))
+    if unknown or "texts" not in value:
+        raise InvalidRequestError(
+            'the payload must be a JSON list of texts, or an object {"texts": [...], "prompt_name"|"prompt": ...} '
+            '(or a task object {"task": "predict"|"rerank", ...}); '
+            f"got an object with {', '.join(map(str, value)) or 'no fields'}")
+    texts = value["texts"]
+    if not isinstance(texts, list):
+        raise InvalidRequestError(f"texts must be a JSON list of texts, got {type(texts).__name__}", param="texts")
+    return DataRequest(texts, _tokenized(texts), value.get("prompt_name"), value.get("prompt"))
+
+
+def _decode_task(value: dict) -> DataRequest:
     task, raw_scores = value.get("task"), value.get("raw_scores", False)
+    if task not in ("predict", "rerank"):
+        raise InvalidRequestError(f"unknown task {task!r:.40} in the payload; one of predict, rerank", param="task")
+    if "prompt_name" in value or "prompt" in value:
+        raise InvalidRequestError(f"prompts are for embeddings; the {task} task takes none", param="prompt_name")
     if not isinstance(raw_scores, bool):
         raise InvalidRequestError("raw_scores must be true or false", param="raw_scores")
     if task == "predict":
         return DataRequest(value.get("texts"), task=task, raw_scores=raw_scores)
-    if task == "rerank":
-        query, documents = value.get("query"), value.get("documents")
-        if not isinstance(query, str) or not query.strip():
-            raise InvalidRequestError("query must be a non-blank text", param="query")
-        if not isinstance(documents, list) or not documents:
-            raise InvalidRequestError("documents must be a non-empty list of texts", param="documents")
-        for i, document in enumerate(documents):
-            if not isinstance(document, str) or not document.strip():
-                raise InvalidRequestError(f"documents[{i}] must be a non-blank text, got {document!r:.80}",
-                                          param="documents")
-        return DataRequest([[query, d] for d in documents], task=task, raw_scores=raw_scores)
-    raise InvalidRequestError(f"unknown task {task!r} in the payload; one of predict, rerank", param="task")
+    query, documents = value.get("query"), value.get("documents")
+    if not isinstance(query, str) or not query.strip():
+        raise InvalidRequestError("query must be a non-blank text", param="query")
+    if not isinstance(documents, list) or not documents:
+        raise InvalidRequestError("documents must be a non-empty list of texts", param="documents")
+    for i, document in enumerate(documents):
+        if not isinstance(document, str) or not document.strip():
+            raise InvalidRequestError(f"documents[{i}] must be a non-blank text, got {document!r:.80}",
+                                      param="documents")
+    return DataRequest([[query, d] for d in documents], task=task, raw_scores=raw_scores)
 
 
-def texts_payload(texts: list) -> bytes:
-    """The payload of a data request."""
-    return json.dumps(texts).encode("utf-8")
+def _tokenized(texts: list) -> bool:
+    return bool(texts) and all(isinstance(t, list) for t in texts)
+
+
+def texts_payload(texts: list, *, prompt_name: str | None = None, prompt: str | None = None) -> bytes:
+    """The payload of a data request: the 1.10.0 list, or with a prompt our object form."""
+    options = {key: value for key, value in (("prompt_name", prompt_name), ("prompt", prompt)) if value is not None}
+    return json.dumps({"texts": texts, **options} if options else texts).encode("utf-8")
 
 
 def predict_payload(texts: list, raw_scores: bool = False) -> bytes:

@@ -1,5 +1,6 @@
 """Vectors of every model layout against the fixture's reference outputs (transformers'
-BertModel run on the same weights), for every pooling strategy and several layer choices."""
+BertModel run on the same weights), for every pooling strategy (sentence-transformers' weighted
+and root-length means too) and several layer choices."""
 
 from __future__ import annotations
 
@@ -37,6 +38,7 @@ def reference(expected: dict, which: str, strategy: PoolingStrategy, layers: tup
     mean = (hidden * m).sum(1) / (m.sum(1) + 1e-10)
     maximum = np.where(mask[..., None], hidden, -np.inf).max(1)
     last = hidden[np.arange(len(hidden)), real.sum(1) - 1]
+    w = m * np.arange(1, hidden.shape[1] + 1, dtype=np.float32)[None, :, None]  # sentence-transformers' weights
     return {
         PoolingStrategy.NONE: hidden * m,
         PoolingStrategy.REDUCE_MEAN: mean,
@@ -45,6 +47,8 @@ def reference(expected: dict, which: str, strategy: PoolingStrategy, layers: tup
         PoolingStrategy.FIRST_TOKEN: hidden[:, 0],
         PoolingStrategy.LAST_TOKEN: last,
         PoolingStrategy.CLS_POOLED: expected[f"{which}_pooled_output"],
+        PoolingStrategy.REDUCE_WEIGHTED_MEAN: (hidden * w).sum(1) / w.sum(1),
+        PoolingStrategy.REDUCE_MEAN_SQRT_LEN: (hidden * m).sum(1) / np.sqrt(m.sum(1)),
     }[strategy]
 
 

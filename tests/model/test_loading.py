@@ -88,7 +88,8 @@ def _google_copy(tiny_bert: Path, tmp_path: Path, **config_changes) -> Path:
          r"weight 'encoder.layer.0.intermediate.dense.weight' has shape \(64, 32\), but the model config implies \(128, 32\)"),
         (lambda t, tmp: _google_copy(t, tmp, vocab_size=30522),
          r"weight 'embeddings.word_embeddings.weight' has shape \(96, 32\).*\(30522, 32\)"),
-        (lambda t, tmp: _google_copy(t, tmp, model_type="roberta"), r"describes a 'roberta' model"),
+        (lambda t, tmp: _google_copy(t, tmp, auto_map={"AutoModel": "acme--modeling.AcmeBert"}),
+         r"needs its own Python code \(acme--modeling\).*-trust_remote_code"),
     ],
 )
 def test_broken_models_fail_at_load_with_a_clear_message(tiny_bert, tmp_path, make, message) -> None:
@@ -153,3 +154,62 @@ def test_pooling_strategy_names_and_aliases() -> None:
     assert PoolingStrategy.REDUCE_MEAN.value == 2  # SHOW_CONFIG reports the original's ints
     with pytest.raises(ValueError, match="unknown pooling strategy 'AVG'"):
         PoolingStrategy.from_string("AVG")
+
+
+def _minilm_copy(tmp_path: Path) -> Path:
+    folder = tmp_path / "st"
+    shutil.copytree(default_model_dir(), folder)
+    return folder
+
+
+@pytest.mark.parametrize("pooling, strategy", [
+    ({"pooling_mode": "mean"}, PoolingStrategy.REDUCE_MEAN),  # sentence-transformers 6.x
+    ({"pooling_mode": ["lasttoken"]}, PoolingStrategy.LAST_TOKEN),
+    ({"pooling_mode": "weightedmean"}, PoolingStrategy.REDUCE_WEIGHTED_MEAN),
+    ({"pooling_mode": "mean_sqrt_len_tokens"}, PoolingStrategy.REDUCE_MEAN_SQRT_LEN),
+    ({"pooling_mode": ["mean", "max"]}, PoolingStrategy.REDUCE_MEAN_MAX),
+    ({"pooling_mode_cls_token": True, "pooling_mode_mean_tokens": False}, PoolingStrategy.FIRST_TOKEN),  # before 6.0
+    ({"pooling_mode_max_tokens": True}, PoolingStrategy.REDUCE_MAX),
+    ({"word_embedding_dimension": 384}, PoolingStrategy.REDUCE_MEAN),  # no mode at all: mean, as 6.x reads it
+])
+def test_every_pooling_layout_sentence_transformers_writes(tmp_path, pooling, strategy) -> None:
+    folder = _minilm_copy(tmp_path)
+    (folder / "1_Pooling" / "config.json").write_text(json.dumps(pooling))
+    assert resolve(settings(folder)).pooling_strategy is strategy
+
+
+def test_pooling_combinations_without_a_strategy_are_named(tmp_path) -> None:
+    folder = _minilm_copy(tmp_path)
+    # before 6.0 these concatenate max before mean, which no -pooling_strategy does
+    (folder / "1_Pooling" / "config.json").write_text(json.dumps({"pooling_mode_mean_tokens": True,
+                                                                  "pooling_mode_max_tokens": True}))
+    with pytest.raises(ConfigurationError, match=r"pooling \('max', 'mean'\) is not supported; pass -pooling_strategy"):
+        resolve(settings(folder))
+    assert resolve(settings(folder, pooling_strategy=PoolingStrategy.REDUCE_MEAN)).dim == 384
+
+
+def test_older_transformer_config_names_and_the_tokenizers_length(tmp_path) -> None:
+    folder = _minilm_copy(tmp_path)
+    (folder / "sentence_bert_config.json").rename(folder / "sentence_roberta_config.json")
+    assert resolve(settings(folder)).max_seq_len == 256
+    (folder / "sentence_roberta_config.json").write_text("{}")  # 6.x: the tokenizer's model_max_length
+    tokenizer_config = json.loads((folder / "tokenizer_config.json").read_text())
+    (folder / "tokenizer_config.json").write_text(json.dumps({**tokenizer_config, "model_max_length": 128}))
+    assert resolve(settings(folder)).max_seq_len == 128
+
+
+def test_a_folder_the_installed_sentence_transformers_saves_loads(tiny_bert, tmp_path) -> None:
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.base.modules import Normalize, Transformer
+    from sentence_transformers.sentence_transformer.modules import Pooling
+
+    transformer = Transformer(str(tiny_bert / "hf"))
+    saved = SentenceTransformer(modules=[transformer, Pooling(transformer.get_embedding_dimension(), "mean"),
+                                         Normalize()], prompts={"query": "query: "}, device="cpu")
+    saved.save(str(tmp_path / "saved"))
+    reference = SentenceTransformer(str(tmp_path / "saved"), device="cpu")
+    encoder = Encoder.load(str(tmp_path / "saved"), device="cpu")
+    texts = ["First do it", "then do it right", "the quick brown fox jumps over the lazy dog " * 5]
+    np.testing.assert_allclose(encoder.encode(texts), reference.encode(texts), atol=1e-5)
+    np.testing.assert_allclose(encoder.encode(texts, prompt_name="query"),
+                               reference.encode(texts, prompt_name="query"), atol=1e-5)

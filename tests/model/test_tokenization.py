@@ -124,3 +124,24 @@ def test_very_long_texts_tokenize_as_if_whole(tiny_bert) -> None:
     assert tokens(tok, [giants]) == [["[CLS]", "[UNK]", "[UNK]", "the", "cat", "sat", "on", "[SEP]"]]
     pair = tokens(tok, [document + " ||| " + "mat " * 50_000])  # both sides cut, tie goes to A
     assert pair == [["[CLS]", "the", "cat", "sat", "[SEP]", "mat", "mat", "[SEP]"]]
+
+
+def test_the_tokenizer_json_decides_the_special_tokens_as_transformers_reads_it(family_model, tmp_path) -> None:
+    import json
+    import shutil
+
+    from transformers import AutoTokenizer
+
+    folder = shutil.copytree(family_model("qwen3"), tmp_path / "decoder")
+    tokenizer_json = json.loads((folder / "tokenizer.json").read_text())
+    tokenizer_json["post_processor"] = None
+    (folder / "tokenizer.json").write_text(json.dumps(tokenizer_json))
+    config = json.loads((folder / "tokenizer_config.json").read_text())
+    # transformers 5 ignores these beside a tokenizer.json; so do we
+    (folder / "tokenizer_config.json").write_text(json.dumps({**config, "add_bos_token": True, "add_eos_token": True,
+                                                              "bos_token": "<|im_start|>"}))
+    ours = resolve(EncoderSettings(model_dir=str(folder))).tokenizer()
+    theirs = AutoTokenizer.from_pretrained(str(folder))
+    for text, pair in (("the cat sat", None), ("the cat", "sat on the mat")):
+        features = ours.encode([text if pair is None else f"{text} ||| {pair}"], prompt="")
+        assert features.input_ids.tolist() == theirs(text, pair, truncation=True, max_length=ours.max_length)["input_ids"]

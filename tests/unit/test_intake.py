@@ -154,3 +154,26 @@ def test_an_empty_budget_takes_any_size_and_a_full_one_refuses() -> None:
     budget.reserve(40)
     with pytest.raises(OverloadedError):
         budget.reserve(1)
+
+
+def test_a_requests_prompt_is_checked_at_the_door_and_the_pipeline_goes_on(family_model) -> None:
+    spec = resolve(EncoderSettings(model_dir=str(family_model("bert"))))
+    stats, budget = Stats(), MemoryBudget(1 << 30)
+    batcher = Batcher(max_batch_size=4, max_batch_tokens=1000, priority_batch_size=0)
+    sink = Sink(spec.outputs, stats, budget=budget)
+    intake = Intake(spec.tokenizer(), batcher, sink, stats, outputs=spec.outputs, budget=budget, prompts=spec.prompts)
+    answers = Answers()
+    for options, says in [(dict(prompt_name="nope"), "'nope' is not one of this model's prompts ('query', 'passage')"),
+                          (dict(prompt_name=7), "prompt_name must be a string"),
+                          (dict(prompt=["q: "]), "prompt must be a string"),
+                          (dict(prompt_name="query", pairs=True), "prompts are for embeddings")]:
+        intake.submit(["a text"], False, answers, "t", **options)
+        error = answers.wait().error
+        assert error is not None and says in error.message and error.http_status == 400
+        assert batcher.queued_rows == 0 and budget.used_bytes == 0  # nothing admitted, nothing held
+    plain, prompted = Answers(), Answers()
+    intake.submit(["a text"], False, plain, "t")
+    intake.submit(["a text"], False, prompted, "t", prompt_name="query")
+    assert run_all(batcher, sink) == 2 and plain.wait().error is None and prompted.wait().error is None
+    assert prompted.outcomes[-1].num_tokens > plain.outcomes[-1].num_tokens  # the prompt's tokens are counted
+    intake.close()

@@ -77,3 +77,32 @@ def test_decoding_any_frames_either_works_or_raises_invalid_request(frames) -> N
     except InvalidRequestError:
         return
     assert isinstance(texts, list)
+
+
+def test_a_prompt_travels_in_an_object_the_stock_client_never_sends() -> None:
+    assert protocol.texts_payload(["a"]) == b'["a"]'  # no prompt: the 1.10.0 list, for any server
+    payload = protocol.texts_payload(["a", "b"], prompt_name="query")
+    assert json.loads(payload) == {"texts": ["a", "b"], "prompt_name": "query"}
+    assert protocol.decode_data(payload) == protocol.DataRequest(["a", "b"], False, "query", None)
+    assert protocol.decode_data(protocol.texts_payload([["a"]], prompt="q: ")) == \
+        protocol.DataRequest([["a"]], True, None, "q: ")
+    assert protocol.decode_data(b'["a"]') == protocol.DataRequest(["a"], False)
+
+
+@pytest.mark.parametrize("payload, message", [
+    (b'{"prompt_name": "query"}', "must be a JSON list of texts, or an object"),
+    (b'{"texts": ["a"], "prompt_nam": "query"}', "got an object with texts, prompt_nam"),
+    (b'{"texts": "a"}', "texts must be a JSON list"),
+    (b'"a"', "must be a JSON list of texts"),
+])
+def test_a_malformed_request_object_is_a_clear_error(payload, message) -> None:
+    with pytest.raises(InvalidRequestError, match=message):
+        protocol.decode_data(payload)
+
+
+def test_task_objects_take_no_prompt_and_prompt_objects_no_task() -> None:
+    with pytest.raises(InvalidRequestError, match="prompts are for embeddings; the rerank task takes none"):
+        protocol.decode_data(json.dumps({"task": "rerank", "query": "q", "documents": ["d"],
+                                         "prompt_name": "query"}).encode())
+    request = protocol.decode_data(protocol.texts_payload(["a"], prompt_name="query"))
+    assert (request.task, request.prompt_name, request.raw_scores) == (None, "query", False)

@@ -3,6 +3,7 @@ answers addressed to this client's identity)."""
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 import uuid
@@ -239,21 +240,26 @@ class BertClient:
 
     @_timeout
     def encode(self, texts, blocking: bool = True, is_tokenized: bool = False, show_tokens: bool = False,
-               show_progress: bool = False):
+               show_progress: bool = False, *, prompt_name: str | None = None, prompt: str | None = None):
         """Vectors for ``texts`` (a list of strings, or of token lists with ``is_tokenized``).
 
         Blocking calls return an ndarray (or list), or ``(vectors, tokens)`` with ``show_tokens``
         on a ``-show_tokens_to_client`` server. ``blocking=False`` sends one request and returns
-        None: collect it with `fetch` / `fetch_all`."""
+        None: collect it with `fetch` / `fetch_all`.
+
+        ``prompt_name`` puts one of the model's prompts before each text (e5's ``"query"``, an
+        instruction), ``prompt`` a text of your own (``""``: none); without either, the model's
+        default prompt applies, if it has one."""
+        payload = functools.partial(protocol.texts_payload, prompt_name=prompt_name, prompt=prompt)
         if is_tokenized:
             self._check_input_lst_lst_str(texts)
         else:
             self._check_input_lst_str(texts)
         self._warn_length(texts, is_tokenized)
         if not blocking:
-            self._send(protocol.texts_payload(texts), len(texts))
+            self._send(payload(texts), len(texts))
             return None
-        vectors, tokens = self._encode_chunks(texts, show_progress)
+        vectors, tokens = self._encode_chunks(texts, show_progress, payload)
         if show_tokens:
             if self.token_info_available:
                 return vectors, tokens

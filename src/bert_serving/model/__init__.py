@@ -13,9 +13,10 @@ from .._lazy import lazy_exports
 
 if TYPE_CHECKING:
     from .checkpoint import CheckpointError, CheckpointReader
-    from .encoder import Encoder, EncoderSettings, ModelSpec, resolve
+    from .encoder import Encoder
     from .features import Features
     from .pooling import PoolingStrategy
+    from .spec import EncoderSettings, ModelSpec, resolve
 
 __all__ = [
     "CheckpointError",
@@ -32,9 +33,9 @@ _HOMES = {
     "CheckpointError": "checkpoint",
     "CheckpointReader": "checkpoint",
     "Encoder": "encoder",
-    "EncoderSettings": "encoder",
-    "ModelSpec": "encoder",
-    "resolve": "encoder",
+    "EncoderSettings": "spec",
+    "ModelSpec": "spec",
+    "resolve": "spec",
     "Features": "features",
     "PoolingStrategy": "pooling",
 }

@@ -5,8 +5,9 @@
     vectors = encoder.encode(["First do it", "then do it right"])
 
 `EncoderSettings` holds what a user chooses (``None``/``"auto"``: the model decides);
-`resolve` turns it into a `ModelSpec`, every choice fixed and checked, without loading weights;
-`Encoder` loads the weights and runs `embed` on `Features`.
+`resolve` (`spec`) turns it into a `ModelSpec`, every choice fixed and checked, without loading weights,
+and picks the network from the model's ``model_type`` (`architectures`: packed for BERT and its
+kin, generic transformers for the rest); `Encoder` loads the weights and runs `embed` on `Features`.
 
 A model with a fine-tuned head (`heads`: the original's CLASSIFICATION / REGRESSION, a Hugging
 Face sequence classifier, a CrossEncoder) answers scores instead of vectors: `embed` gives its
@@ -16,246 +17,24 @@ logits, `encode` / `predict` / `rerank` its scores (`scores.activate`).
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
 from typing import Sequence
 
 import numpy as np
 import torch
 
 from ..errors import ConfigurationError
-from .architectures.bert import BertConfig, BertModel
+from .architectures.bert import BertModel
 from .features import Features, plan_batches
-from .heads import ClassifierHead, HeadSpec, check_head_weights, choose_head
-from .loading import ModelSource, head_shapes, load_weights, locate_model
-from .outputs import OutputLayout
+from .heads import ClassifierHead
+from .loading import load_weights
 from .packing import Packing
 from .pooling import PoolingStrategy, pool
 from .scores import activate
-from .tokenization import Tokenizer
+from .spec import AUTO, DTYPES, EncoderSettings, ModelSpec, resolve
 
-__all__ = ["Encoder", "EncoderSettings", "ModelSpec", "resolve"]
+__all__ = ["AUTO", "DTYPES", "Encoder", "EncoderSettings", "ModelSpec", "resolve"]
 
 logger = logging.getLogger(__name__)
-
-AUTO = "auto"
-
-
-@dataclass(frozen=True)
-class EncoderSettings:
-    """The model-side flags of ``bert-serving-start``; ``None`` or ``"auto"`` = the model's default."""
-
-    model_dir: str | None = None
-    tuned_model_dir: str | None = None
-    ckpt_name: str = "bert_model.ckpt"
-    config_name: str = "bert_config.json"
-    max_seq_len: int | None | str = AUTO  # a number, None for dynamic, or "auto"
-    do_lower_case: bool | None = None
-    pooling_strategy: PoolingStrategy | None = None
-    pooling_layer: tuple[int, ...] | None = None
-    mask_cls_sep: bool = False
-    no_special_token: bool = False
-    no_position_embeddings: bool = False
-    normalize: bool | None = None
-    fixed_embed_length: bool = False
-    show_tokens: bool = False
-    fp16: bool = False  # the original's flag: half precision on GPU, float16 vectors
-    dtype: str = "float32"  # compute precision: float32, bfloat16 (fast on CPUs with AMX), float16 (GPU)
-    num_labels: int | None = None  # the original's -num_labels: outputs of a CLASSIFICATION head (default 2)
-
-
-DTYPES = ("float32", "bfloat16", "float16")
-
-
-@dataclass(frozen=True)
-class ModelSpec:
-    """A model with every encoding choice fixed; cheap to build and to send to a worker."""
-
-    source: ModelSource
-    config: BertConfig
-    max_seq_len: int | None  # None: dynamic, capped by max_position_embeddings
-    do_lower_case: bool
-    pooling_strategy: PoolingStrategy
-    pooling_layer: tuple[int, ...]
-    mask_cls_sep: bool
-    no_special_token: bool
-    no_position_embeddings: bool
-    normalize: bool
-    fixed_embed_length: bool
-    show_tokens: bool
-    fp16: bool  # float16 vectors on the wire, as the original's -fp16
-    dtype: str  # what the model computes in
-    head: HeadSpec | None = None  # a fine-tuned head answers scores; None: an embedder
-    output_layers: tuple[int, ...] = field(init=False)  # 1-based hidden-state indices
-
-    def __post_init__(self) -> None:
-        n = self.config.num_hidden_layers
-        if self.head is not None:  # a head reads the last layer (through the pooler, or its first token)
-            object.__setattr__(self, "output_layers", (n,))
-            return
-        layers = []
-        for index in self.pooling_layer:
-            if not -n <= index < n:
-                raise ConfigurationError(
-                    f"-pooling_layer {index} is out of range: this model has {n} layers, "
-                    f"so use -{n}..-1 (counting from the last) or 0..{n - 1}"
-                )
-            layers.append(index + n + 1 if index < 0 else index + 1)
-        object.__setattr__(self, "output_layers", tuple(layers))
-
-    @property
-    def num_layers_needed(self) -> int:
-        """Layers past the deepest pooled one are never computed."""
-        if self.pooling_strategy is PoolingStrategy.CLS_POOLED or self.head is not None:
-            return self.config.num_hidden_layers
-        return max(self.output_layers)
-
-    @property
-    def with_pooler(self) -> bool:
-        return self.pooling_strategy is PoolingStrategy.CLS_POOLED or (self.head is not None and self.head.on_pooler)
-
-    @property
-    def task(self) -> str:
-        """``embed``, or with a head ``classify`` (several labels) or ``rerank`` (one score)."""
-        return "embed" if self.head is None else self.head.task
-
-    @property
-    def max_length(self) -> int:
-        """Longest sequence the model sees, special tokens included."""
-        return self.config.max_position_embeddings if self.max_seq_len is None else self.max_seq_len
-
-    @property
-    def dim(self) -> int:
-        if self.head is not None:
-            return self.head.num_labels
-        if self.pooling_strategy is PoolingStrategy.CLS_POOLED:
-            return self.config.hidden_size
-        width = self.config.hidden_size * len(self.pooling_layer)
-        return 2 * width if self.pooling_strategy is PoolingStrategy.REDUCE_MEAN_MAX else width
-
-    @property
-    def output_dtype(self) -> np.dtype:
-        """The vectors' dtype on the wire: float16 with -fp16 (as the original), else float32."""
-        return np.dtype(np.float16 if self.fp16 else np.float32)
-
-    def tokenizer(self) -> Tokenizer:
-        options = dict(
-            max_length=self.max_length,
-            mask_cls_sep=self.mask_cls_sep,
-            no_special_token=self.no_special_token,
-        )
-        if self.source.tokenizer_path is not None:
-            return Tokenizer.from_file(self.source.tokenizer_path, force_cased=not self.do_lower_case, **options)
-        return Tokenizer.from_vocab(self.source.vocab_path, lowercase=self.do_lower_case, **options)
-
-    @property
-    def outputs(self) -> OutputLayout:
-        """The shape of a request's result, for whoever reassembles it (the server's sink)."""
-        return OutputLayout(
-            dim=self.dim,
-            dtype=self.output_dtype,
-            per_token=self.pooling_strategy.per_token,
-            max_seq_len=self.max_seq_len,
-            fixed_length=self.config.max_position_embeddings if self.fixed_embed_length else None,
-        )
-
-    def describe(self) -> dict[str, object]:
-        """The effective settings, as SHOW_CONFIG and the startup log report them."""
-        return {
-            "model_name": self.source.name,
-            "model_layout": self.source.layout,
-            "checkpoint": str(self.source.weights_path),
-            "max_seq_len": self.max_seq_len,
-            "do_lower_case": self.do_lower_case,
-            "pooling_strategy": self.pooling_strategy.value,
-            "pooling_strategy_name": self.pooling_strategy.name,
-            "pooling_layer": list(self.pooling_layer),
-            "mask_cls_sep": self.mask_cls_sep,
-            "no_special_token": self.no_special_token,
-            "no_position_embeddings": self.no_position_embeddings,
-            "normalize": self.normalize,
-            "fixed_embed_length": self.fixed_embed_length,
-            "show_tokens_to_client": self.show_tokens,
-            "fp16": self.fp16,
-            "dtype": self.dtype,
-            "output_dim": self.dim,
-            "num_layers_computed": self.num_layers_needed,
-            "max_position_embeddings": self.config.max_position_embeddings,
-            "task": self.task,
-            "num_labels": None if self.head is None else self.head.num_labels,
-            "labels": None if self.head is None else list(self.head.labels),
-            "activation": None if self.head is None else self.head.activation,
-            "head": None if self.head is None else self.head.origin,
-        }
-
-
-def resolve(settings: EncoderSettings) -> ModelSpec:
-    """Find the model and fix every choice; raises `ConfigurationError` on any conflict."""
-    source = locate_model(
-        settings.model_dir,
-        tuned_model_dir=settings.tuned_model_dir,
-        ckpt_name=settings.ckpt_name,
-        config_name=settings.config_name,
-    )
-    config = BertConfig.from_json(source.config_path)
-    defaults = source.defaults
-    max_seq_len = defaults.max_seq_len if settings.max_seq_len == AUTO else settings.max_seq_len
-    if max_seq_len is not None:
-        if settings.max_seq_len == AUTO:
-            max_seq_len = min(max_seq_len, config.max_position_embeddings)
-        elif max_seq_len > config.max_position_embeddings:
-            raise ConfigurationError(
-                f"-max_seq_len {max_seq_len} exceeds this model's max_position_embeddings "
-                f"({config.max_position_embeddings}); use at most {config.max_position_embeddings} or NONE"
-            )
-        if max_seq_len <= 3:
-            raise ConfigurationError(f"-max_seq_len must be > 3 (room for [CLS] and [SEP]), got {max_seq_len}")
-    strategy = settings.pooling_strategy or defaults.pooling_strategy
-    normalize = defaults.normalize if settings.normalize is None else settings.normalize
-    head = _head(settings, source, config)
-    if head is not None:
-        strategy = settings.pooling_strategy or (
-            PoolingStrategy.REGRESSION if head.num_labels == 1 else PoolingStrategy.CLASSIFICATION)
-    if (strategy.per_token or head is not None) and normalize:
-        if settings.normalize:
-            raise ConfigurationError(f"-normalize applies to sentence vectors; it cannot be combined with {strategy}")
-        normalize = False
-    return ModelSpec(
-        source=source,
-        config=config,
-        max_seq_len=max_seq_len,
-        do_lower_case=defaults.do_lower_case if settings.do_lower_case is None else settings.do_lower_case,
-        pooling_strategy=strategy,
-        pooling_layer=tuple(settings.pooling_layer or defaults.pooling_layer),
-        mask_cls_sep=settings.mask_cls_sep,
-        no_special_token=settings.no_special_token,
-        no_position_embeddings=settings.no_position_embeddings,
-        normalize=normalize,
-        fixed_embed_length=settings.fixed_embed_length,
-        show_tokens=settings.show_tokens,
-        fp16=settings.fp16,
-        dtype=_dtype(settings),
-        head=head,
-    )
-
-
-def _head(settings: EncoderSettings, source: ModelSource, config: BertConfig) -> HeadSpec | None:
-    """The task: a fine-tuned head (checked against the checkpoint's weights), or None to embed."""
-    head = choose_head(settings.pooling_strategy, settings.num_labels, source.head, source.layout)
-    if head is None:
-        if settings.num_labels is not None:
-            logger.warning("-num_labels %d is ignored: it applies to -pooling_strategy CLASSIFICATION",
-                           settings.num_labels)
-        return None
-    check_head_weights(head, head_shapes(source), config.hidden_size, str(source.weights_path), source.layout)
-    return head
-
-
-def _dtype(settings: EncoderSettings) -> str:
-    if settings.dtype not in DTYPES:
-        raise ConfigurationError(f"-dtype {settings.dtype!r} is not one of {', '.join(DTYPES)}")
-    if settings.fp16 and settings.dtype not in ("float32", "float16"):
-        raise ConfigurationError(f"-fp16 and -dtype {settings.dtype} disagree; give one of them")
-    return "float16" if settings.fp16 else settings.dtype
 
 
 def _compute_dtype(name: str, device: torch.device) -> torch.dtype:
@@ -297,10 +76,20 @@ class Encoder:
             settings["pooling_strategy"] = PoolingStrategy.from_string(settings["pooling_strategy"])
         return cls(resolve(EncoderSettings(model_dir=model_dir, **settings)), device=device)
 
-    def _build_model(self) -> BertModel:
+    def _build_model(self) -> torch.nn.Module:
         spec = self.spec
         override = " (override by fine-tuned model)" if spec.source.fine_tuned else ""
         logger.info("checkpoint%s: %s", override, spec.source.weights_path)
+        self.head = None
+        if spec.config.path == "generic":
+            from .architectures.generic import GenericModel
+
+            model = GenericModel(spec.config, dtype=self.compute_dtype, with_pooler=spec.with_pooler,
+                                 classifier=spec.head is not None)
+            logger.info("loaded %s (%s, %s through transformers, %s attention%s) on %s", spec.source.name,
+                        spec.source.layout, spec.config.model_type, model.attention,
+                        f", its {spec.head.origin} head: {spec.task}" if spec.head else "", self.device)
+            return model.to(self.device)
         weights = load_weights(spec.source)
         model = BertModel(
             spec.config,
@@ -312,13 +101,12 @@ class Encoder:
         model.eval().requires_grad_(False)
         if self.compute_dtype != torch.float32:
             model.to(self.compute_dtype)
-        self.head = None
         if spec.head is not None:  # kept in float32 whatever the backbone computes in
             self.head = ClassifierHead(spec.config.hidden_size, spec.head)
             self.head.load(weights, str(spec.source.weights_path))
             self.head.eval().requires_grad_(False).to(self.device)
-        logger.info("loaded %s (%s, %d of %d layers%s) on %s", spec.source.name, spec.source.layout,
-                    spec.num_layers_needed, spec.config.num_hidden_layers,
+        logger.info("loaded %s (%s, %s on the packed path, %d of %d layers%s) on %s", spec.source.name,
+                    spec.source.layout, spec.config.model_type, spec.num_layers_needed, spec.config.num_hidden_layers,
                     f", {spec.head.origin} head: {spec.task}, {spec.head.num_labels} outputs" if spec.head else "",
                     self.device)
         return model.to(self.device)
@@ -341,6 +129,9 @@ class Encoder:
         pool_mask = torch.from_numpy(features.pool_mask).to(device)
         with torch.inference_mode():
             packing = Packing.from_lengths(features.lengths, device)
+            if self.spec.head is not None and self.spec.head.in_model:  # transformers' own head
+                out = self.model.classify(ids, types, packing).float()
+                return out.to(torch.float16 if self.spec.fp16 else torch.float32).cpu().numpy()
             layers, pooled = self.model(ids, types, packing, self.spec.output_layers)
             if self.head is not None:
                 first = pooled if self.spec.head.on_pooler else layers[-1][packing.offsets[:-1]]
@@ -361,14 +152,19 @@ class Encoder:
         show_tokens: bool = False,
         max_batch_tokens: int = 16384,
         max_batch_size: int = 256,
+        prompt_name: str | None = None,
+        prompt: str | None = None,
     ) -> np.ndarray | tuple[np.ndarray, list[list[str]]]:
         """Vectors for ``texts`` in order, batched by length; as a 1.10.0 server would answer
-        (with a head: its scores, e.g. CLASSIFICATION's probabilities)."""
+        (with a head: its scores, e.g. CLASSIFICATION's probabilities). ``prompt_name`` (one of
+        the model's prompts) or ``prompt`` (a text) goes before each text; neither: the model's
+        default prompt, if it has one."""
         if is_tokenized is None:
             is_tokenized = isinstance(texts, list) and bool(texts) and all(isinstance(t, list) for t in texts)
-        features = self.tokenizer.encode(list(texts), is_tokenized, keep_tokens=show_tokens)
+        chosen = self.spec.prompts.choose(prompt_name, prompt)
+        features = self.tokenizer.encode(list(texts), is_tokenized, keep_tokens=show_tokens, prompt=chosen)
         result = self._run(features, max_batch_tokens, max_batch_size)
-        if self.head is not None:
+        if self.spec.head is not None:
             result = activate(result, self.spec.head.activation)
         if show_tokens:
             return result, [list(t) for t in features.tokens]
@@ -377,7 +173,7 @@ class Encoder:
     def predict(self, inputs: Sequence[str | Sequence[str]], *, raw_scores: bool = False) -> np.ndarray:
         """A head's scores ``[N, num_labels]`` (label order: ``spec.head.labels``) for texts and
         explicit ``(A, B)`` pairs; ``raw_scores``: the logits, no activation."""
-        if self.head is None:
+        if self.spec.head is None:
             raise ConfigurationError("this model has no head to predict with; it embeds (use encode)")
         logits = self._run(self.tokenizer.encode_pairs(list(inputs)))
         return logits if raw_scores else activate(logits, self.spec.head.activation)
@@ -385,9 +181,9 @@ class Encoder:
     def rerank(self, query: str, documents: Sequence[str], *, raw_scores: bool = False) -> np.ndarray:
         """Relevance of each document to ``query`` (``[N]``, in document order), as
         sentence-transformers' ``CrossEncoder.predict`` scores the pairs ``(query, document)``."""
-        if self.head is None or self.head.spec.num_labels != 1:
+        if self.spec.head is None or self.spec.head.num_labels != 1:
             raise ConfigurationError("reranking needs a one-output head (a cross-encoder); this model "
-                                     f"{'embeds' if self.head is None else 'classifies'}")
+                                     f"{'embeds' if self.spec.head is None else 'classifies'}")
         return self.predict([[query, d] for d in documents], raw_scores=raw_scores)[:, 0]
 
     def _run(self, features: Features, max_batch_tokens: int = 16384, max_batch_size: int = 256) -> np.ndarray:

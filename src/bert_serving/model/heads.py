@@ -4,13 +4,16 @@ answers scores instead of a sentence vector.
 One head fits them all, as its weights are named after Hugging Face's RoBERTa head, the most
 general of the common ones::
 
-    classifier.dense.{weight,bias}      optional: dense + tanh first (RoBERTa-style heads)
+    classifier.dense.{weight,bias}      optional: a dense layer and its activation first
     classifier.out_proj.{weight,bias}   [num_labels, hidden]: the logits
 
 over either BERT's pooler output (tanh dense over the last layer's first token) or, for heads
-with their own dense layer, the last layer's first token. Each layout maps its names onto
-these in `loading` (run_classifier.py's ``output_weights``/``output_bias``, BERT's
-``classifier.weight``/``bias``); a model family with another head maps its own the same way.
+with their own dense layer, the last layer's first token. Each family's head is one of these
+(`FAMILY_HEADS`): BERT's on the pooler; RoBERTa's, XLM-R's, CamemBERT's and MPNet's dense +
+tanh, ELECTRA's dense + gelu, DistilBERT's dense + relu, each on the first token. Each layout
+maps its names onto these in `head_folder` (run_classifier.py's ``output_weights``, BERT's
+``classifier.weight``, DistilBERT's ``pre_classifier``). On the generic path transformers'
+own ``AutoModelForSequenceClassification`` runs the head (``HeadSpec.in_model``).
 
 `HeadSpec` is what `encoder.resolve` decides (how many labels, their names, the activation,
 what the head reads); `ClassifierHead` is the module the `Encoder` runs. The activation is not
@@ -20,22 +23,34 @@ that a request may ask for raw scores.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Mapping
 
 import torch
 from torch import nn
 
 from ..errors import ConfigurationError
-from .loading import DeclaredHead
+from .head_folder import DeclaredHead
 from .pooling import PoolingStrategy
 from .scores import ACTIVATIONS
 
-__all__ = ["HEAD_WEIGHTS", "ClassifierHead", "HeadSpec", "choose_head", "check_head_weights"]
+__all__ = ["FAMILY_HEADS", "HEAD_WEIGHTS", "ClassifierHead", "HeadSpec", "check_head_weights", "choose_head"]
 
 DENSE_WEIGHT, DENSE_BIAS = "classifier.dense.weight", "classifier.dense.bias"
 OUT_WEIGHT, OUT_BIAS = "classifier.out_proj.weight", "classifier.out_proj.bias"
 HEAD_WEIGHTS = (DENSE_WEIGHT, DENSE_BIAS, OUT_WEIGHT, OUT_BIAS)
+
+# model_type -> (the activation after the head's dense layer, or None: no dense layer; on BERT's pooler)
+FAMILY_HEADS = {
+    "bert": (None, True),
+    "roberta": ("tanh", False),
+    "xlm-roberta": ("tanh", False),
+    "camembert": ("tanh", False),
+    "mpnet": ("tanh", False),
+    "electra": ("gelu", False),
+    "distilbert": ("relu", False),
+}
+_DENSE_ACTIVATIONS = {"tanh": torch.tanh, "gelu": torch.nn.functional.gelu, "relu": torch.relu}
 
 
 @dataclass(frozen=True)
@@ -46,14 +61,17 @@ class HeadSpec:
     activation: str  # one of scores.ACTIVATIONS, applied unless a request asks for raw scores
     labels: tuple[str, ...]  # one name per output, in output order
     origin: str  # "run_classifier", "sequence-classification" or "cross-encoder": for humans
-    dense: bool = False  # a dense + tanh layer before the output projection (RoBERTa-style)
+    dense: str | None = None  # the activation of a dense layer before the output projection (RoBERTa: tanh)
     on_pooler: bool = True  # reads BERT's pooler output; else the last layer's first token
+    in_model: bool = False  # transformers' *ForSequenceClassification runs it (the generic path)
 
     def __post_init__(self) -> None:
         if self.activation not in ACTIVATIONS:
             raise ValueError(f"activation {self.activation!r} is not one of {ACTIVATIONS}")
         if len(self.labels) != self.num_labels:
             raise ValueError(f"{self.num_labels} outputs but {len(self.labels)} label names")
+        if self.dense is not None and self.dense not in _DENSE_ACTIVATIONS:
+            raise ValueError(f"dense activation {self.dense!r} is not one of {tuple(_DENSE_ACTIVATIONS)}")
 
     @property
     def task(self) -> str:
@@ -66,12 +84,13 @@ class ClassifierHead(nn.Module):
         super().__init__()
         self.spec = spec
         self.dense = nn.Linear(hidden_size, hidden_size) if spec.dense else None
+        self._activation = _DENSE_ACTIVATIONS[spec.dense] if spec.dense else None
         self.out_proj = nn.Linear(hidden_size, spec.num_labels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``[B, hidden]`` (pooler output or first token) -> logits ``[B, num_labels]``."""
         if self.dense is not None:
-            x = torch.tanh(self.dense(x))
+            x = self._activation(self.dense(x))
         return self.out_proj(x)
 
     def load(self, weights: Mapping[str, torch.Tensor], source: str) -> None:
@@ -91,9 +110,15 @@ _DEFAULT_NUM_LABELS = 2  # the original's -num_labels default
 
 
 def choose_head(
-    strategy: PoolingStrategy | None, num_labels: int | None, declared: DeclaredHead | None, layout: str
+    strategy: PoolingStrategy | None,
+    num_labels: int | None,
+    declared: DeclaredHead | None,
+    layout: str,
+    model_type: str = "bert",
+    generic: bool = False,
 ) -> HeadSpec | None:
-    """The head to serve, or None for an embedder.
+    """The head to serve, or None for an embedder; its layers are those of ``model_type``'s
+    sequence classifier (`FAMILY_HEADS`), or, ``generic``, transformers' own.
 
     - CLASSIFICATION / REGRESSION: the original's, on any layout: softmax over ``-num_labels``
       outputs (default 2), or sigmoid of one output;
@@ -102,6 +127,27 @@ def choose_head(
       pipeline scores it, or as the CrossEncoder's own activation says;
     - an embedding ``-pooling_strategy`` serves the backbone as an embedder.
     """
+    spec = _choose(strategy, num_labels, declared, layout)
+    if spec is None:
+        return None
+    if generic:
+        if declared is None:
+            raise ConfigurationError(
+                f"-pooling_strategy {strategy} on a {model_type!r} model needs a folder that declares its head "
+                "(config.json naming a *ForSequenceClassification architecture): transformers runs it")
+        if spec.num_labels != declared.num_labels:
+            raise ConfigurationError(f"-num_labels {spec.num_labels} disagrees with the model's "
+                                     f"{declared.num_labels} labels (config.json id2label); leave -num_labels out")
+        return replace(spec, on_pooler=False, in_model=True)
+    if model_type not in FAMILY_HEADS:
+        raise ConfigurationError(f"a {model_type!r} model has no sequence-classification head bert-serving runs")
+    dense, on_pooler = FAMILY_HEADS[model_type]
+    return replace(spec, dense=dense, on_pooler=on_pooler)
+
+
+def _choose(
+    strategy: PoolingStrategy | None, num_labels: int | None, declared: DeclaredHead | None, layout: str
+) -> HeadSpec | None:
     if strategy is not None and not strategy.is_head:
         return None
     if strategy is PoolingStrategy.REGRESSION:

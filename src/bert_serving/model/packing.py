@@ -68,6 +68,13 @@ class Packing:
         return Packing(full, offsets, self.max_len, None, row, self.attn_mask)
 
     @property
+    def key_mask(self) -> torch.Tensor:
+        """``[B, T]`` bool, True on real tokens."""
+        if self.attn_mask is None:
+            return torch.ones(self.batch_size, self.max_len, dtype=torch.bool, device=self.lengths.device)
+        return self.attn_mask[:, 0, 0, :]
+
+    @property
     def batch_size(self) -> int:
         return int(self.lengths.numel())
 
@@ -78,12 +85,12 @@ class Packing:
             return torch.arange(self.max_len, device=self.lengths.device).repeat(self.batch_size)
         return self.index - self.row * self.max_len
 
-    def pad(self, packed: torch.Tensor) -> torch.Tensor:
-        """``[N, ...]`` -> ``[B, T, ...]``, zeros in the padding."""
+    def pad(self, packed: torch.Tensor, value: float = 0) -> torch.Tensor:
+        """``[N, ...]`` -> ``[B, T, ...]``, ``value`` (zeros) in the padding."""
         shape = (self.batch_size, self.max_len, *packed.shape[1:])
         if self.index is None:
             return packed.reshape(shape)
-        out = packed.new_zeros((self.batch_size * self.max_len, *packed.shape[1:]))
+        out = packed.new_full((self.batch_size * self.max_len, *packed.shape[1:]), value)
         out.index_copy_(0, self.index, packed)
         return out.view(shape)
 

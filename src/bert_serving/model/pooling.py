@@ -1,4 +1,5 @@
-"""The original server's pooling strategies (bert-as-service ``graph.py``), minus its bugs.
+"""The original server's pooling strategies (bert-as-service ``graph.py``), minus its bugs,
+plus sentence-transformers' two other modes (weighted mean, mean over the root of the length).
 
 Differences from 1.10.0, all deliberate:
 - ``-mask_cls_sep`` removes [CLS]/[SEP] from pooling only. The original also hid them from
@@ -32,6 +33,8 @@ class PoolingStrategy(Enum):
     CLS_POOLED = 6
     CLASSIFICATION = 7  # softmax over a fine-tuned classifier head (`heads`), -num_labels outputs
     REGRESSION = 8  # sigmoid of a fine-tuned one-output head (`heads`)
+    REDUCE_WEIGHTED_MEAN = 9  # sentence-transformers' weightedmean: token i weighs i + 1
+    REDUCE_MEAN_SQRT_LEN = 10  # sentence-transformers' mean_sqrt_len_tokens: sum / sqrt(count)
 
     def __str__(self) -> str:
         return self.name
@@ -82,11 +85,16 @@ def pool(
     if strategy is PoolingStrategy.NONE:
         return packing.pad(hidden * mask)
     b, width = packing.batch_size, hidden.shape[-1]
-    counts = torch.zeros(b, 1, dtype=hidden.dtype, device=hidden.device).index_add_(
-        0, packing.row, mask.to(hidden.dtype))
-    mean = torch.zeros(b, width, dtype=hidden.dtype, device=hidden.device).index_add_(
-        0, packing.row, hidden * mask) / (counts + 1e-10)
-    if strategy is PoolingStrategy.REDUCE_MEAN:
+    weights = mask.to(hidden.dtype)
+    if strategy is PoolingStrategy.REDUCE_WEIGHTED_MEAN:
+        weights = weights * (packing.positions + 1).unsqueeze(-1).to(hidden.dtype)
+    counts = torch.zeros(b, 1, dtype=hidden.dtype, device=hidden.device).index_add_(0, packing.row, weights)
+    total = torch.zeros(b, width, dtype=hidden.dtype, device=hidden.device).index_add_(
+        0, packing.row, hidden * weights)
+    if strategy is PoolingStrategy.REDUCE_MEAN_SQRT_LEN:
+        return total / counts.clamp(min=1e-9).sqrt()
+    mean = total / (counts + 1e-10)
+    if strategy in (PoolingStrategy.REDUCE_MEAN, PoolingStrategy.REDUCE_WEIGHTED_MEAN):
         return mean
     maximum = torch.full((b, width), float("-inf"), dtype=hidden.dtype, device=hidden.device).scatter_reduce_(
         0, packing.row[:, None].expand_as(hidden), hidden.masked_fill(~mask, float("-inf")), reduce="amax")

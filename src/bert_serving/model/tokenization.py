@@ -1,17 +1,26 @@
-"""Texts -> `Features`, exactly as the original server tokenized, on the `tokenizers` library.
+"""Texts -> `Features`, on the `tokenizers` library: the original server's rules for Google
+checkpoints and ``vocab.txt``-only folders, the folder's own ``tokenizer.json`` otherwise.
 
-The rules (bert-as-service ``extract_features.py``):
-- raw text goes through BERT's basic tokenizer and WordPiece; uncased with accent stripping
-  unless ``-cased_tokenization``; CJK characters become single tokens;
+What both share:
 - ``"A ||| B"`` is a sentence pair, split at the last ``" ||| "``; in pre-tokenized input the
   token ``"|||"`` splits at its first occurrence; `Tokenizer.encode_pairs` also takes explicit
   ``[A, B]`` pairs (``[A]``: a single text), which are never split (a reranker's documents);
-- pre-tokenized input (lists of tokens) is not split or lower-cased; a token missing from the
-  vocabulary becomes ``[UNK]``; a token may also be given as its vocabulary id (an int);
-- single sequences keep their first ``max_len - 2`` word pieces; pairs drop the last word piece
-  of the longer side (of B on a tie) until ``len(A) + len(B) <= max_len - 3``;
-- ``-no_special_token`` sends pre-tokenized single sequences without [CLS]/[SEP], truncated to
-  ``max_len``; it does not apply to raw text (the original crashed on it there).
+- pre-tokenized input (lists of tokens) is not split or normalised; a token missing from the
+  vocabulary becomes the unknown token; a token may also be given as its vocabulary id (an int);
+- ``-no_special_token`` sends pre-tokenized single sequences without special tokens, truncated
+  to ``max_len``; it does not apply to raw text (the original crashed on it there);
+- a prompt (sentence-transformers' ``prompts``) is put before the text (before A in a pair),
+  as ``SentenceTransformer.encode`` does; with the Pooling module's ``include_prompt: false``
+  its tokens are left out of pooling, counted as sentence-transformers counts them.
+
+The original's rules (bert-as-service ``extract_features.py``, `Template.original`): BERT's
+basic tokenizer and WordPiece, uncased with accent stripping unless ``-cased_tokenization``,
+CJK characters as single tokens; text stripped; singles keep their first ``max_len - 2`` word
+pieces; pairs drop the last word piece of the longer side (of B on a tie).
+
+A ``tokenizer.json`` (`Template.of_tokenizer`) brings its own normaliser, pre-tokenizer and
+model (WordPiece, BPE, Unigram), its special tokens and pair template, and Hugging Face's
+``longest_first`` truncation: the ids are those of ``tokenizer(a, b, truncation=True)``.
 
 A text far longer than the model can see (a whole document at max_seq_len 25) is cut at a
 whitespace first, so its tokenization costs what its kept prefix costs; the result is the same
@@ -20,7 +29,9 @@ whitespace first, so its tokenization costs what its kept prefix costs; the resu
 
 from __future__ import annotations
 
+import json
 import re
+from functools import lru_cache
 from pathlib import Path
 from typing import Sequence
 
@@ -29,6 +40,7 @@ from tokenizers import models, normalizers, pre_tokenizers
 
 from ..errors import ConfigurationError, InvalidRequestError
 from .features import Features
+from .templates import Template
 
 __all__ = ["Tokenizer", "check_pairs", "check_texts"]
 
@@ -36,6 +48,7 @@ _PAIR = re.compile(r"^(.*) \|\|\| (.*)$")
 _PAIR_TOKEN = "|||"
 _WHITESPACE = re.compile(r"\s")
 _CHARS_PER_TOKEN = 64  # a prefix of max_len x this many characters nearly always holds max_len pieces
+_CACHED_PROMPT_CHARS = 2048  # prompts up to this long are tokenized once and remembered
 
 
 def check_texts(texts: object, is_tokenized: bool, vocab_size: int | None = None) -> None:
@@ -90,30 +103,32 @@ class Tokenizer:
     def __init__(
         self,
         backend: _Backend,
+        template: Template,
         *,
         max_length: int,
+        unk_id: int | None,
         mask_cls_sep: bool = False,
         no_special_token: bool = False,
+        pool_prompt: bool = True,
+        strip: bool = False,
     ) -> None:
         backend.no_truncation()
         backend.no_padding()
         self._backend = backend
         self._vocab = backend.get_vocab()
-        ids = {}
-        for name in ("[CLS]", "[SEP]", "[UNK]"):
-            if name not in self._vocab:
-                raise ConfigurationError(f"the vocabulary has no {name} token; is this a BERT vocabulary?")
-            ids[name] = self._vocab[name]
-        self.cls_id, self.sep_id, self.unk_id = ids["[CLS]"], ids["[SEP]"], ids["[UNK]"]
+        self.template = template
+        self.unk_id = unk_id
         if max_length < 4:
             raise ConfigurationError(f"max_seq_len must be > 3 (room for [CLS] x [SEP] y [SEP]), got {max_length}")
         self.max_length = max_length
         self.mask_cls_sep = mask_cls_sep
         self.no_special_token = no_special_token
+        self.pool_prompt = pool_prompt
+        self._strip = strip  # the original strips texts; a model's own tokenizer sees them as sent
 
     @classmethod
     def from_vocab(cls, vocab_path: Path, *, lowercase: bool, **options) -> Tokenizer:
-        """Google's FullTokenizer over ``vocab.txt``."""
+        """Google's FullTokenizer over ``vocab.txt``, with the original server's rules."""
         try:
             vocab = models.WordPiece.read_file(str(vocab_path))
         except Exception as exc:  # tokenizers raises a bare Exception on I/O errors
@@ -121,71 +136,123 @@ class Tokenizer:
         backend = _Backend(models.WordPiece(vocab, unk_token="[UNK]", max_input_chars_per_word=100))
         backend.normalizer = _bert_normalizer(lowercase)
         backend.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-        return cls(backend, **options)
+        missing = [name for name in ("[CLS]", "[SEP]", "[UNK]") if name not in vocab]
+        if missing:
+            raise ConfigurationError(f"the vocabulary {vocab_path} has no {missing[0]} token; is it a BERT vocabulary?")
+        return cls(backend, Template.original(vocab["[CLS]"], vocab["[SEP]"]), unk_id=vocab["[UNK]"], strip=True,
+                   **options)
 
     @classmethod
-    def from_file(cls, tokenizer_json: Path, *, force_cased: bool = False, **options) -> Tokenizer:
-        """A Hugging Face ``tokenizer.json``; ``force_cased`` turns off its lower-casing."""
+    def from_file(cls, tokenizer_json: Path, *, force_cased: bool = False, lowercase: bool = False,
+                  **options) -> Tokenizer:
+        """A Hugging Face ``tokenizer.json``, with its own special tokens and truncation.
+        ``force_cased`` turns off a BERT normaliser's lower-casing (``-cased_tokenization``);
+        ``lowercase`` lower-cases before its normaliser (sentence-transformers' ``do_lower_case``)."""
         try:
             backend = _Backend.from_file(str(tokenizer_json))
         except Exception as exc:
             raise ConfigurationError(f"cannot read tokenizer {tokenizer_json}: {exc}") from None
-        if force_cased:
+        if force_cased and isinstance(backend.normalizer, normalizers.BertNormalizer):
             backend.normalizer = _bert_normalizer(False)
-        return cls(backend, **options)
+        if lowercase:
+            own = [backend.normalizer] if backend.normalizer is not None else []
+            backend.normalizer = normalizers.Sequence([normalizers.Lowercase(), *own])
+        return cls(backend, Template.of_tokenizer(backend, str(tokenizer_json)), unk_id=_unk_id(backend), **options)
 
     @property
     def vocab_size(self) -> int:
         return self._backend.get_vocab_size()
 
     def encode(
-        self, texts: Sequence[str] | Sequence[Sequence[str]], is_tokenized: bool = False, *, keep_tokens: bool = False
+        self,
+        texts: Sequence[str] | Sequence[Sequence[str]],
+        is_tokenized: bool = False,
+        *,
+        keep_tokens: bool = False,
+        prompt: str | None = None,
     ) -> Features:
-        """Features of ``texts`` (with their word pieces if ``keep_tokens``); raises
-        `InvalidRequestError` on malformed input."""
+        """Features of ``texts`` (with their word pieces if ``keep_tokens``), ``prompt`` put before
+        each; raises `InvalidRequestError` on malformed input."""
         check_texts(texts, is_tokenized, self.vocab_size)
         if is_tokenized:
             segments = [self._split_tokens(tokens) for tokens in texts]
+            if prompt:
+                pieces = self._pieces(prompt)
+                segments = [(pieces + a, b) for a, b in segments]
         else:
-            segments = self._wordpieces(texts)
+            segments = self._wordpieces(texts, prompt or "")
         special_tokens = not (is_tokenized and self.no_special_token)
-        return self._features(segments, special_tokens, keep_tokens)
+        hidden = self.prompt_length(prompt) if prompt and not self.pool_prompt else 0
+        return self._features(segments, special_tokens, keep_tokens, hidden)
+
+    def prompt_length(self, prompt: str) -> int:
+        """Leading positions sentence-transformers counts as the prompt's: the prompt encoded
+        alone with its special tokens, less a trailing special token."""
+        framed = self._features([(self._pieces(prompt), None)], True, False, 0)
+        return framed.num_tokens - (1 if self.template.single.suffix else 0)
+
+    def _pieces(self, text: str) -> list[int]:
+        if len(text) > _CACHED_PROMPT_CHARS:  # a request's own long prompt: not worth keeping
+            return self._backend.encode(text, add_special_tokens=False).ids
+        return list(_cached_pieces(self._backend, text))
+
+    def _lookup(self, token: str | int) -> int:
+        if isinstance(token, int):
+            return token
+        found = self._vocab.get(token, self.unk_id)
+        if found is None:
+            raise InvalidRequestError(f"token {token!r:.40} is not in this model's vocabulary, which has no "
+                                      "unknown token; send text instead")
+        return found
 
     def encode_pairs(self, items: Sequence[str | Sequence[str]], *, keep_tokens: bool = False) -> Features:
         """Features of texts and explicit pairs: a string as `encode` takes it (``" ||| "`` splits
         it), a list ``[A, B]`` a pair as given, ``[A]`` a single text as given."""
         check_pairs(items)
-        return self._features(self._wordpieces(items), True, keep_tokens)
+        return self._features(self._wordpieces(items), True, keep_tokens, 0)
 
     def _split_tokens(self, tokens: Sequence[str | int]) -> tuple[list[int], list[int] | None]:
-        ids = [t if isinstance(t, int) else self._vocab.get(t, self.unk_id) for t in tokens]
+        ids = [self._lookup(t) for t in tokens]
         if _PAIR_TOKEN in tokens:
             j = tokens.index(_PAIR_TOKEN)
             return ids[:j], ids[j + 1 :]
         return ids, None
 
-    def _wordpieces(self, texts: Sequence[str | Sequence[str]]) -> list[tuple[list[int], list[int] | None]]:
+    def _wordpieces(self, texts: Sequence[str | Sequence[str]], prompt: str = "",
+                    ) -> list[tuple[list[int], list[int] | None]]:
         pieces: list[str] = []
         is_pair: list[bool] = []
         for text in texts:
             if not isinstance(text, str):  # an explicit [A] or [A, B] (encode_pairs)
-                pieces.extend(part.strip() for part in text)
+                pieces.extend(part.strip() if self._strip else part for part in text)
                 is_pair.append(len(text) == 2)
                 continue
-            line = text.strip()
-            match = _PAIR.match(line)
+            line = prompt + text
+            match = _PAIR.match(line.strip() if self._strip else line)
             if match:
                 pieces.extend(match.groups())
             else:
-                pieces.append(line)
+                pieces.append(line.strip() if self._strip else line)
             is_pair.append(match is not None)
         clipped = [self._clip(piece) for piece in pieces]
         encoded = [e.ids for e in self._backend.encode_batch_fast(clipped, add_special_tokens=False)]
-        for i, (piece, short) in enumerate(zip(pieces, clipped)):
-            if short is not piece and len(encoded[i]) < self.max_length:  # the cut cost tokens: no cut
+        cut = [short is not piece for piece, short in zip(pieces, clipped)]
+        for i, piece in enumerate(pieces):
+            if cut[i] and len(encoded[i]) < self.max_length:  # the cut cost tokens: no cut
                 encoded[i] = self._backend.encode(piece, add_special_tokens=False).ids
-        segments = iter(encoded)
-        return [(next(segments), next(segments) if pair else None) for pair in is_pair]
+        segments, index = [], 0
+        for pair in is_pair:
+            if not pair:
+                segments.append((encoded[index], None))
+                index += 1
+                continue
+            if self.template.longest_first and cut[index] and cut[index + 1]:
+                # which side is longer decides the odd token: only whole texts tell
+                for j in (index, index + 1):
+                    encoded[j] = self._backend.encode(pieces[j], add_special_tokens=False).ids
+            segments.append((encoded[index], encoded[index + 1]))
+            index += 2
+        return segments
 
     def _clip(self, text: str) -> str:
         """``text`` cut at the first whitespace past what ``max_length`` word pieces can span."""
@@ -196,24 +263,35 @@ class Tokenizer:
         return text if space is None else text[: space.start()]
 
     def _features(
-        self, segments: list[tuple[list[int], list[int] | None]], special_tokens: bool, keep_tokens: bool
+        self,
+        segments: list[tuple[list[int], list[int] | None]],
+        special_tokens: bool,
+        keep_tokens: bool,
+        hidden_prefix: int,
     ) -> Features:
-        cls_, sep, limit, keep = self.cls_id, self.sep_id, self.max_length, not self.mask_cls_sep
+        template, limit, keep = self.template, self.max_length, not self.mask_cls_sep
+        single, pair = template.single, template.pair
+        single_marks = ([keep] * len(single.prefix), [keep] * len(single.suffix))
+        pair_marks = ([keep] * len(pair.prefix), [keep] * len(pair.middle), [keep] * len(pair.suffix))
         all_ids, all_types, all_masks = [], [], []
         for a, b in segments:
             if b is None and not special_tokens:
                 ids = a[:limit]
                 types, mask = [0] * len(ids), [True] * len(ids)
             elif b is None:
-                a = a[: limit - 2]
-                ids = [cls_, *a, sep]
-                types = [0] * len(ids)
-                mask = [keep, *([True] * len(a)), keep]
+                a = a[: max(limit - single.size, 0)]
+                ids = [*single.prefix, *a, *single.suffix]
+                types = [*single.prefix_types, *([single.a_type] * len(a)), *single.suffix_types]
+                mask = [*single_marks[0], *([True] * len(a)), *single_marks[1]]
             else:
-                a, b = _truncate_pair(a, b, limit - 3)
-                ids = [cls_, *a, sep, *b, sep]
-                types = [0] * (len(a) + 2) + [1] * (len(b) + 1)
-                mask = [keep, *([True] * len(a)), keep, *([True] * len(b)), keep]
+                a, b = template.truncate_pair(a, b, limit - pair.size)
+                ids = [*pair.prefix, *a, *pair.middle, *b, *pair.suffix]
+                types = [*pair.prefix_types, *([pair.a_type] * len(a)), *pair.middle_types,
+                         *([pair.b_type] * len(b)), *pair.suffix_types]
+                mask = [*pair_marks[0], *([True] * len(a)), *pair_marks[1], *([True] * len(b)), *pair_marks[2]]
+            if hidden_prefix:
+                n = min(hidden_prefix, len(mask))
+                mask[:n] = [False] * n
             all_ids.append(ids)
             all_types.append(types)
             all_masks.append(mask)
@@ -223,15 +301,19 @@ class Tokenizer:
         return Features.from_lists(all_ids, all_types, all_masks, tokens)
 
 
-def _truncate_pair(a: list[int], b: list[int], max_total: int) -> tuple[list[int], list[int]]:
-    """Google's ``_truncate_seq_pair``: pop from the longer side (B on a tie)."""
-    a, b = list(a), list(b)
-    while len(a) + len(b) > max_total:
-        if len(a) > len(b):
-            a.pop()
-        else:
-            b.pop()
-    return a, b
+@lru_cache(maxsize=64)
+def _cached_pieces(backend: _Backend, text: str) -> tuple[int, ...]:
+    """A prompt's word pieces (prompts repeat: each is tokenized once)."""
+    return tuple(backend.encode(text, add_special_tokens=False).ids)
+
+
+def _unk_id(backend: _Backend) -> int | None:
+    """The id of the model's unknown token (WordPiece, BPE: ``unk_token``; Unigram: ``unk_id``)."""
+    model = json.loads(backend.to_str()).get("model", {})
+    if isinstance(model.get("unk_id"), int):
+        return model["unk_id"]
+    token = model.get("unk_token")
+    return backend.token_to_id(token) if token else None
 
 
 def _bert_normalizer(lowercase: bool) -> normalizers.Normalizer:

@@ -63,6 +63,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     _flag(paths, "ckpt_name", default="bert_model.ckpt", help="checkpoint prefix, e.g. model.ckpt-343")
     _flag(paths, "config_name", default="bert_config.json", help="BERT config file name in -model_dir")
     _flag(paths, "graph_tmp_dir", help="accepted for compatibility; unused (no TensorFlow graph)")
+    _flag(paths, "trust_remote_code", action="store_true", default=False,
+          help="run the model's own Python code when its config.json asks for it (auto_map); off by default")
 
     bert = parser.add_argument_group("BERT Parameters", "tokenization and pooling")
     _flag(bert, "max_seq_len", type=max_seq_len, default=AUTO,
@@ -90,6 +92,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     _flag(bert, "normalize", dest="normalize", action="store_const", const=True, default=None,
           help="L2-normalize sentence vectors (default: as the model says; sentence-transformers' Normalize)")
     _flag(bert, "no_normalize", dest="normalize", action="store_const", const=False, help="do not L2-normalize")
+    _flag(bert, "default_prompt_name", default=None,
+          help="the model's prompt put before texts whose request names none (config_sentence_transformers.json "
+               "prompts; default: the model's default_prompt_name)")
 
     serving = parser.add_argument_group("Serving Configs", "sockets, workers, devices, batching")
     _flag(serving, "bind", default="0.0.0.0", help="interface the ports listen on (127.0.0.1: this host only)")

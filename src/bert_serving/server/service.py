@@ -65,6 +65,7 @@ class BertServer(threading.Thread):
         self._served = ServedModel(
             name=self.spec.source.name, dim=self.spec.dim, vocab_size=self.tokenizer.vocab_size,
             settings={**self.config.as_status(), **self.spec.describe(), "device_map": self.devices},
+            prompts=self.spec.prompts.as_dict(), default_prompt_name=self.spec.prompts.default_name,
             task=self.spec.task, labels=head.labels if head else (), activation=head.activation if head else None,
         )
         self._log_configuration()
@@ -98,7 +99,8 @@ class BertServer(threading.Thread):
         self.sink = Sink(spec.outputs, self.stats, show_tokens=spec.show_tokens, budget=self.budget)
         self.intake = Intake(self.tokenizer, self.batcher, self.sink, self.stats, outputs=spec.outputs,
                              budget=self.budget, keep_tokens=spec.show_tokens,
-                             max_request_texts=config.max_request_texts, max_result_bytes=config.max_result_bytes)
+                             max_request_texts=config.max_request_texts, max_result_bytes=config.max_result_bytes,
+                             prompts=spec.prompts)
         try:
             self.workers = self._worker_pool()  # with -ray_address: joins the cluster, or ConfigurationError
         except Exception:
@@ -284,7 +286,7 @@ class BertServer(threading.Thread):
         return self._served
 
     def submit(self, texts: object, is_tokenized: bool, reply: ReplyFn, client: str, *, task: str | None = None,
-               raw_scores: bool = False) -> Ticket:
+               raw_scores: bool = False, prompt_name: object = None, prompt: object = None) -> Ticket:
         try:
             check_task(self._served, task)
         except BertServingError as exc:
@@ -294,7 +296,8 @@ class BertServer(threading.Thread):
             return Ticket()
         if self._served.task != "embed":  # a head: logits become scores, counted
             reply = scored_reply(reply, self._served, task, raw_scores, self.stats)
-        return self.intake.submit(texts, is_tokenized, reply, client, pairs=task in ("predict", "rerank"))
+        return self.intake.submit(texts, is_tokenized, reply, client, pairs=task in ("predict", "rerank"),
+                                  prompt_name=prompt_name, prompt=prompt)
 
     def serving(self) -> bool:
         return self.is_ready.is_set()

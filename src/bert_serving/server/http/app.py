@@ -42,6 +42,8 @@ from .dashboard import index_page, mount_dashboard, wants_html
 from .limits import BodyLimit
 from .metrics import CONTENT_TYPE, render_metrics
 from .openai_api import (
+    PROMPT,
+    PROMPT_NAME,
     EmbeddingsResponse,
     Integer,
     OpenAIError,
@@ -50,6 +52,7 @@ from .openai_api import (
     embeddings_request_model,
     integer,
     one_of,
+    prompt_name_field,
     request_texts,
 )
 from .rerank_api import mount_rerank
@@ -92,6 +95,8 @@ class EncodeRequest(BaseModel):
     texts: list[Text] | list[list[Text | Integer]] = Field(description="Texts, or token lists with is_tokenized")
     is_tokenized: StrictBool = Field(False, description="Accepted as the original's; as on the ZeroMQ wire, "
                                                         "lists of tokens are recognised by their shape")
+    prompt_name: str | None = Field(None, description=PROMPT_NAME)
+    prompt: str | None = Field(None, description=PROMPT)
 
 
 def _texts_kind(value: object) -> str | None:
@@ -106,7 +111,7 @@ def _token_kind(value: object) -> str | None:
     return "token-id" if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
-def encode_request_model(vocab_size: int, max_texts: int) -> type[EncodeRequest]:
+def encode_request_model(vocab_size: int, max_texts: int, prompt_names: tuple[str, ...] = ()) -> type[EncodeRequest]:
     token = one_of({"token-text": Text, "token-id": integer(ge=0, lt=vocab_size)}, _token_kind,
                    "a word piece (string) or a token id")
     tokens = Annotated[list[token], Field(min_length=1)]
@@ -117,6 +122,7 @@ def encode_request_model(vocab_size: int, max_texts: int) -> type[EncodeRequest]
         "EncodeRequest",
         __base__=EncodeRequest,
         texts=(texts, Field(description="Texts, or token lists (with is_tokenized)")),
+        prompt_name=prompt_name_field(prompt_names),
     )
 
 
@@ -130,9 +136,10 @@ def create_app(gateway: Gateway, config: HttpSettings) -> FastAPI:
     """The ASGI app of one server: every route goes through ``gateway``."""
     model = gateway.model
     vocab_size = model.vocab_size
-    EncodeBody = encode_request_model(vocab_size, config.max_request_texts)  # noqa: N806
+    names = tuple(model.prompts)
+    EncodeBody = encode_request_model(vocab_size, config.max_request_texts, names)  # noqa: N806
     EmbeddingsBody = embeddings_request_model(vocab_size, model.dim, config.max_request_texts,  # noqa: N806
-                                              token_ids=config.token_ids)
+                                              token_ids=config.token_ids, prompt_names=names)
     app = FastAPI(
         title="bert-serving",
         version=__version__,
@@ -182,9 +189,10 @@ def create_app(gateway: Gateway, config: HttpSettings) -> FastAPI:
 
     async def encode(texts: list, is_tokenized: bool, client: str, *, request: Request | None = None,
                      **task) -> Outcome:
-        """The pipeline's answer to one request (``task``: `Gateway.submit`'s task, raw_scores).
-        Given the HTTP ``request``, a client that disconnects first abandons it: its texts not
-        yet run are dropped, and the error returned goes nowhere."""
+        """The pipeline's answer to one request (``task``: `Gateway.submit`'s task, raw_scores,
+        prompt_name, prompt).
+        Given the HTTP ``request``, a client that disconnects first abandons it: its texts not yet run
+        are dropped, and the error returned goes nowhere."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Outcome] = loop.create_future()
 
@@ -209,7 +217,8 @@ def create_app(gateway: Gateway, config: HttpSettings) -> FastAPI:
     async def encode_route(body: EncodeBody, request: Request) -> Response:
         """Vectors for ``texts``, as bert-as-service's HTTP proxy answered."""
         is_tokenized = all(isinstance(t, list) for t in body.texts)
-        outcome = await encode(body.texts, is_tokenized, client_of(request), request=request)
+        outcome = await encode(body.texts, is_tokenized, client_of(request), request=request,
+                               prompt_name=body.prompt_name, prompt=body.prompt)
         if outcome.error is not None:
             return error_response(request.url.path, outcome.error)
         return json_response({"id": body.id, "result": outcome.result, "status": 200})
@@ -232,7 +241,8 @@ def create_app(gateway: Gateway, config: HttpSettings) -> FastAPI:
         async def embeddings(body: EmbeddingsBody, request: Request) -> Response:
             """OpenAI-compatible embeddings."""
             texts, is_ids = request_texts(body)
-            outcome = await encode(texts, is_ids, client_of(request), request=request, task="embed")
+            outcome = await encode(texts, is_ids, client_of(request), request=request, task="embed",
+                                   prompt_name=body.prompt_name, prompt=body.prompt)
             if outcome.error is not None:
                 return error_response(request.url.path, outcome.error)
             return json_response(embeddings_body(body, outcome.result, outcome.num_tokens, model.name))
@@ -259,7 +269,8 @@ def create_app(gateway: Gateway, config: HttpSettings) -> FastAPI:
         routes = {"embed": ["/encode", "/v1/embeddings"], "classify": ["/encode", "/predict"],
                   "rerank": ["/encode", "/predict", "/rerank", "/v1/rerank", "/v2/rerank"]}[model.task]
         info = {"name": "bert-serving", "version": __version__, "model": model.name, "task": model.task,
-                "dim": model.dim, "docs": "/docs", "openapi": "/openapi.json", "dashboard": "/dashboard",
+                "dim": model.dim, "prompts": dict(model.prompts), "default_prompt_name": model.default_prompt_name,
+                "docs": "/docs", "openapi": "/openapi.json", "dashboard": "/dashboard",
                 "routes": [*routes, "/status/server", "/health", "/ready", "/metrics"]}
         return index_page(info) if wants_html(request) else json_response(info)
 

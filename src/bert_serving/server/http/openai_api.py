@@ -8,7 +8,10 @@ so the ``openai`` SDK, LangChain and LlamaIndex work against the server unchange
   word pieces;
 - ``encoding_format``: ``float`` or ``base64`` (little-endian float32 bytes);
 - ``dimensions``: keep the first N dimensions, then L2-normalise (Matryoshka-style);
-- ``model``: optional; the answer names the model actually served; ``user`` is ignored.
+- ``model``: optional; the answer names the model actually served; ``user`` is ignored;
+- ``prompt_name`` (one of the model's prompts) or ``prompt`` (a text): put before each input
+  (sentence-transformers' prompts; the openai SDK sends them with ``extra_body``); the usage
+  counts include the prompt's tokens.
 Vectors are the server's configured ones (the same as ``/encode`` and ZeroMQ give).
 """
 
@@ -23,8 +26,9 @@ from pydantic_core import PydanticCustomError
 
 from ...errors import BertServingError, InvalidRequestError
 
-__all__ = ["TOKEN_IDS_REFUSED", "EmbeddingsRequest", "EmbeddingsResponse", "Integer", "OpenAIError", "Text", "integer",
-           "embeddings_body", "embeddings_request_model", "one_of", "openai_error_body", "request_texts"]
+__all__ = ["PROMPT", "PROMPT_NAME", "TOKEN_IDS_REFUSED", "EmbeddingsRequest", "EmbeddingsResponse", "Integer",
+           "OpenAIError", "Text", "embeddings_body", "embeddings_request_model", "integer", "one_of",
+           "openai_error_body", "prompt_name_field", "request_texts"]
 
 _TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
           404: "not_found_error", 413: "invalid_request_error", 429: "rate_limit_error"}
@@ -51,6 +55,16 @@ def integer(**constraints) -> object:
 
 
 Integer = integer()
+
+PROMPT_NAME = ("One of the model's prompts (GET / lists them) to put before each text; default: the model's "
+               "default prompt, if it has one")
+PROMPT = "A prompt of your own to put before each text (it wins over prompt_name); \"\" for none"
+
+
+def prompt_name_field(names: tuple[str, ...]) -> tuple[object, object]:
+    """``prompt_name`` as a served model takes it: one of its prompts' names (none: only null)."""
+    kind = Literal[names] | None if names else None
+    return kind, Field(None, description=PROMPT_NAME)
 
 
 def one_of(members: dict[str, object], kind: Callable[[Any], str | None], expected: str) -> object:
@@ -101,12 +115,15 @@ class EmbeddingsRequest(BaseModel):
     encoding_format: Literal["float", "base64"] = "float"
     dimensions: integer(ge=1) | None = Field(None, description="Keep this many leading dimensions, re-normalised")
     user: str | None = None
+    prompt_name: str | None = Field(None, description=PROMPT_NAME)
+    prompt: str | None = Field(None, description=PROMPT)
 
 
 def embeddings_request_model(vocab_size: int, dim: int, max_texts: int,
-                             token_ids: bool = False) -> type[EmbeddingsRequest]:
+                             token_ids: bool = False, prompt_names: tuple[str, ...] = ()) -> type[EmbeddingsRequest]:
     """`EmbeddingsRequest` with this server's limits written into its schema; token ids are
-    accepted only with ``token_ids`` (``-http_token_ids``)."""
+    accepted only with ``token_ids`` (``-http_token_ids``); ``prompt_name`` is one of
+    ``prompt_names``."""
     token = integer(ge=0, lt=vocab_size)
     members: dict[str, object] = {"input-text": Text,
                                   "input-texts": Annotated[list[Text], Field(min_length=1, max_length=max_texts)]}
@@ -127,6 +144,7 @@ def embeddings_request_model(vocab_size: int, dim: int, max_texts: int,
         input=(input_type, Field(description=description)),
         dimensions=(integer(ge=1, le=dim) | None, Field(None, description="Keep this many leading dimensions, "
                                                                             "re-normalised")),
+        prompt_name=prompt_name_field(prompt_names),
     )
 
 

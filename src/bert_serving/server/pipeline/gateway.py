@@ -23,6 +23,8 @@ class ServedModel:
     dim: int  # width of one output vector (with a head: its number of outputs)
     vocab_size: int  # token ids a client may send are 0 <= id < vocab_size
     settings: Mapping[str, object] = field(default_factory=dict)  # effective settings, for humans
+    prompts: Mapping[str, str] = field(default_factory=dict)  # names a request's prompt_name may take
+    default_prompt_name: str | None = None  # the prompt a request that names none gets
     task: str = "embed"  # "embed", "classify" (a classifier head) or "rerank" (a one-output head)
     labels: tuple[str, ...] = ()  # a head's output names, in output order
     activation: str | None = None  # a head's (model.scores): applied unless a request wants raw scores
@@ -39,14 +41,16 @@ class Gateway(Protocol):
     def model(self) -> ServedModel: ...
 
     def submit(self, texts: object, is_tokenized: bool, reply: ReplyFn, client: str, *, task: str | None = None,
-               raw_scores: bool = False) -> Ticket:
+               raw_scores: bool = False, prompt_name: object = None, prompt: object = None) -> Ticket:
         """Queue ``texts`` for the model; exactly one `Outcome` goes to ``reply``, on another thread,
         unless the returned `Ticket` is abandoned first (the client went away).
 
         ``task`` (`tasks.REQUESTS`): None for the original's request (vectors, or a head's scores);
         ``embed``, ``predict`` or ``rerank`` to ask for that and be refused (`UnsupportedTaskError`)
         by a model that does something else. ``predict`` and ``rerank`` take explicit pairs
-        (`Tokenizer.encode_pairs`). ``raw_scores``: a head's logits, without its activation."""
+        (`Tokenizer.encode_pairs`). ``raw_scores``: a head's logits, without its activation.
+        ``prompt_name`` (one of the model's prompts) or ``prompt`` (a text) goes before each text
+        of an embedding request; neither: the model's default prompt, if it has one."""
 
     def status(self, with_statistic: bool = False, client: str = "") -> dict[str, object]:
         """SHOW_CONFIG, and with ``with_statistic`` SHOW_STATUS, as the stock client reads them."""

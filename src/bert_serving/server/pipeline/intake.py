@@ -21,8 +21,9 @@ import threading
 import time
 from typing import Callable
 
-from ...errors import BertServingError, NotReadyError, PayloadTooLargeError, ServerError
+from ...errors import BertServingError, InvalidRequestError, NotReadyError, PayloadTooLargeError, ServerError
 from ...model.outputs import OutputLayout
+from ...model.prompts import Prompts
 from ...model.tokenization import Tokenizer
 from .batcher import Batcher
 from .budget import MemoryBudget, human_bytes, size_of_texts
@@ -51,8 +52,10 @@ class Intake:
         max_request_texts: int = 1_000_000,
         max_result_bytes: int = 1 << 62,
         threads: int = 2,
+        prompts: Prompts = Prompts(),
     ) -> None:
         self._tokenizer = tokenizer
+        self._prompts = prompts
         self._batcher = batcher
         self._sink = sink
         self._stats = stats
@@ -65,9 +68,10 @@ class Intake:
         self._closed = False
 
     def submit(self, texts: object, is_tokenized: bool, reply: ReplyFn, client: str, *,
-               pairs: bool = False) -> Ticket:
+               pairs: bool = False, prompt_name: object = None, prompt: object = None) -> Ticket:
         """Tokenize and queue ``texts`` in the background; its `Outcome` goes to ``reply``.
-        ``pairs``: texts are strings or explicit ``[A, B]`` pairs (`Tokenizer.encode_pairs`)."""
+        ``pairs``: texts are strings or explicit ``[A, B]`` pairs (`Tokenizer.encode_pairs`);
+        otherwise the prompt asked for (`Prompts.choose`) goes before each text."""
         ticket = Ticket()
         count = len(texts) if isinstance(texts, list) else 0
         self._stats.data_request(client, count)
@@ -82,6 +86,7 @@ class Intake:
             return ticket
         text_bytes = size_of_texts(texts)
         try:
+            chosen = self._prompt(pairs, prompt_name, prompt)
             self._check_result_size(count)  # as far as it is known before tokenization
             self._batcher.admit(count)  # a full backlog refuses here, before any work is spent
             try:
@@ -93,12 +98,21 @@ class Intake:
             self._refuse(reply, exc)
             return ticket
         received = time.perf_counter()
-        work = (ticket, texts, is_tokenized, reply, client, received, count, text_bytes, pairs)
+        work = (ticket, texts, is_tokenized, reply, client, received, count, text_bytes, pairs, chosen)
         if _is_small(texts):
             self._tokenize(*work)
         else:
             self._pool.submit(self._tokenize, *work)
         return ticket
+
+    def _prompt(self, pairs: bool, prompt_name: object, prompt: object) -> str | None:
+        """The prompt text of an embedding request; pairs (predict, rerank) take none."""
+        if not pairs:
+            return self._prompts.choose(prompt_name, prompt)
+        if prompt_name is not None or prompt is not None:
+            raise InvalidRequestError("prompts are for embeddings; scoring pairs takes none",
+                                      param="prompt" if prompt is not None else "prompt_name")
+        return None
 
     def _check_result_size(self, count: int, longest: int = 0) -> int:
         if self._outputs is None:
@@ -115,9 +129,10 @@ class Intake:
         return nbytes
 
     def _tokenize(self, ticket: Ticket, texts, is_tokenized: bool, reply: ReplyFn, client: str, received: float,
-                  count: int, text_bytes: int, pairs: bool) -> None:
+                  count: int, text_bytes: int, pairs: bool, prompt: str | None) -> None:
         try:
-            error = self._queue(ticket, texts, is_tokenized, reply, client, received, count, text_bytes, pairs)
+            error = self._queue(ticket, texts, is_tokenized, reply, client, received, count, text_bytes, pairs,
+                                prompt)
         except Exception as exc:  # a bug here must still answer the client
             logger.exception("queueing a request failed")
             error = ServerError(f"the server failed to queue this request ({type(exc).__name__}); it has been logged")
@@ -125,7 +140,7 @@ class Intake:
             self._refuse(reply, error)
 
     def _queue(self, ticket: Ticket, texts, is_tokenized: bool, reply: ReplyFn, client: str, received: float,
-               count: int, text_bytes: int, pairs: bool) -> BertServingError | None:
+               count: int, text_bytes: int, pairs: bool, prompt: str | None) -> BertServingError | None:
         """Tokenize and queue; the error to answer with instead (its admission given back)."""
         if ticket.abandoned:  # the client went away while the request waited to be tokenized
             self._budget.release(text_bytes)
@@ -137,7 +152,7 @@ class Intake:
             if pairs:
                 features = self._tokenizer.encode_pairs(texts, keep_tokens=self._keep_tokens)
             else:
-                features = self._tokenizer.encode(texts, is_tokenized, keep_tokens=self._keep_tokens)
+                features = self._tokenizer.encode(texts, is_tokenized, keep_tokens=self._keep_tokens, prompt=prompt)
             result_bytes = self._check_result_size(len(features), int(features.lengths.max(initial=0)))
         except BertServingError as exc:
             error = exc

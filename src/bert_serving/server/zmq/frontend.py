@@ -297,14 +297,14 @@ class Frontend:
             if len(message.payload) > self._max_request_bytes:
                 raise PayloadTooLargeError(f"the payload has {len(message.payload)} bytes; this server takes at "
                                            f"most {self._max_request_bytes} (-max_request_bytes): split the list")
-            request = protocol.decode_data(message.payload)  # the original's list, or a task object
+            request = protocol.decode_data(message.payload)  # the original's list, or one of our objects
         except BertServingError as exc:
             self._stats.data_request(client, 0)
             self._stats.error(exc.code)
             reply(Outcome(error=exc))
             return
         self._gateway.submit(request.texts, request.is_tokenized, reply, client, task=request.task,
-                             raw_scores=request.raw_scores)
+                             raw_scores=request.raw_scores, prompt_name=request.prompt_name, prompt=request.prompt)
 
 
 def _peer_address(frame: zmq.Frame) -> str | None:

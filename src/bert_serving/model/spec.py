@@ -1,0 +1,279 @@
+"""What a user chooses (`EncoderSettings`) -> a `ModelSpec`, every encoding choice fixed and
+checked without loading a weight (`resolve`): the model's folder and layout, the network path
+its ``model_type`` takes (`architectures`), length, pooling, normalisation, prompts and the task
+head (`heads`). A `ModelSpec` is cheap, and is what the server sends its workers.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..errors import ConfigurationError
+from .architectures import ModelConfig, read_config
+from .heads import HeadSpec, check_head_weights, choose_head
+from .loading import ModelSource, head_shapes, locate_model, weight_names
+from .outputs import OutputLayout
+from .pooling import PoolingStrategy
+from .prompts import Prompts
+from .tokenization import Tokenizer
+
+__all__ = ["AUTO", "DTYPES", "EncoderSettings", "ModelSpec", "resolve"]
+
+logger = logging.getLogger(__name__)
+
+AUTO = "auto"
+
+
+@dataclass(frozen=True)
+class EncoderSettings:
+    """The model-side flags of ``bert-serving-start``; ``None`` or ``"auto"`` = the model's default."""
+
+    model_dir: str | None = None
+    tuned_model_dir: str | None = None
+    ckpt_name: str = "bert_model.ckpt"
+    config_name: str = "bert_config.json"
+    max_seq_len: int | None | str = AUTO  # a number, None for dynamic, or "auto"
+    do_lower_case: bool | None = None
+    pooling_strategy: PoolingStrategy | None = None
+    pooling_layer: tuple[int, ...] | None = None
+    mask_cls_sep: bool = False
+    no_special_token: bool = False
+    no_position_embeddings: bool = False
+    normalize: bool | None = None
+    fixed_embed_length: bool = False
+    show_tokens: bool = False
+    fp16: bool = False  # the original's flag: half precision on GPU, float16 vectors
+    dtype: str = "float32"  # compute precision: float32, bfloat16 (fast on CPUs with AMX), float16 (GPU)
+    default_prompt_name: str | None = None  # one of the model's prompts, applied when a request names none
+    trust_remote_code: bool = False  # run a model's own Python code (config.json auto_map)
+    num_labels: int | None = None  # the original's -num_labels: outputs of a CLASSIFICATION head (default 2)
+
+
+DTYPES = ("float32", "bfloat16", "float16")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A model with every encoding choice fixed; cheap to build and to send to a worker."""
+
+    source: ModelSource
+    config: ModelConfig  # `BertConfig` (the packed path) or `GenericConfig` (transformers)
+    max_seq_len: int | None  # None: dynamic, capped by max_position_embeddings
+    do_lower_case: bool
+    pooling_strategy: PoolingStrategy
+    pooling_layer: tuple[int, ...]
+    mask_cls_sep: bool
+    no_special_token: bool
+    no_position_embeddings: bool
+    normalize: bool
+    fixed_embed_length: bool
+    show_tokens: bool
+    fp16: bool  # float16 vectors on the wire, as the original's -fp16
+    dtype: str  # what the model computes in
+    prompts: Prompts = Prompts()
+    head: HeadSpec | None = None  # a fine-tuned head answers scores; None: an embedder
+    output_layers: tuple[int, ...] = field(init=False)  # 1-based hidden-state indices
+
+    def __post_init__(self) -> None:
+        n = self.config.num_hidden_layers
+        if self.head is not None:  # a head reads the last layer (through the pooler, or its first token)
+            object.__setattr__(self, "output_layers", (n,))
+            return
+        layers = []
+        for index in self.pooling_layer:
+            if not -n <= index < n:
+                raise ConfigurationError(
+                    f"-pooling_layer {index} is out of range: this model has {n} layers, "
+                    f"so use -{n}..-1 (counting from the last) or 0..{n - 1}"
+                )
+            layers.append(index + n + 1 if index < 0 else index + 1)
+        object.__setattr__(self, "output_layers", tuple(layers))
+
+    @property
+    def num_layers_needed(self) -> int:
+        """Layers past the deepest pooled one are never computed."""
+        if self.pooling_strategy is PoolingStrategy.CLS_POOLED or self.head is not None:
+            return self.config.num_hidden_layers
+        return max(self.output_layers)
+
+    @property
+    def with_pooler(self) -> bool:
+        return self.pooling_strategy is PoolingStrategy.CLS_POOLED or (self.head is not None and self.head.on_pooler)
+
+    @property
+    def task(self) -> str:
+        """``embed``, or with a head ``classify`` (several labels) or ``rerank`` (one score)."""
+        return "embed" if self.head is None else self.head.task
+
+    @property
+    def max_length(self) -> int:
+        """Longest sequence the model sees, special tokens included."""
+        return self.config.max_tokens if self.max_seq_len is None else self.max_seq_len
+
+    @property
+    def dim(self) -> int:
+        if self.head is not None:
+            return self.head.num_labels
+        if self.pooling_strategy is PoolingStrategy.CLS_POOLED:
+            return self.config.hidden_size
+        width = self.config.hidden_size * len(self.pooling_layer)
+        return 2 * width if self.pooling_strategy is PoolingStrategy.REDUCE_MEAN_MAX else width
+
+    @property
+    def output_dtype(self) -> np.dtype:
+        """The vectors' dtype on the wire: float16 with -fp16 (as the original), else float32."""
+        return np.dtype(np.float16 if self.fp16 else np.float32)
+
+    def tokenizer(self) -> Tokenizer:
+        options = dict(
+            max_length=self.max_length,
+            mask_cls_sep=self.mask_cls_sep,
+            no_special_token=self.no_special_token,
+            pool_prompt=self.source.defaults.include_prompt,
+        )
+        if self.source.tokenizer_path is not None:
+            return Tokenizer.from_file(self.source.tokenizer_path, force_cased=not self.do_lower_case,
+                                       lowercase=self.source.defaults.lowercase, **options)
+        return Tokenizer.from_vocab(self.source.vocab_path, lowercase=self.do_lower_case, **options)
+
+    @property
+    def outputs(self) -> OutputLayout:
+        """The shape of a request's result, for whoever reassembles it (the server's sink)."""
+        return OutputLayout(
+            dim=self.dim,
+            dtype=self.output_dtype,
+            per_token=self.pooling_strategy.per_token,
+            max_seq_len=self.max_seq_len,
+            fixed_length=self.config.max_tokens if self.fixed_embed_length else None,
+        )
+
+    def describe(self) -> dict[str, object]:
+        """The effective settings, as SHOW_CONFIG and the startup log report them."""
+        return {
+            "model_name": self.source.name,
+            "model_layout": self.source.layout,
+            "model_type": self.config.model_type,
+            "architecture_path": self.config.path,
+            "checkpoint": str(self.source.weights_path),
+            "max_seq_len": self.max_seq_len,
+            "do_lower_case": self.do_lower_case,
+            "pooling_strategy": self.pooling_strategy.value,
+            "pooling_strategy_name": self.pooling_strategy.name,
+            "pooling_layer": list(self.pooling_layer),
+            "mask_cls_sep": self.mask_cls_sep,
+            "no_special_token": self.no_special_token,
+            "no_position_embeddings": self.no_position_embeddings,
+            "normalize": self.normalize,
+            "fixed_embed_length": self.fixed_embed_length,
+            "show_tokens_to_client": self.show_tokens,
+            "fp16": self.fp16,
+            "dtype": self.dtype,
+            "output_dim": self.dim,
+            "num_layers_computed": self.num_layers_needed,
+            "max_position_embeddings": self.config.max_position_embeddings,
+            "prompts": self.prompts.as_dict(),
+            "default_prompt_name": self.prompts.default_name,
+            "include_prompt_in_pooling": self.source.defaults.include_prompt,
+            "task": self.task,
+            "num_labels": None if self.head is None else self.head.num_labels,
+            "labels": None if self.head is None else list(self.head.labels),
+            "activation": None if self.head is None else self.head.activation,
+            "head": None if self.head is None else self.head.origin,
+        }
+
+
+def resolve(settings: EncoderSettings) -> ModelSpec:
+    """Find the model and fix every choice; raises `ConfigurationError` on any conflict."""
+    source = locate_model(
+        settings.model_dir,
+        tuned_model_dir=settings.tuned_model_dir,
+        ckpt_name=settings.ckpt_name,
+        config_name=settings.config_name,
+    )
+    config = read_config(source.config_path, trust_remote_code=settings.trust_remote_code)
+    logger.info("%s (%s): the %s path", source.name, config.model_type, config.path)
+    defaults = source.defaults
+    max_seq_len = defaults.max_seq_len if settings.max_seq_len == AUTO else settings.max_seq_len
+    if max_seq_len is not None:
+        if settings.max_seq_len == AUTO:
+            max_seq_len = min(max_seq_len, config.max_tokens)
+        elif max_seq_len > config.max_tokens:
+            offset = "" if config.max_tokens == config.max_position_embeddings else \
+                f": {config.max_tokens} tokens, its positions start past the padding index"
+            raise ConfigurationError(
+                f"-max_seq_len {max_seq_len} exceeds this model's max_position_embeddings "
+                f"({config.max_position_embeddings}{offset}); use at most {config.max_tokens} or NONE"
+            )
+        if max_seq_len <= 3:
+            raise ConfigurationError(f"-max_seq_len must be > 3 (room for [CLS] and [SEP]), got {max_seq_len}")
+    head = _head(settings, source, config)
+    if head is None and settings.pooling_strategy is None and defaults.pooling_problem:
+        raise ConfigurationError(defaults.pooling_problem)
+    strategy = settings.pooling_strategy or defaults.pooling_strategy
+    normalize = defaults.normalize if settings.normalize is None else settings.normalize
+    if head is not None:
+        strategy = settings.pooling_strategy or (
+            PoolingStrategy.REGRESSION if head.num_labels == 1 else PoolingStrategy.CLASSIFICATION)
+    if (strategy.per_token or head is not None) and normalize:
+        if settings.normalize:
+            raise ConfigurationError(f"-normalize applies to sentence vectors; it cannot be combined with {strategy}")
+        normalize = False
+    if strategy is PoolingStrategy.CLS_POOLED and not any(n.endswith("pooler.dense.weight")
+                                                          for n in weight_names(source)):
+        raise ConfigurationError(f"-pooling_strategy CLS_POOLED needs the model's pooler, and {source.name} has none "
+                                 "(no pooler.dense weights); use CLS_TOKEN for its first token's hidden state")
+    if settings.no_position_embeddings and config.path != "packed":
+        raise ConfigurationError(f"-no_position_embeddings applies to BERT and its kin, not to {config.model_type}")
+    return ModelSpec(
+        source=source,
+        config=config,
+        max_seq_len=max_seq_len,
+        do_lower_case=defaults.do_lower_case if settings.do_lower_case is None else settings.do_lower_case,
+        pooling_strategy=strategy,
+        pooling_layer=tuple(settings.pooling_layer or defaults.pooling_layer),
+        mask_cls_sep=settings.mask_cls_sep,
+        no_special_token=settings.no_special_token,
+        no_position_embeddings=settings.no_position_embeddings,
+        normalize=normalize,
+        fixed_embed_length=settings.fixed_embed_length,
+        show_tokens=settings.show_tokens,
+        fp16=settings.fp16,
+        dtype=_dtype(settings),
+        prompts=_prompts(defaults, settings.default_prompt_name),
+        head=head,
+    )
+
+
+def _prompts(defaults, default_name: str | None) -> Prompts:
+    prompts = Prompts(defaults.prompts, defaults.default_prompt_name)
+    if default_name is None:
+        return prompts
+    if default_name not in prompts.names:
+        known = ", ".join(prompts.names) or "none: it has no config_sentence_transformers.json prompts"
+        raise ConfigurationError(f"-default_prompt_name {default_name!r} is not one of this model's prompts ({known})")
+    return Prompts(defaults.prompts, default_name)
+
+
+def _head(settings: EncoderSettings, source: ModelSource, config: ModelConfig) -> HeadSpec | None:
+    """The task: a fine-tuned head (checked against the checkpoint's weights), or None to embed."""
+    head = choose_head(settings.pooling_strategy, settings.num_labels, source.head, source.layout,
+                       config.model_type, generic=config.path == "generic")
+    if head is None:
+        if settings.num_labels is not None:
+            logger.warning("-num_labels %d is ignored: it applies to -pooling_strategy CLASSIFICATION",
+                           settings.num_labels)
+        return None
+    if not head.in_model:  # transformers checks its own when it loads them
+        check_head_weights(head, head_shapes(source), config.hidden_size, str(source.weights_path), source.layout)
+    return head
+
+
+def _dtype(settings: EncoderSettings) -> str:
+    if settings.dtype not in DTYPES:
+        raise ConfigurationError(f"-dtype {settings.dtype!r} is not one of {', '.join(DTYPES)}")
+    if settings.fp16 and settings.dtype not in ("float32", "float16"):
+        raise ConfigurationError(f"-fp16 and -dtype {settings.dtype} disagree; give one of them")
+    return "float16" if settings.fp16 else settings.dtype
