@@ -45,7 +45,7 @@ from ...errors import ConfigurationError
 from ...model.encoder import ModelSpec
 from ...model.features import Features
 from .pool import Finished, ReplicaCrashed, WorkerPool
-from .runtime import load_encoder
+from .runtime import HeapTrimmer, load_encoder
 
 __all__ = ["RayReplica", "ray_worker_pool"]
 
@@ -63,11 +63,13 @@ class _EncoderActor:
 
     def load(self, spec: ModelSpec, device: str, threads: int, gpu_memory_fraction: float) -> dict[str, object]:
         self._encoder = load_encoder(spec, device, threads=threads, gpu_memory_fraction=gpu_memory_fraction)
+        self._trimmer = HeapTrimmer()
         return {"node_id": ray.get_runtime_context().get_node_id(), "node_ip": ray.util.get_node_ip_address(),
                 "pid": os.getpid()}
 
     def embed(self, input_ids: np.ndarray, type_ids: np.ndarray, pool_mask: np.ndarray,
               offsets: np.ndarray) -> np.ndarray:
+        self._trimmer.maybe_trim()  # the previous batch's garbage, at most every ten seconds
         return np.ascontiguousarray(self._encoder.embed(Features(input_ids, type_ids, pool_mask, offsets)))
 
 

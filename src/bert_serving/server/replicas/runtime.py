@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import ctypes
+import ctypes.util
+import time
+from typing import TYPE_CHECKING, Callable
 
 if TYPE_CHECKING:
     from ...model.encoder import Encoder, ModelSpec
 
-__all__ = ["load_encoder"]
+__all__ = ["HeapTrimmer", "load_encoder"]
+
+_TRIM_EVERY_S = 10.0
 
 
 def load_encoder(spec: ModelSpec, device: str, *, threads: int, gpu_memory_fraction: float) -> Encoder:
@@ -23,3 +28,35 @@ def load_encoder(spec: ModelSpec, device: str, *, threads: int, gpu_memory_fract
     encoder = Encoder(spec, device=device)
     encoder.embed(encoder.tokenizer.encode(["warm up the model"] * 2))
     return encoder
+
+
+class HeapTrimmer:
+    """Gives the C heap's free pages back to the system every ``every_s`` seconds at most.
+
+    Batches of ever new shapes (packed sequences) leave glibc's heap fragmented: measured here,
+    a process encoding mixed batches with MiniLM grew from 393 to 582 MB in four minutes, and the
+    soak's two workers from 0.69 to 1.11 GB in seven; with ``malloc_trim`` after its batches it
+    stayed at 348-356 MB. A trim costs 2-16 ms, so it runs at most every ten seconds, after an
+    answer has gone out (no request waits for it). A no-op where the C library has no
+    ``malloc_trim`` (musl, macOS)."""
+
+    def __init__(self, every_s: float = _TRIM_EVERY_S, clock: Callable[[], float] = time.monotonic) -> None:
+        self._trim = _malloc_trim()
+        self._every_s, self._clock = every_s, clock
+        self._last = clock()
+
+    def maybe_trim(self) -> bool:
+        """Trim if the last trim is ``every_s`` ago; True if it did."""
+        if self._trim is None or self._clock() - self._last < self._every_s:
+            return False
+        self._trim(0)
+        self._last = self._clock()
+        return True
+
+
+def _malloc_trim() -> Callable[[int], int] | None:
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        return libc.malloc_trim
+    except (OSError, AttributeError):
+        return None

@@ -23,7 +23,7 @@ import sys
 import numpy as np
 
 from .channel import BATCH, OK, READY, Channel, error_frames, settings_from_json, unpack
-from .runtime import load_encoder
+from .runtime import HeapTrimmer, load_encoder
 
 __all__ = ["serve"]
 
@@ -65,6 +65,7 @@ def serve() -> None:
             channel.send(error_frames(-1, exc))
             return
         channel.send([READY, json.dumps({"pid": os.getpid(), "device": orders["device"]}).encode()])
+        trimmer = HeapTrimmer()
         while (frames := _receive(channel, parent)) is not None and frames[0] == BATCH:
             seq = json.loads(frames[1])["seq"]
             try:
@@ -76,6 +77,8 @@ def serve() -> None:
                 continue
             meta = {"seq": seq, "dtype": str(vectors.dtype), "shape": list(vectors.shape)}
             channel.send([OK, json.dumps(meta).encode(), vectors])
+            del vectors, frames
+            trimmer.maybe_trim()
     except (BrokenPipeError, ConnectionResetError):  # the server went away mid-answer
         pass
     finally:
