@@ -33,11 +33,11 @@ def load_encoder(spec: ModelSpec, device: str, *, threads: int, gpu_memory_fract
 class HeapTrimmer:
     """Gives the C heap's free pages back to the system every ``every_s`` seconds at most.
 
-    Batches of ever new shapes (packed sequences) leave glibc's heap fragmented: measured here,
-    a process encoding mixed batches with MiniLM grew from 393 to 582 MB in four minutes, and the
-    soak's two workers from 0.69 to 1.11 GB in seven; with ``malloc_trim`` after its batches it
-    stayed at 348-356 MB. A trim costs 2-16 ms, so it runs at most every ten seconds, after an
-    answer has gone out (no request waits for it). A no-op where the C library has no
+    Batches of ever new shapes (packed sequences) leave glibc's heap fragmented: the 10-minute
+    soak's two workers grew from 0.69 to 1.11 GB; `benchmarks/worker_memory.py` shows one process
+    at 350 MB between batches when trimmed and 570-790 MB when not (docs/operations.md). A trim
+    takes milliseconds, so it runs at most every ten seconds, after an answer has gone out. A
+    no-op where the C library has no
     ``malloc_trim`` (musl, macOS)."""
 
     def __init__(self, every_s: float = _TRIM_EVERY_S, clock: Callable[[], float] = time.monotonic) -> None:
