@@ -37,8 +37,7 @@ class HeapTrimmer:
     soak's two workers grew from 0.69 to 1.11 GB; `benchmarks/worker_memory.py` shows one process
     at 350 MB between batches when trimmed and 570-790 MB when not (docs/operations.md). A trim
     takes milliseconds, so it runs at most every ten seconds, after an answer has gone out. A
-    no-op where the C library has no
-    ``malloc_trim`` (musl, macOS)."""
+    no-op where the C library has no ``malloc_trim`` (musl, macOS)."""
 
     def __init__(self, every_s: float = _TRIM_EVERY_S, clock: Callable[[], float] = time.monotonic) -> None:
         self._trim = _malloc_trim()
