@@ -123,6 +123,19 @@ def test_importing_the_pipeline_loads_no_torch() -> None:
     assert done.stdout.split() == ["False", "False"]
 
 
+def test_the_commands_parse_their_flags_without_torch() -> None:
+    """``bert-serving-terminate`` and ``bert-serving-start --help`` answer at once: the CLI, the
+    configuration and 1.10.0's ``graph.PoolingStrategy`` import no torch (2 s here)."""
+    import subprocess
+    import sys
+
+    script = ("import sys, bert_serving.server.cli, bert_serving.server.config, bert_serving.server.graph; "
+              "from bert_serving.server.config import ServerConfig; print('torch' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["False"]
+
+
 def test_nothing_the_server_receives_is_unpickled() -> None:
     """Frames from clients and from worker processes are JSON and raw arrays, never pickles."""
     assert offenders("bert_serving", ("pickle", "cPickle", "dill", "cloudpickle", "marshal")) == []

@@ -15,8 +15,9 @@ if TYPE_CHECKING:
     from .checkpoint import CheckpointError, CheckpointReader
     from .encoder import Encoder
     from .features import Features
-    from .pooling import PoolingStrategy
-    from .spec import EncoderSettings, ModelSpec, resolve
+    from .settings import EncoderSettings
+    from .spec import ModelSpec, resolve
+    from .strategies import PoolingStrategy
 
 __all__ = [
     "CheckpointError",
@@ -33,11 +34,11 @@ _HOMES = {
     "CheckpointError": "checkpoint",
     "CheckpointReader": "checkpoint",
     "Encoder": "encoder",
-    "EncoderSettings": "spec",
+    "EncoderSettings": "settings",
     "ModelSpec": "spec",
     "resolve": "spec",
     "Features": "features",
-    "PoolingStrategy": "pooling",
+    "PoolingStrategy": "strategies",
 }
 
 

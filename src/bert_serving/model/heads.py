@@ -31,8 +31,8 @@ from torch import nn
 
 from ..errors import ConfigurationError
 from .head_folder import DeclaredHead
-from .pooling import PoolingStrategy
 from .scores import ACTIVATIONS
+from .strategies import PoolingStrategy
 
 __all__ = ["FAMILY_HEADS", "HEAD_WEIGHTS", "ClassifierHead", "HeadSpec", "check_head_weights", "choose_head"]
 

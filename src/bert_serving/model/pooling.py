@@ -11,51 +11,12 @@ Differences from 1.10.0, all deliberate:
 
 from __future__ import annotations
 
-from enum import Enum
-
 import torch
 
 from .packing import Packing
+from .strategies import PoolingStrategy
 
 __all__ = ["PoolingStrategy", "pool"]
-
-
-class PoolingStrategy(Enum):
-    # values are the original's: SHOW_CONFIG reports them as ints
-    NONE = 0
-    REDUCE_MAX = 1
-    REDUCE_MEAN = 2
-    REDUCE_MEAN_MAX = 3
-    FIRST_TOKEN = 4
-    LAST_TOKEN = 5
-    CLS_TOKEN = 4  # alias of FIRST_TOKEN
-    SEP_TOKEN = 5  # alias of LAST_TOKEN
-    CLS_POOLED = 6
-    CLASSIFICATION = 7  # softmax over a fine-tuned classifier head (`heads`), -num_labels outputs
-    REGRESSION = 8  # sigmoid of a fine-tuned one-output head (`heads`)
-    REDUCE_WEIGHTED_MEAN = 9  # sentence-transformers' weightedmean: token i weighs i + 1
-    REDUCE_MEAN_SQRT_LEN = 10  # sentence-transformers' mean_sqrt_len_tokens: sum / sqrt(count)
-
-    def __str__(self) -> str:
-        return self.name
-
-    @classmethod
-    def from_string(cls, value: str) -> PoolingStrategy:
-        try:
-            return cls[value.strip().upper()]
-        except KeyError:
-            names = ", ".join(cls.__members__)
-            raise ValueError(f"unknown pooling strategy {value!r}; choose one of {names}") from None
-
-    @property
-    def per_token(self) -> bool:
-        """True when the output keeps one vector per token (``[N, T, D]``)."""
-        return self is PoolingStrategy.NONE
-
-    @property
-    def is_head(self) -> bool:
-        """True for the strategies that answer a fine-tuned head's scores instead of a vector."""
-        return self in (PoolingStrategy.CLASSIFICATION, PoolingStrategy.REGRESSION)
 
 
 def pool(

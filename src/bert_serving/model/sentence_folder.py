@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import ConfigurationError
-from .pooling import PoolingStrategy
+from .strategies import PoolingStrategy
 
 __all__ = ["NO_LIMIT", "ModelDefaults", "read_json", "read_sentence_transformers"]
 

@@ -16,44 +16,14 @@ from .architectures import ModelConfig, read_config
 from .heads import HeadSpec, check_head_weights, choose_head
 from .loading import ModelSource, head_shapes, locate_model, weight_names
 from .outputs import OutputLayout
-from .pooling import PoolingStrategy
 from .prompts import Prompts
+from .settings import AUTO, DTYPES, EncoderSettings
+from .strategies import PoolingStrategy
 from .tokenization import Tokenizer
 
 __all__ = ["AUTO", "DTYPES", "EncoderSettings", "ModelSpec", "resolve"]
 
 logger = logging.getLogger(__name__)
-
-AUTO = "auto"
-
-
-@dataclass(frozen=True)
-class EncoderSettings:
-    """The model-side flags of ``bert-serving-start``; ``None`` or ``"auto"`` = the model's default."""
-
-    model_dir: str | None = None
-    tuned_model_dir: str | None = None
-    ckpt_name: str = "bert_model.ckpt"
-    config_name: str = "bert_config.json"
-    max_seq_len: int | None | str = AUTO  # a number, None for dynamic, or "auto"
-    do_lower_case: bool | None = None
-    pooling_strategy: PoolingStrategy | None = None
-    pooling_layer: tuple[int, ...] | None = None
-    mask_cls_sep: bool = False
-    no_special_token: bool = False
-    no_position_embeddings: bool = False
-    normalize: bool | None = None
-    fixed_embed_length: bool = False
-    show_tokens: bool = False
-    fp16: bool = False  # the original's flag: half precision on GPU, float16 vectors
-    dtype: str = "float32"  # compute precision: float32, bfloat16 (fast on CPUs with AMX), float16 (GPU)
-    default_prompt_name: str | None = None  # one of the model's prompts, applied when a request names none
-    trust_remote_code: bool = False  # run a model's own Python code (config.json auto_map)
-    num_labels: int | None = None  # the original's -num_labels: outputs of a CLASSIFICATION head (default 2)
-
-
-DTYPES = ("float32", "bfloat16", "float16")
-
 
 @dataclass(frozen=True)
 class ModelSpec:

@@ -15,8 +15,8 @@ import sys
 
 from .. import __version__, protocol
 from ..errors import BertServingError, ConfigurationError
-from ..model.encoder import AUTO
-from ..model.pooling import PoolingStrategy
+from ..model.settings import AUTO
+from ..model.strategies import PoolingStrategy
 
 API_KEY_ENV = "BERT_SERVING_API_KEY"
 TERMINATE_TOKEN_ENV = "BERT_SERVING_TERMINATE_TOKEN"

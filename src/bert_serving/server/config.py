@@ -12,8 +12,8 @@ import os
 from dataclasses import asdict, dataclass, field, fields
 
 from ..errors import ConfigurationError
-from ..model.encoder import AUTO, EncoderSettings
-from ..model.pooling import PoolingStrategy
+from ..model.settings import AUTO, EncoderSettings
+from ..model.strategies import PoolingStrategy
 
 __all__ = ["ServerConfig"]
 

@@ -33,8 +33,8 @@ from typing import Sequence
 
 import numpy as np
 
-from ...model.encoder import EncoderSettings
 from ...model.features import Features
+from ...model.settings import EncoderSettings
 
 __all__ = ["BATCH", "ERR", "OK", "READY", "STOP", "Channel", "error_frames", "pack", "settings_from_json",
            "settings_to_json", "unpack"]

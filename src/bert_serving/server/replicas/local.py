@@ -13,8 +13,8 @@ import sys
 
 import numpy as np
 
-from ...model.encoder import EncoderSettings
 from ...model.features import Features
+from ...model.settings import EncoderSettings
 from .channel import ERR, OK, READY, STOP, Channel, pack, settings_to_json
 from .pool import Finished, ReplicaCrashed, WorkerPool
 
