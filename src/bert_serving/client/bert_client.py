@@ -17,6 +17,8 @@ import zmq
 
 from .. import protocol
 from ..errors import ServerTimeoutError
+from .curve import secure
+from .inputs import check_pairs, check_texts, check_token_lists, within_length
 
 __all__ = ["BertClient", "RerankResult", "Response", "__version__"]
 
@@ -96,7 +98,7 @@ class BertClient:
             sock.linger = 0
             protocol.keep_alive(sock)
             if curve_server_key is not None:
-                _secure(sock, curve_server_key, curve_client_cert)
+                secure(sock, curve_server_key, curve_client_cert)
         self.sender.connect(f"tcp://{ip}:{port}")
         self.receiver.setsockopt(zmq.SUBSCRIBE, self.identity)
         self.receiver.connect(f"tcp://{ip}:{port_out}")
@@ -317,7 +319,7 @@ class BertClient:
         (``"A ||| B"`` a pair, as for `encode`) or an explicit pair ``[A, B]``. ``raw_scores``:
         the logits, before the model's activation. A server that embeds raises
         `UnsupportedTaskError`."""
-        _check_pairs(texts)
+        check_pairs(texts)
         scores, _ = self._encode_chunks([list(t) if isinstance(t, tuple) else t for t in texts], show_progress,
                                         payload=lambda chunk: protocol.predict_payload(chunk, raw_scores))
         return scores
@@ -394,7 +396,11 @@ class BertClient:
         threading.Thread(target=run, daemon=True).start()
         return self.fetch(delay)
 
-    # checks -----------------------------------------------------------------------------------
+    # checks (1.10.0's static methods, kept under their names) -------------------------------------
+
+    _check_length = staticmethod(within_length)
+    _check_input_lst_str = staticmethod(check_texts)
+    _check_input_lst_lst_str = staticmethod(check_token_lists)
 
     def _warn_length(self, texts, is_tokenized: bool) -> None:
         if self.length_limit is None:
@@ -408,67 +414,11 @@ class BertClient:
             )
 
     @staticmethod
-    def _check_length(texts, len_limit: int, tokenized: bool) -> bool:
-        if tokenized:
-            return all(len(t) <= len_limit for t in texts)
-        return all(len(t.split()) <= len_limit for t in texts)
-
-    @staticmethod
-    def _check_input_lst_str(texts) -> None:
-        if not isinstance(texts, list):
-            raise TypeError(f"texts must be a list of strings, got {type(texts).__name__}")
-        if not texts:
-            raise ValueError("texts must be a non-empty list")
-        for i, text in enumerate(texts):
-            if not isinstance(text, str):
-                raise TypeError(f"all texts must be strings, but texts[{i}] is {type(text).__name__}")
-            if not text.strip():
-                raise ValueError(f"all texts must be non-blank, but texts[{i}] is {text!r}")
-
-    @staticmethod
-    def _check_input_lst_lst_str(texts) -> None:
-        if not isinstance(texts, list):
-            raise TypeError(f"texts must be a list of token lists, got {type(texts).__name__}")
-        if not texts:
-            raise ValueError("texts must be a non-empty list")
-        for tokens in texts:
-            BertClient._check_input_lst_str(tokens)
-
-    @staticmethod
     def _print_dict(values: dict, title: str | None = None) -> None:
         if title:
             print(title)
         for key, value in values.items():
             print(f"{key:>30}\t=\t{value!s:<30}")
-
-
-def _check_pairs(texts) -> None:
-    if not isinstance(texts, list):
-        raise TypeError(f"texts must be a list of strings or [A, B] pairs, got {type(texts).__name__}")
-    if not texts:
-        raise ValueError("texts must be a non-empty list")
-    for i, text in enumerate(texts):
-        parts = [text] if isinstance(text, str) else text
-        if not isinstance(parts, (list, tuple)) or not 1 <= len(parts) <= 2 or not all(isinstance(p, str) for p in parts):
-            raise TypeError(f"texts[{i}] must be a string or a pair [A, B] of strings, got {text!r:.80}")
-        if not all(p.strip() for p in parts):
-            raise ValueError(f"all texts must be non-blank, but texts[{i}] is {text!r}")
-
-
-def _secure(sock: zmq.Socket, server_key: bytes | str, client_cert: str | None) -> None:
-    import zmq.auth
-
-    if isinstance(server_key, str):
-        server_key = zmq.auth.load_certificate(server_key)[0]
-    if client_cert is not None:
-        public, secret = zmq.auth.load_certificate(client_cert)
-        if secret is None:
-            raise ValueError(f"{client_cert} holds no secret key; pass the client's .key_secret file")
-    else:
-        public, secret = zmq.curve_keypair()
-    sock.curve_serverkey = server_key
-    sock.curve_publickey = public
-    sock.curve_secretkey = secret
 
 
 def _progress_bar(total: int):
