@@ -23,7 +23,7 @@ import sys
 import numpy as np
 
 from .channel import BATCH, OK, READY, Channel, error_frames, settings_from_json, unpack
-from .runtime import HeapTrimmer, load_encoder
+from .runtime import CpuThreads, HeapTrimmer, load_encoder
 
 __all__ = ["serve"]
 
@@ -66,10 +66,14 @@ def serve() -> None:
             return
         channel.send([READY, json.dumps({"pid": os.getpid(), "device": orders["device"]}).encode()])
         trimmer = HeapTrimmer()
+        cpu_threads = CpuThreads.for_encoder(encoder, orders["device"], orders["threads"])
         while (frames := _receive(channel, parent)) is not None and frames[0] == BATCH:
             seq = json.loads(frames[1])["seq"]
             try:
-                vectors = np.ascontiguousarray(encoder.embed(unpack(frames[2:])))
+                features = unpack(frames[2:])
+                if cpu_threads is not None:
+                    cpu_threads.for_batch(features.num_tokens)
+                vectors = np.ascontiguousarray(encoder.embed(features))
             except Exception as exc:
                 logger.exception("batch %d failed", seq)
                 encoder.release_memory()

@@ -1,5 +1,6 @@
-"""Workers give their fragmented heap back (`HeapTrimmer`): the soak's workers grew by 0.4 GB
-in seven minutes without it."""
+"""What every replica does around its batches: give its fragmented heap back (`HeapTrimmer`; the
+soak's workers grew by 0.4 GB in seven minutes without it) and run small batches on one thread
+(`CpuThreads`)."""
 
 from __future__ import annotations
 
@@ -63,3 +64,20 @@ def test_a_fragmented_heap_is_given_back():
     assert done.returncode == 0, done.stderr
     freed, trimmed = map(float, done.stdout.split())
     assert freed - trimmed > 150, (freed, trimmed)
+
+
+def test_small_batches_run_on_one_thread_big_ones_on_all():
+    torch = pytest.importorskip("torch")
+    from bert_serving.server.replicas.runtime import CpuThreads
+
+    before = torch.get_num_threads()
+    try:
+        tiny = CpuThreads(2, hidden_size=32, num_layers=1)  # the overhead benchmark's negligible model
+        assert tiny.for_batch(30) == 1 and torch.get_num_threads() == 1
+        assert tiny.for_batch(1024) == 1  # 25 MFLOP: waking a second thread costs more
+        minilm = CpuThreads(2, hidden_size=384, num_layers=6)
+        assert minilm.for_batch(2) == 1
+        assert minilm.for_batch(30) == 2 and torch.get_num_threads() == 2  # one sentence, 630 MFLOP
+        assert CpuThreads(1, hidden_size=768, num_layers=12).for_batch(100_000) == 1  # never above -worker_threads
+    finally:
+        torch.set_num_threads(before)
