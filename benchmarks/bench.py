@@ -33,6 +33,7 @@ from pathlib import Path
 
 import numpy as np
 import zmq
+from procs import free_ports
 
 HERE = Path(__file__).resolve().parent
 TIMEOUT_S = 120  # a contender silent this long has hung: it is reported so, and measured no further
@@ -137,7 +138,7 @@ class Infinity(HttpEmbedder):
     def __init__(self, venv: Path) -> None:
         from bert_serving.model.loading import default_model_dir
 
-        port = _free_port()
+        port = free_ports(1)[0]
         model = str(default_model_dir())
         env = {**os.environ, "HF_HUB_OFFLINE": "1", "INFINITY_ANONYMOUS_USAGE_STATS": "0"}
         self.proc = subprocess.Popen(
@@ -161,12 +162,6 @@ class Infinity(HttpEmbedder):
         except subprocess.TimeoutExpired:  # a wedged server may not even stop
             self.proc.kill()
             self.proc.wait(20)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class InProcess:
@@ -293,7 +288,7 @@ def main() -> None:
     for spec in args.variant:
         name, _, flags = spec.partition("=")
         variants[f"server {name}"] = shlex.split(flags)
-    http_port = _free_port()
+    http_port = free_ports(1)[0]
     servers = {name: Server(*extra, *flags, *([f"-http_port={http_port}"] if args.http and name == "server" else []))
                for name, flags in variants.items()}
     peers: dict[str, HttpEmbedder] = {}

@@ -36,7 +36,6 @@ import os
 import platform
 import shlex
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -51,16 +50,11 @@ import zmq
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from loadgen import http_bulk, http_single, many, stock_client_dir, zmq_bulk, zmq_single  # noqa: E402
+from procs import free_ports  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 CORPUS = HERE / "corpus.txt"
 BULK = 1024
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 # --- the bare echo servers (run as `overhead.py --echo-zmq/--echo-http ...` in their own process) -----------------
@@ -166,8 +160,8 @@ def cpu_seconds(pid: int) -> float:
 
 class Server(Process):
     def __init__(self, model_dir: str | None, device: str, flags: list[str], http: bool) -> None:
-        self.port, self.port_out = free_port(), free_port()
-        self.http_port = free_port() if http else None
+        self.port, self.port_out, http_port = free_ports(3)
+        self.http_port = http_port if http else None
         argv = [sys.executable, "-m", "bert_serving.server", f"-port={self.port}", f"-port_out={self.port_out}",
                 "-bind=127.0.0.1", *(["-model_dir", model_dir] if model_dir else []),
                 *(["-device_map", "0"] if device == "cuda" else ["-cpu"]),
@@ -220,10 +214,10 @@ def run_model(name: str, args, corpus: list[str], work: Path) -> dict:
     folder = model_folder(name, work)
     dim = {"negligible": 32, "minilm": 384, "minilm-shaped": 384, "bert-base-shaped": 768}[name]
     singles, small, bulk = corpus[-args.singles:], corpus[:2000], corpus[:BULK]
-    echo_ports = (free_port(), free_port())
+    echo_ports = tuple(free_ports(2))
     me = [sys.executable, str(Path(__file__).resolve())]
     contenders = {"echo": Process([*me, "--echo-zmq", *map(str, echo_ports), str(dim)])}
-    http_echo_port = free_port()
+    http_echo_port = free_ports(1)[0]
     if args.http:
         contenders["http echo"] = Process([*me, "--echo-http", str(http_echo_port), str(dim)])
     servers = {"server": Server(folder, args.device, shlex.split(args.server_flags), args.http)}

@@ -39,6 +39,7 @@ from datetime import datetime
 from pathlib import Path
 
 import numpy as np
+from procs import free_ports
 
 HERE = Path(__file__).resolve().parent
 SERVER = [sys.executable, "-c", "from bert_serving.server.cli import main; main()"]  # bert-serving-start
@@ -70,18 +71,6 @@ def make_cross_encoder(folder: Path, shape: Path | None = None, seed: int = 0) -
             (raw / name).write_bytes((shape / name).read_bytes())
     CrossEncoder(str(raw), device="cpu").save(str(folder))
     return folder
-
-
-def free_ports(n: int) -> list[int]:
-    import socket
-
-    sockets = [socket.socket() for _ in range(n)]
-    for s in sockets:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
 
 
 class Server:
