@@ -81,7 +81,7 @@ def serve() -> None:
                 continue
             meta = {"seq": seq, "dtype": str(vectors.dtype), "shape": list(vectors.shape)}
             channel.send([OK, json.dumps(meta).encode(), vectors])
-            del vectors, frames
+            del vectors, frames, features  # the batch's buffers, before a trim
             trimmer.maybe_trim()
     except (BrokenPipeError, ConnectionResetError):  # the server went away mid-answer
         pass
