@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -242,8 +243,13 @@ def _json(value: Any) -> bytes:
     return json.dumps(value, ensure_ascii=False, default=str).encode("utf-8")
 
 
+@lru_cache(maxsize=None)
+def _dtype_name(dtype: np.dtype) -> str:
+    return str(dtype)  # "float32": what 1.10.0 wrote; numpy builds the name in Python, each time
+
+
 def result_frames(identity: bytes, req_id: int, array: np.ndarray, tokens: list | None = None) -> list:
-    header = {"dtype": str(array.dtype), "shape": list(array.shape), "tokens": tokens if tokens is not None else ""}
+    header = {"dtype": _dtype_name(array.dtype), "shape": list(array.shape), "tokens": tokens if tokens is not None else ""}
     return [identity, _json(header), np.ascontiguousarray(array), b"%d" % req_id]
 
 

@@ -145,3 +145,18 @@ def test_the_tokenizer_json_decides_the_special_tokens_as_transformers_reads_it(
     for text, pair in (("the cat sat", None), ("the cat", "sat on the mat")):
         features = ours.encode([text if pair is None else f"{text} ||| {pair}"], prompt="")
         assert features.input_ids.tolist() == theirs(text, pair, truncation=True, max_length=ours.max_length)["input_ids"]
+
+
+@pytest.mark.parametrize("family", ["bert", "roberta", "xlm-roberta", "mpnet", "modernbert", "deberta-v2", "qwen3"])
+@pytest.mark.parametrize("mask_cls_sep", [False, True])
+def test_asking_for_the_word_pieces_changes_no_feature(family_model, family, mask_cls_sep) -> None:
+    # texts alone are framed as whole arrays, requests that keep their word pieces row by row:
+    # both must give every family's template the same ids, types and pool mask
+    tok = resolve(EncoderSettings(model_dir=str(family_model(family)), mask_cls_sep=mask_cls_sep,
+                                  max_seq_len=12)).tokenizer()
+    texts = ["", "a", "the cat sat on the mat " * 20, "Café 中文 test", "hello world"]
+    for hidden in (0, 3):  # a prompt's positions that pooling leaves out
+        plain, kept = (tok._features(tok._wordpieces(texts), True, keep, hidden) for keep in (False, True))
+        for field in ("input_ids", "type_ids", "pool_mask", "offsets"):
+            assert getattr(plain, field).dtype == getattr(kept, field).dtype
+            assert getattr(plain, field).tolist() == getattr(kept, field).tolist(), (field, hidden)

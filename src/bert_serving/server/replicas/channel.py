@@ -71,17 +71,22 @@ class Channel:
         """True when a message (or the end of the stream) is waiting."""
         return bool(self._poller.poll(max(0, int(timeout_s * 1000))))
 
-    def receive(self) -> list[bytearray]:
-        """The next message (blocking); `EOFError` once the other end is closed."""
+    def receive(self) -> list[memoryview]:
+        """The next message (blocking), its frames as views of one buffer; `EOFError` once the
+        other end is closed. Three reads, whatever the number of frames."""
         count = struct.unpack("<I", self._read(4))[0]
         lengths = struct.unpack(f"<{count}Q", self._read(8 * count))
-        return [self._read(n) for n in lengths]
+        body, frames, start = memoryview(self._read(sum(lengths))), [], 0
+        for n in lengths:
+            frames.append(body[start : start + n])
+            start += n
+        return frames
 
     def _read(self, n: int) -> bytearray:
         buffer = bytearray(n)
         view, got = memoryview(buffer), 0
         while got < n:
-            read = self.sock.recv_into(view[got:], n - got)
+            read = self.sock.recv_into(view[got:], n - got, socket.MSG_WAITALL)
             if not read:
                 raise EOFError("the other end of the channel is closed")
             got += read

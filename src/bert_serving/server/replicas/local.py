@@ -59,10 +59,10 @@ class LocalReplica:
             self._check_alive()
         frames = self._receive_message()
         if frames[0] == ERR:
-            raise RuntimeError(json.loads(frames[1])["message"])
+            raise RuntimeError(json.loads(bytes(frames[1]))["message"])
         if frames[0] != READY:
             raise RuntimeError(f"{self.name} sent {bytes(frames[0])!r} instead of READY")
-        logger.info("%s ready (pid %d)", self.name, json.loads(frames[1])["pid"])
+        logger.info("%s ready (pid %d)", self.name, json.loads(bytes(frames[1]))["pid"])
 
     def send(self, seq: int, features: Features) -> None:
         try:
@@ -75,7 +75,7 @@ class LocalReplica:
             self._check_alive()
             return None
         frames = self._receive_message()
-        kind, meta = bytes(frames[0]), json.loads(frames[1])
+        kind, meta = bytes(frames[0]), json.loads(bytes(frames[1]))
         if kind == OK:
             vectors = np.frombuffer(frames[2], dtype=meta["dtype"]).reshape(meta["shape"])
             return Finished(meta["seq"], vectors)
@@ -83,7 +83,7 @@ class LocalReplica:
             return Finished(meta["seq"], error=meta["message"], out_of_memory=meta.get("out_of_memory", False))
         raise ReplicaCrashed(f"{self.name} sent an unknown frame {kind!r}")
 
-    def _receive_message(self) -> list[bytearray]:
+    def _receive_message(self) -> list[memoryview]:
         try:
             return self._channel.receive()
         except (EOFError, OSError):

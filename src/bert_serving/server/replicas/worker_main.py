@@ -68,7 +68,7 @@ def serve() -> None:
         trimmer = HeapTrimmer()
         cpu_threads = CpuThreads.for_encoder(encoder, orders["device"], orders["threads"])
         while (frames := _receive(channel, parent)) is not None and frames[0] == BATCH:
-            seq = json.loads(frames[1])["seq"]
+            seq = json.loads(bytes(frames[1]))["seq"]
             try:
                 features = unpack(frames[2:])
                 if cpu_threads is not None:
@@ -79,7 +79,7 @@ def serve() -> None:
                 encoder.release_memory()
                 channel.send(error_frames(seq, exc))
                 continue
-            meta = {"seq": seq, "dtype": str(vectors.dtype), "shape": list(vectors.shape)}
+            meta = {"seq": seq, "dtype": vectors.dtype.str, "shape": vectors.shape}
             channel.send([OK, json.dumps(meta).encode(), vectors])
             del vectors, frames, features  # the batch's buffers, before a trim
             trimmer.maybe_trim()
