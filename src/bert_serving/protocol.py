@@ -249,8 +249,12 @@ def _dtype_name(dtype: np.dtype) -> str:
 
 
 def result_frames(identity: bytes, req_id: int, array: np.ndarray, tokens: list | None = None) -> list:
-    header = {"dtype": _dtype_name(array.dtype), "shape": list(array.shape), "tokens": tokens if tokens is not None else ""}
-    return [identity, _json(header), np.ascontiguousarray(array), b"%d" % req_id]
+    if tokens is None:  # the usual answer: json.dumps's bytes, written directly (a few microseconds less)
+        header = b'{"dtype": "%s", "shape": [%s], "tokens": ""}' % (
+            _dtype_name(array.dtype).encode(), ", ".join(map(str, array.shape)).encode())
+    else:
+        header = _json({"dtype": _dtype_name(array.dtype), "shape": list(array.shape), "tokens": tokens})
+    return [identity, header, np.ascontiguousarray(array), b"%d" % req_id]
 
 
 def error_frames(identity: bytes, req_id: int, error: BertServingError) -> list[bytes]:

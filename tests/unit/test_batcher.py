@@ -202,3 +202,33 @@ def test_rows_of_abandoned_requests_are_dropped_before_they_run() -> None:
     rest = drain(batcher)
     assert all(rows_of(b).keys() == {kept.id} for b in rest) and sum(len(b) for b in rest) == 6
     assert batcher.queued_rows == 0 and batcher.next_batch(timeout=0) is None
+
+
+def test_a_batch_carries_exactly_its_rows_tokens_whether_requests_are_taken_whole_or_in_part() -> None:
+    rng = np.random.default_rng(0)
+
+    def random_request(n_rows: int) -> Request:
+        ids = [rng.integers(0, 1000, rng.integers(1, 9)).tolist() for _ in range(n_rows)]
+        return Request(Features.from_lists(ids, [[i % 2 for i in range(len(r))] for r in ids],
+                                           [[i > 0 for i in range(len(r))] for r in ids]),
+                       reply=lambda outcome: None, client="test")
+
+    whole = [random_request(1), random_request(3), random_request(2)]  # small requests: taken whole
+    big = random_request(40)  # split over several batches
+    batcher = Batcher(max_batch_size=16, max_batch_tokens=10_000, priority_batch_size=4)
+    for req in (*whole, big):
+        submit(batcher, req)
+    seen = 0
+    for batch in drain(batcher):
+        features, start = batch.features, 0
+        for req, rows in batch.segments:
+            for row in rows:
+                source = req.features
+                a, b = source.offsets[row], source.offsets[row + 1]
+                c, d = features.offsets[start], features.offsets[start + 1]
+                for name in ("input_ids", "type_ids", "pool_mask"):
+                    assert getattr(features, name)[c:d].tolist() == getattr(source, name)[a:b].tolist()
+                start += 1
+        assert start == len(features) == len(batch)
+        seen += start
+    assert seen == 46

@@ -62,6 +62,8 @@ class Features:
     @staticmethod
     def concat(parts: Sequence[Features], rows: Sequence[Sequence[int] | np.ndarray] | None = None) -> Features:
         """Rows of several `Features` (all rows when ``rows`` is None) as one `Features`."""
+        if rows is None or all(_all_rows(part, picked) for part, picked in zip(parts, rows)):
+            return _joined(parts)
         starts, ends, sources = [], [], []
         for index, part in enumerate(parts):
             picked = np.arange(len(part)) if rows is None else np.asarray(rows[index], dtype=np.int64)
@@ -88,6 +90,27 @@ class Features:
         if all(p.tokens is not None for p in parts):
             tokens = tuple(parts[s].tokens[r] for s, r in zip(source, _row_ids(parts, rows)))
         return Features(gather("input_ids"), gather("type_ids"), gather("pool_mask"), offsets, tokens)
+
+
+def _all_rows(part: Features, picked: Sequence[int] | np.ndarray) -> bool:
+    """``picked`` is every row of ``part``, in order (a batch of small requests takes them whole)."""
+    n = len(part)
+    if len(picked) != n:
+        return False
+    return n == 0 or (int(picked[0]) == 0 and (n == 1 or bool(np.array_equal(picked, np.arange(n)))))
+
+
+def _joined(parts: Sequence[Features]) -> Features:
+    """Whole `Features` end to end: their arrays concatenated, the offsets shifted."""
+    if len(parts) == 1:
+        return parts[0]
+    offsets = np.zeros(sum(len(p) for p in parts) + 1, dtype=np.int64)
+    np.cumsum(np.concatenate([p.lengths for p in parts]), out=offsets[1:])
+    tokens = None
+    if all(p.tokens is not None for p in parts):
+        tokens = tuple(t for p in parts for t in p.tokens)
+    return Features(np.concatenate([p.input_ids for p in parts]), np.concatenate([p.type_ids for p in parts]),
+                    np.concatenate([p.pool_mask for p in parts]), offsets, tokens)
 
 
 def _row_ids(parts: Sequence[Features], rows) -> list[int]:
