@@ -8,7 +8,7 @@ import threading
 import numpy as np
 import pytest
 
-from bert_serving.errors import OverloadedError, PayloadTooLargeError, ServerError
+from bert_serving.errors import InvalidRequestError, OverloadedError, PayloadTooLargeError, ServerError
 from bert_serving.model import EncoderSettings, PoolingStrategy, resolve
 from bert_serving.server.pipeline.batcher import Batcher
 from bert_serving.server.pipeline.budget import MemoryBudget, size_of_texts
@@ -177,3 +177,40 @@ def test_a_requests_prompt_is_checked_at_the_door_and_the_pipeline_goes_on(famil
     assert run_all(batcher, sink) == 2 and plain.wait().error is None and prompted.wait().error is None
     assert prompted.outcomes[-1].num_tokens > plain.outcomes[-1].num_tokens  # the prompt's tokens are counted
     intake.close()
+
+
+def test_requests_read_together_are_tokenized_in_one_call_each_as_if_alone() -> None:
+    intake, batcher, sink, stats, budget, spec = pipeline()
+    alone = spec.tokenizer()
+    calls = []
+    encode = intake._tokenizer.encode
+    intake._tokenizer.encode = lambda texts, *a, **kw: calls.append(len(texts)) or encode(texts, *a, **kw)
+    requests = [["the cat sat"], ["on the mat", "hello"], [["the", "cat"]], ["one ||| two"], [["mat"]], ["x" * 3]]
+    answers = [Answers() for _ in requests]
+    with intake.together():
+        for texts, answer in zip(requests, answers):
+            intake.submit(texts, isinstance(texts[0], list), answer, "t")
+        assert batcher.queued_rows == 0  # nothing tokenized yet
+    assert sorted(calls) == [2, 5]  # one call for the texts, one for the token lists
+    queued = {}
+    while (batch := batcher.next_batch(timeout=0)) is not None:
+        for request, rows in batch.segments:
+            queued[id(request.reply)] = request.features
+    for texts, answer in zip(requests, answers):
+        got, want = queued[id(answer)], alone.encode(texts, isinstance(texts[0], list))
+        for field in ("input_ids", "type_ids", "pool_mask", "offsets"):
+            assert getattr(got, field).tolist() == getattr(want, field).tolist()
+
+
+def test_a_malformed_request_read_together_with_others_fails_alone() -> None:
+    intake, batcher, sink, stats, budget, spec = pipeline()
+    good, bad, also_good = Answers(), Answers(), Answers()
+    with intake.together():
+        intake.submit(["the cat sat"], False, good, "t")
+        intake.submit(["fine", 42], False, bad, "t")  # not a text
+        intake.submit(["on the mat"], False, also_good, "t")
+    error = bad.wait().error
+    assert isinstance(error, InvalidRequestError) and error.message == "texts[1] must be a string, got int"
+    assert run_all(batcher, sink) == 2
+    assert good.wait().error is None and also_good.wait().error is None
+    assert budget.used_bytes == 0 and batcher.queued_rows == 0

@@ -55,6 +55,12 @@ class Features:
             tokens=None if tokens is None else tuple(tuple(t) for t in tokens),
         )
 
+    def rows(self, start: int, stop: int) -> Features:
+        """Sequences ``start`` to ``stop`` (not included): views of this one's arrays."""
+        a, b = int(self.offsets[start]), int(self.offsets[stop])
+        return Features(self.input_ids[a:b], self.type_ids[a:b], self.pool_mask[a:b],
+                        self.offsets[start : stop + 1] - a, None if self.tokens is None else self.tokens[start:stop])
+
     def take(self, rows: Sequence[int] | np.ndarray) -> Features:
         """The sequences at ``rows``, in that order."""
         return Features.concat([self], [rows])

@@ -17,6 +17,7 @@ import logging
 import sys
 import threading
 import time
+from contextlib import AbstractContextManager
 from datetime import datetime
 
 import zmq
@@ -298,6 +299,9 @@ class BertServer(threading.Thread):
             reply = scored_reply(reply, self._served, task, raw_scores, self.stats)
         return self.intake.submit(texts, is_tokenized, reply, client, pairs=task in ("predict", "rerank"),
                                   prompt_name=prompt_name, prompt=prompt)
+
+    def together(self) -> AbstractContextManager[None]:
+        return self.intake.together()
 
     def serving(self) -> bool:
         return self.is_ready.is_set()

@@ -6,6 +6,7 @@ depend on this narrow face instead of on the server's internals, and never on ea
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Mapping, Protocol
 
@@ -51,6 +52,10 @@ class Gateway(Protocol):
         (`Tokenizer.encode_pairs`). ``raw_scores``: a head's logits, without its activation.
         ``prompt_name`` (one of the model's prompts) or ``prompt`` (a text) goes before each text
         of an embedding request; neither: the model's default prompt, if it has one."""
+
+    def together(self) -> AbstractContextManager[None]:
+        """Small requests this thread submits inside are tokenized together when it ends (an
+        edge that reads several messages at once: one tokenizer call for all of them)."""
 
     def status(self, with_statistic: bool = False, client: str = "") -> dict[str, object]:
         """SHOW_CONFIG, and with ``with_statistic`` SHOW_STATUS, as the stock client reads them."""

@@ -1,8 +1,11 @@
 """`Intake`: the one door into the pipeline for both edges (ZeroMQ and HTTP).
 
 It tokenizes big requests on its own threads, so neither the sockets' I/O thread nor the workers
-wait for them, and small ones (a few short texts, most requests) at once on the caller's thread,
-where that costs less than handing them over; then it queues the request in the batcher.
+wait for them, and small ones (a few short texts, most requests) on the caller's thread, where
+that costs less than handing them over; then it queues the request in the batcher. Small
+requests submitted inside `together` (the ZeroMQ edge's messages of one read) are tokenized in
+one call when it ends: the tokenizer's per-call cost is paid once, and its work spreads over the
+cores.
 Whatever goes wrong on the way (malformed texts, a full backlog, a result too large to hold, a
 bug) is answered through the request's own reply callback: every request accepted here gets
 exactly one answer, unless its edge abandons its `Ticket` first (the client went away).
@@ -19,9 +22,12 @@ import logging
 import queue
 import threading
 import time
-from typing import Callable
+from contextlib import contextmanager
+from itertools import accumulate
+from typing import Callable, Iterator, NamedTuple
 
 from ...errors import BertServingError, InvalidRequestError, NotReadyError, PayloadTooLargeError, ServerError
+from ...model.features import Features
 from ...model.outputs import OutputLayout
 from ...model.prompts import Prompts
 from ...model.tokenization import Tokenizer
@@ -66,6 +72,7 @@ class Intake:
         self.max_result_bytes = max_result_bytes
         self._pool = _Threads(threads, "tokenize")
         self._closed = False
+        self._local = threading.local()  # .group: the open `together` group of this thread
 
     def submit(self, texts: object, is_tokenized: bool, reply: ReplyFn, client: str, *,
                pairs: bool = False, prompt_name: object = None, prompt: object = None) -> Ticket:
@@ -98,12 +105,47 @@ class Intake:
             self._refuse(reply, exc)
             return ticket
         received = time.perf_counter()
-        work = (ticket, texts, is_tokenized, reply, client, received, count, text_bytes, pairs, chosen)
-        if _is_small(texts):
-            self._tokenize(*work)
-        else:
+        work = _Work(ticket, texts, is_tokenized, reply, client, received, count, text_bytes, pairs, chosen)
+        if not _is_small(texts):
             self._pool.submit(self._tokenize, *work)
+        elif (group := getattr(self._local, "group", None)) is not None and not pairs:
+            group.append(work)
+        else:
+            self._tokenize(*work)
         return ticket
+
+    @contextmanager
+    def together(self) -> Iterator[None]:
+        """Small requests this thread submits inside are tokenized together when it ends."""
+        group: list[_Work] = []
+        self._local.group = group
+        try:
+            yield
+        finally:
+            self._local.group = None
+            if group:
+                self._tokenize_group(group)
+
+    def _tokenize_group(self, group: list[_Work]) -> None:
+        """One tokenizer call for the texts of the requests of each kind (texts or token lists)
+        and prompt; then each request is queued, in order of arrival within its kind. Should a
+        call fail (a malformed request among them), each request is tokenized alone, to get
+        its own answer."""
+        kinds: dict[tuple[bool, str | None], list[_Work]] = {}
+        for work in group:
+            kinds.setdefault((work.is_tokenized, work.prompt), []).append(work)
+        for (is_tokenized, prompt), works in kinds.items():
+            parts: list[Features | None] = [None] * len(works)
+            if len(works) > 1:
+                try:
+                    texts = [text for work in works for text in work.texts]
+                    features = self._tokenizer.encode(texts, is_tokenized, keep_tokens=self._keep_tokens, prompt=prompt)
+                    ends = accumulate(work.count for work in works)
+                    parts = [features.rows(end - work.count, end) for work, end in zip(works, ends)]
+                except Exception:  # each request alone finds (and answers) its own error
+                    pass
+            for work, features in zip(works, parts):
+                self._tokenize(*work, features=features)
 
     def _prompt(self, pairs: bool, prompt_name: object, prompt: object) -> str | None:
         """The prompt text of an embedding request; pairs (predict, rerank) take none."""
@@ -129,10 +171,12 @@ class Intake:
         return nbytes
 
     def _tokenize(self, ticket: Ticket, texts, is_tokenized: bool, reply: ReplyFn, client: str, received: float,
-                  count: int, text_bytes: int, pairs: bool, prompt: str | None) -> None:
+                  count: int, text_bytes: int, pairs: bool, prompt: str | None, *,
+                  features: Features | None = None) -> None:
+        """Tokenize (unless ``features`` are given: done together with others) and queue."""
         try:
             error = self._queue(ticket, texts, is_tokenized, reply, client, received, count, text_bytes, pairs,
-                                prompt)
+                                prompt, features)
         except Exception as exc:  # a bug here must still answer the client
             logger.exception("queueing a request failed")
             error = ServerError(f"the server failed to queue this request ({type(exc).__name__}); it has been logged")
@@ -140,7 +184,8 @@ class Intake:
             self._refuse(reply, error)
 
     def _queue(self, ticket: Ticket, texts, is_tokenized: bool, reply: ReplyFn, client: str, received: float,
-               count: int, text_bytes: int, pairs: bool, prompt: str | None) -> BertServingError | None:
+               count: int, text_bytes: int, pairs: bool, prompt: str | None,
+               features: Features | None) -> BertServingError | None:
         """Tokenize and queue; the error to answer with instead (its admission given back)."""
         if ticket.abandoned:  # the client went away while the request waited to be tokenized
             self._budget.release(text_bytes)
@@ -149,9 +194,9 @@ class Intake:
             return None
         error: BertServingError | None = None
         try:
-            if pairs:
+            if features is None and pairs:
                 features = self._tokenizer.encode_pairs(texts, keep_tokens=self._keep_tokens)
-            else:
+            elif features is None:
                 features = self._tokenizer.encode(texts, is_tokenized, keep_tokens=self._keep_tokens, prompt=prompt)
             result_bytes = self._check_result_size(len(features), int(features.lengths.max(initial=0)))
         except BertServingError as exc:
@@ -191,6 +236,21 @@ class Intake:
         """Stop taking requests; those already handed over are still tokenized and queued."""
         self._closed = True
         self._pool.shutdown()
+
+
+class _Work(NamedTuple):
+    """An admitted request on its way to the batcher."""
+
+    ticket: Ticket
+    texts: list
+    is_tokenized: bool
+    reply: ReplyFn
+    client: str
+    received: float
+    count: int
+    text_bytes: int
+    pairs: bool
+    prompt: str | None
 
 
 class _Threads:

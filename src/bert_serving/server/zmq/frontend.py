@@ -186,7 +186,8 @@ class Frontend:
             if self._inbox in events:
                 _drain(self._inbox, self._publish_safely, 1000)
             if self.pull in events:
-                _drain(self.pull, self._handle_safely, 100)
+                with self._gateway.together():  # one tokenizer call for the small requests of this read
+                    _drain(self.pull, self._handle_safely, 100)
             self._expire_held(force=stopping)
             if stopping and not events:
                 return
