@@ -27,7 +27,7 @@ import errno
 import logging
 import threading
 import time
-from collections import defaultdict
+from collections import defaultdict, deque
 from typing import Callable
 
 import zmq
@@ -55,7 +55,9 @@ _FRAME_LIMIT_FACTOR = 4  # frames over this many times -max_request_bytes close 
 
 
 class Outbox:
-    """Thread-safe hand-off of outgoing frames to the thread that owns the PUB socket."""
+    """Thread-safe hand-off of outgoing frames to the thread that owns the PUB socket: a queue,
+    and one wake-up message on an inproc socket per batch of answers (not one per answer), sent
+    only while the I/O thread has not been woken already."""
 
     def __init__(self, ctx: zmq.Context, endpoint: str) -> None:
         self._ctx = ctx
@@ -63,8 +65,26 @@ class Outbox:
         self._local = threading.local()
         self._sockets: list[zmq.Socket] = []
         self._lock = threading.Lock()
+        self._waiting: deque[list] = deque()
+        self._woken = False
 
     def send(self, frames: list) -> None:
+        with self._lock:
+            self._waiting.append(frames)
+            if self._woken:
+                return
+            self._woken = True
+        self._wake_socket().send(b"")
+
+    def take(self) -> list[list]:
+        """Everything handed over so far (the I/O thread, once woken)."""
+        with self._lock:
+            taken = list(self._waiting)
+            self._waiting.clear()
+            self._woken = False
+        return taken
+
+    def _wake_socket(self) -> zmq.Socket:
         sock = getattr(self._local, "socket", None)
         if sock is None:
             sock = self._ctx.socket(zmq.PUSH)
@@ -73,7 +93,7 @@ class Outbox:
             self._local.socket = sock
             with self._lock:
                 self._sockets.append(sock)
-        sock.send_multipart(frames, copy=False)
+        return sock
 
     def close(self) -> None:
         with self._lock:
@@ -184,7 +204,9 @@ class Frontend:
             if self.pub in events:
                 self._subscriptions()
             if self._inbox in events:
-                _drain(self._inbox, self._publish_safely, 1000)
+                _drain(self._inbox, _ignore, 1000)  # wake-up calls: the answers wait in the outbox
+                for frames in self.outbox.take():
+                    self._publish_safely(frames)
             if self.pull in events:
                 with self._gateway.together():  # one tokenizer call for the small requests of this read
                     _drain(self.pull, self._handle_safely, 100)
@@ -324,6 +346,10 @@ def _drain(sock: zmq.Socket, handle: Callable[[list], None], limit: int) -> None
         except zmq.Again:
             return
         handle(frames)
+
+
+def _ignore(frames: list) -> None:
+    pass
 
 
 def _zmq_reply(outbox: Outbox, identity: bytes, req_id: int):
