@@ -150,8 +150,13 @@ def test_malformed_json_and_chunked_oversized_bodies(http) -> None:
             yield b"x" * 1000
         yield b'"]}'
 
+    before = http.get("/status/server").json()["statistic"]["errors"].get("payload_too_large", 0)
     response = http.post("/v1/embeddings", content=chunks(), headers={"content-type": "application/json"})
     assert response.status_code == 413 and response.json()["error"]["code"] == "payload_too_large"
+    response = http.post("/encode", json={"id": 1, "texts": ["a" * 30000]})  # announced too long: never read
+    assert response.status_code == 413
+    # refused before the pipeline saw them, and counted all the same
+    assert http.get("/status/server").json()["statistic"]["errors"]["payload_too_large"] == before + 2
 
 
 def test_status_health_ready_docs_and_schema(http) -> None:

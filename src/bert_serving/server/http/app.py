@@ -152,7 +152,8 @@ def create_app(gateway: Gateway, config: HttpSettings) -> FastAPI:
                        allow_methods=["*"], allow_headers=["*"])
     app.add_middleware(BodyLimit, max_bytes=config.max_request_bytes,
                        budget=MemoryBudget(config.max_buffered_bytes,
-                                           what="the request bodies being served (-max_queued_bytes)"))
+                                           what="the request bodies being served (-max_queued_bytes)"),
+                       stats=gateway.stats)
 
     # errors raised here never reached the pipeline, which counts its own: count them as the
     # ZeroMQ edge counts a request it cannot decode

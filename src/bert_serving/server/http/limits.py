@@ -3,13 +3,15 @@
 One body may hold at most ``-max_request_bytes`` (413 beyond); all the bodies being read and
 served at once at most ``-max_queued_bytes`` (a `MemoryBudget`: 429 ``overloaded`` beyond, at
 once, before the body is read when it announces its length). So many clients sending large
-bodies at the same time cannot make the server buffer them without bound.
+bodies at the same time cannot make the server buffer them without bound. Each refusal is
+counted in the server's errors (``/metrics``, SHOW_STATUS), as every other refusal is.
 """
 
 from __future__ import annotations
 
 from ...errors import BertServingError, PayloadTooLargeError
 from ..pipeline.budget import MemoryBudget
+from ..pipeline.stats import Stats
 from .responses import error_response
 
 __all__ = ["BodyLimit"]
@@ -20,9 +22,10 @@ class BodyLimit:
     size in ``budget`` until the request is answered, then hands the app a replay of it.
     Bodies here are JSON, read whole by the app anyway."""
 
-    def __init__(self, app, max_bytes: int, budget: MemoryBudget | None = None) -> None:
+    def __init__(self, app, max_bytes: int, budget: MemoryBudget | None = None, stats: Stats | None = None) -> None:
         self.app, self.max_bytes = app, max_bytes
         self.budget = budget or MemoryBudget(1 << 62)
+        self.stats = stats or Stats()
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
@@ -31,6 +34,7 @@ class BodyLimit:
         announced = int(length) if length.isdigit() else None
         if announced is not None and announced > self.max_bytes:
             too_large = PayloadTooLargeError(f"the request body exceeds {self.max_bytes} bytes (-max_request_bytes)")
+            self.stats.error(too_large.code)
             return await error_response(scope["path"], too_large)(scope, receive, send)
         held = [0]  # bytes of the budget this request holds
         try:
@@ -39,6 +43,7 @@ class BodyLimit:
                 return  # the client went away
         except BertServingError as exc:  # too large, or the budget is spent: refuse at once
             self.budget.release(held[0])
+            self.stats.error(exc.code)
             return await error_response(scope["path"], exc)(scope, receive, send)
         pending = [{"type": "http.request", "body": body, "more_body": False}]
         del body
