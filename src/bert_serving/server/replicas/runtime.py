@@ -14,10 +14,11 @@ __all__ = ["CpuThreads", "HeapTrimmer", "load_encoder"]
 
 _TRIM_EVERY_S = 10.0
 # Below this much work a batch runs on one thread: waking a sleeping OpenMP team costs more than
-# splitting saves (measured on 2 cores: a 1-layer, 32-wide model 0.34 ms on one thread against
-# 1.10 ms on two for one sentence, and still better at 1,284 tokens (31 MFLOP); MiniLM's one
-# sentence, 630 MFLOP, is faster on two).
-_ONE_THREAD_FLOPS = 100e6
+# splitting saves. Measured on 2 cores with sleeping (PASSIVE) threads, one thread against two:
+# MiniLM 18 tokens (380 MFLOP) 11.5 against 16.0 ms, 37 tokens (780 MFLOP) 17.6 against 17.8 ms,
+# 80 tokens 29.7 against 24.4 ms; a 1-layer, 32-wide model is faster on one thread at every size
+# up to 1,302 tokens (32 MFLOP).
+_ONE_THREAD_FLOPS = 800e6
 
 
 def load_encoder(spec: ModelSpec, device: str, *, threads: int, gpu_memory_fraction: float) -> Encoder:
