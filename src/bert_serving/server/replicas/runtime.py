@@ -13,12 +13,14 @@ if TYPE_CHECKING:
 __all__ = ["CpuThreads", "HeapTrimmer", "load_encoder"]
 
 _TRIM_EVERY_S = 10.0
-# Below this much work a batch runs on one thread: waking a sleeping OpenMP team costs more than
-# splitting saves. Measured on 2 cores with sleeping (PASSIVE) threads, one thread against two:
-# MiniLM 18 tokens (380 MFLOP) 11.5 against 16.0 ms, 37 tokens (780 MFLOP) 17.6 against 17.8 ms,
-# 80 tokens 29.7 against 24.4 ms; a 1-layer, 32-wide model is faster on one thread at every size
-# up to 1,302 tokens (32 MFLOP).
-_ONE_THREAD_FLOPS = 800e6
+# Below this much work per layer a batch runs on one thread: each operation wakes the sleeping
+# OpenMP team, which pays only when the operation is big enough, so what counts is the work of
+# one layer, not of the model. Measured on 2 cores with sleeping (PASSIVE) threads, one thread
+# against two: MiniLM (hidden 384) 18 tokens 11.5 against 16.0 ms, 37 tokens (130 MFLOP a
+# layer) 17.6 against 17.8, 80 tokens 29.7 against 24.4; the 1-layer, 32-wide negligible model
+# 2,570 tokens 5.7 against 7.7 ms, 5,256 tokens (130 MFLOP a layer) 12.3 against 12.9, 10,524
+# tokens 26.2 against 18.9. Both cross over at about 130 MFLOP a layer.
+_ONE_THREAD_FLOPS_PER_LAYER = 128e6
 
 
 def load_encoder(spec: ModelSpec, device: str, *, threads: int, gpu_memory_fraction: float) -> Encoder:
@@ -72,14 +74,14 @@ class CpuThreads:
     except for batches too small to pay for waking them (the workers' OpenMP threads sleep
     between parallel regions, so that they leave the cores to the server while idle)."""
 
-    def __init__(self, threads: int, hidden_size: int, num_layers: int) -> None:
+    def __init__(self, threads: int, hidden_size: int) -> None:
         self.threads = max(1, threads)
-        self._flops_per_token = 24 * num_layers * hidden_size**2  # QKV, output and a 4x FFN, 2 FLOP a MAC
+        self._layer_flops_per_token = 24 * hidden_size**2  # QKV, output and a 4x FFN, 2 FLOP a MAC
         self._current = self.threads
 
     def for_batch(self, num_tokens: int) -> int:
         """Set torch's thread count for a batch of ``num_tokens`` tokens; the count set."""
-        wanted = 1 if num_tokens * self._flops_per_token < _ONE_THREAD_FLOPS else self.threads
+        wanted = 1 if num_tokens * self._layer_flops_per_token < _ONE_THREAD_FLOPS_PER_LAYER else self.threads
         if wanted != self._current:
             import torch
 
@@ -93,4 +95,4 @@ class CpuThreads:
         if not device.startswith("cpu"):
             return None
         config = encoder.spec.config
-        return cls(threads, getattr(config, "hidden_size", 768), getattr(config, "num_hidden_layers", 12))
+        return cls(threads, getattr(config, "hidden_size", 768))
