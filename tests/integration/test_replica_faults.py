@@ -147,3 +147,19 @@ def test_the_worker_channel_has_no_address_anyone_could_connect_to() -> None:
         assert not [path for flags, path in server_side if flags & listening], "nothing to connect to"
         with client(server) as bc:
             assert bc.encode(["still served"]).shape == (1, 32)
+
+
+def test_a_worker_stays_awake_after_a_batch_only_as_long_as_asked() -> None:
+    def cpu_seconds(pid: int) -> float:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    for spin_ms, at_least, at_most in (("0", 0.0, 0.1), ("400", 0.15, 0.6)):
+        with running_server("-idle_spin_ms", spin_ms) as server, client(server) as bc:
+            worker = server.workers.feeders[0].replica.process.pid
+            bc.encode(["wake it up"])
+            before = cpu_seconds(worker)
+            time.sleep(1.5)  # idle: at most one spin, then asleep
+            spent = cpu_seconds(worker) - before
+            assert at_least <= spent <= at_most, (spin_ms, spent)
+            assert server.config.idle_spin_ms == float(spin_ms)

@@ -51,6 +51,7 @@ class ServerConfig:
     max_batch_tokens: int = 0  # padded tokens per forward pass; 0 = chosen for the device
     priority_batch_size: int = 16  # requests this small skip ahead of bulk work
     prefetch_size: int = 2  # batches in flight per replica
+    idle_spin_ms: float = 2.0  # a local worker stays awake this long after a batch
     batch_timeout_s: float = 60.0  # a replica slower than this on one batch is taken for hung
     # replicas on a Ray cluster instead of local worker processes (docs/ray.md)
     ray_address: str | None = None  # auto, HOST:PORT of the head node, or local
@@ -78,6 +79,9 @@ class ServerConfig:
         if self.max_batch_tokens < 0:
             raise ConfigurationError(
                 f"-max_batch_tokens must be positive (or 0 for automatic), got {self.max_batch_tokens}")
+        if not 0 <= self.idle_spin_ms <= 1000:
+            raise ConfigurationError(f"-idle_spin_ms must be between 0 and 1000 (milliseconds a worker stays awake "
+                                     f"after a batch), got {self.idle_spin_ms}")
         if self.prefetch_size < 1:
             raise ConfigurationError(f"-prefetch_size must be at least 1 (batches in flight per worker), got "
                                      f"{self.prefetch_size}")

@@ -156,7 +156,7 @@ class BertServer(threading.Thread):
         return local_worker_pool(
             config.encoder, self.devices,
             threads=config.threads_per_worker() if self.devices[0] == "cpu" else 1,
-            gpu_memory_fraction=config.gpu_memory_fraction, **stages,
+            gpu_memory_fraction=config.gpu_memory_fraction, idle_spin_ms=config.idle_spin_ms, **stages,
         )
 
     def run(self) -> None:

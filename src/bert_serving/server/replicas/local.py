@@ -35,10 +35,11 @@ class LocalReplica:
     talking over a socket pair whose other end only the worker holds."""
 
     def __init__(self, settings: EncoderSettings, device: str, *, index: int, threads: int = 1,
-                 gpu_memory_fraction: float = 0.5, log_level: int = 0) -> None:
+                 gpu_memory_fraction: float = 0.5, log_level: int = 0, idle_spin_ms: float = 0.0) -> None:
         self.name = f"worker {index} ({device})"
         self._orders = {"settings": settings_to_json(settings), "device": device, "threads": threads,
-                        "gpu_memory_fraction": gpu_memory_fraction, "log_level": log_level, "worker_id": index}
+                        "gpu_memory_fraction": gpu_memory_fraction, "log_level": log_level, "worker_id": index,
+                        "idle_spin_s": idle_spin_ms / 1000}
         self._device = device
         self.process: subprocess.Popen | None = None
         self._channel: Channel | None = None
@@ -118,12 +119,12 @@ class LocalReplica:
 
 
 def local_worker_pool(settings: EncoderSettings, devices: list[str], *, threads: int = 1,
-                      gpu_memory_fraction: float = 0.5, **pool_options) -> WorkerPool:
+                      gpu_memory_fraction: float = 0.5, idle_spin_ms: float = 0.0, **pool_options) -> WorkerPool:
     """One worker process per device, on this machine."""
     log_level = logging.getLogger("bert_serving").getEffectiveLevel() if logging.getLogger().handlers else 0
     replicas = [
         LocalReplica(settings, device, index=i, threads=threads, gpu_memory_fraction=gpu_memory_fraction,
-                     log_level=log_level)
+                     log_level=log_level, idle_spin_ms=idle_spin_ms)
         for i, device in enumerate(devices)
     ]
     return WorkerPool(replicas, **pool_options)

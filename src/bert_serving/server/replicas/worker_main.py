@@ -3,7 +3,12 @@
 `local.LocalReplica` starts it in a fresh interpreter (so the user's ``__main__`` is never
 re-imported), in a session of its own, with one end of a socket pair, and writes its orders as
 JSON to its standard input: ``{"settings", "device", "threads", "gpu_memory_fraction", "fd",
-"log_level", "worker_id"}``. The messages it then exchanges are in `channel`.
+"log_level", "worker_id", "idle_spin_s"}``. The messages it then exchanges are in `channel`.
+
+After each batch it stays awake for ``idle_spin_s`` (``-idle_spin_ms``), polling for the next,
+before it sleeps: waking a sleeping process and its cold core cost a sequential client about
+half a millisecond a request on the 2-core VM we measure on (docs/benchmarks.md). Bounded, so
+an idle server stays at no CPU.
 
 It ignores the terminal's and the service manager's signals (SIGINT, SIGTERM, SIGHUP): Ctrl-C or
 ``systemctl stop`` reach the whole process group, and the server, which drains, decides when its
@@ -19,6 +24,7 @@ import os
 import signal
 import socket
 import sys
+import time
 
 import numpy as np
 
@@ -32,8 +38,12 @@ logger = logging.getLogger(__name__)
 _PARENT_CHECK_S = 1.0
 
 
-def _receive(channel: Channel, parent: int) -> list | None:
-    """The next message; None once the server process has gone away."""
+def _receive(channel: Channel, parent: int, spin_s: float = 0.0) -> list | None:
+    """The next message, polled for without sleeping for ``spin_s`` first; None once the server
+    process has gone away."""
+    awake_until = time.perf_counter() + spin_s
+    while not channel.poll(0) and time.perf_counter() < awake_until:
+        pass
     while not channel.poll(_PARENT_CHECK_S):
         if os.getppid() != parent:
             return None
@@ -67,7 +77,8 @@ def serve() -> None:
         channel.send([READY, json.dumps({"pid": os.getpid(), "device": orders["device"]}).encode()])
         trimmer = HeapTrimmer()
         cpu_threads = CpuThreads.for_encoder(encoder, orders["device"], orders["threads"])
-        while (frames := _receive(channel, parent)) is not None and frames[0] == BATCH:
+        spin_s = float(orders.get("idle_spin_s", 0.0))
+        while (frames := _receive(channel, parent, spin_s)) is not None and frames[0] == BATCH:
             seq = json.loads(bytes(frames[1]))["seq"]
             try:
                 features = unpack(frames[2:])
