@@ -13,14 +13,18 @@ if TYPE_CHECKING:
 __all__ = ["CpuThreads", "HeapTrimmer", "load_encoder"]
 
 _TRIM_EVERY_S = 10.0
-# Below this much work per layer a batch runs on one thread: each operation wakes the sleeping
-# OpenMP team, which pays only when the operation is big enough, so what counts is the work of
-# one layer, not of the model. Measured on 2 cores with sleeping (PASSIVE) threads, one thread
-# against two: MiniLM (hidden 384) 18 tokens 11.5 against 16.0 ms, 37 tokens (130 MFLOP a
-# layer) 17.6 against 17.8, 80 tokens 29.7 against 24.4; the 1-layer, 32-wide negligible model
-# 2,570 tokens 5.7 against 7.7 ms, 5,256 tokens (130 MFLOP a layer) 12.3 against 12.9, 10,524
-# tokens 26.2 against 18.9. Both cross over at about 130 MFLOP a layer.
-_ONE_THREAD_FLOPS_PER_LAYER = 128e6
+# Below this much work per layer a batch runs on one thread: each operation hands work to the
+# other OpenMP threads, which pays only when the operation is big enough, so what counts is the
+# work of one layer, not of the model. Measured on 2 cores with the workers' brief spin
+# (`local._WORKER_ENV`), one thread against two: the 1-layer, 32-wide negligible model 25 tokens
+# 1.00 against 1.28 ms, 309 tokens (7.6 MFLOP a layer) 1.89 against 1.84, 1,284 tokens 2.56
+# against 2.04; MiniLM (hidden 384) 23 tokens (81 MFLOP a layer) 12.9 against 9.0 ms. (With
+# threads that sleep at once, PASSIVE, two threads paid only from about 130 MFLOP a layer.) In a
+# server the second thread also competes with the server's own threads for the cores: at 8 MFLOP
+# the negligible model's 32 one-sentence clients lost a quarter of their rate (batches of ~10 texts
+# went to two threads), so the line is at 32: those stay on one thread, bulk batches and a
+# MiniLM sentence get two.
+_ONE_THREAD_FLOPS_PER_LAYER = 32e6
 
 
 def load_encoder(spec: ModelSpec, device: str, *, threads: int, gpu_memory_fraction: float) -> Encoder:
