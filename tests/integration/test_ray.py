@@ -150,6 +150,9 @@ def test_replicas_are_spread_over_both_nodes(cluster, server) -> None:
     assert len(placed) == 2
     assert {r["node_id"] for r in placed} == {node.node_id for node in cluster.list_all_nodes()}
     assert all(r["restarts"] == 0 and r["pid"] for r in placed)
+    for r in placed:  # the actors' OpenMP threads spin briefly, as local workers' do (runtime.OPENMP_ENV)
+        with open(f"/proc/{r['pid']}/environ", "rb") as environ:
+            assert b"GOMP_SPINCOUNT=10000" in environ.read().split(b"\0")
 
 
 def test_vectors_through_ray_equal_the_local_encoders(server, sentences, reference) -> None:

@@ -157,6 +157,7 @@ def test_a_worker_stays_awake_after_a_batch_only_as_long_as_asked() -> None:
     for spin_ms, at_least, at_most in (("0", 0.0, 0.1), ("400", 0.15, 0.6)):
         with running_server("-idle_spin_ms", spin_ms) as server, client(server) as bc:
             worker = server.workers.feeders[0].replica.process.pid
+            assert b"GOMP_SPINCOUNT=10000" in Path(f"/proc/{worker}/environ").read_bytes().split(b"\0")
             bc.encode(["wake it up"])
             before = cpu_seconds(worker)
             time.sleep(1.5)  # idle: at most one spin, then asleep

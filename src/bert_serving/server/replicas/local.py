@@ -17,21 +17,13 @@ from ...model.features import Features
 from ...model.settings import EncoderSettings
 from .channel import ERR, OK, READY, STOP, Channel, pack, settings_to_json
 from .pool import Finished, ReplicaCrashed, WorkerPool
+from .runtime import OPENMP_ENV
 
 __all__ = ["LocalReplica", "local_worker_pool"]
 
 logger = logging.getLogger(__name__)
 
 _WORKER_COMMAND = "from bert_serving.server.replicas.worker_main import serve; serve()"
-# OpenMP threads that spin while they wait steal the cores the server's own threads need (sockets,
-# tokenization): measured on 2 cores, workers spinning as long as OpenMP's default cost 10-40x the
-# CPU per small request (benchmarks/overhead.py); sleeping at once (OMP_WAIT_POLICY=PASSIVE) makes
-# every operation of a two-thread batch wake the other thread. A worker's threads spin briefly
-# between operations (10,000 spins, tens of microseconds), then sleep: against PASSIVE, 2 cores,
-# 3 alternating rounds, negligible model bulk 18,348-20,846 -> 19,213-23,214 sentences/s, MiniLM
-# 32 one-sentence clients 218-231 -> 239-243 requests/s, CPU per request unchanged (100,000 spins:
-# worse than either). Intel's OpenMP (KMP_BLOCKTIME) sleeps at once. The user's settings win.
-_WORKER_ENV = {"GOMP_SPINCOUNT": "10000", "KMP_BLOCKTIME": "0"}
 _GRACEFUL_STOP_S = 5.0
 
 
@@ -54,7 +46,7 @@ class LocalReplica:
         fd = theirs.fileno()
         try:
             self.process = subprocess.Popen([sys.executable, "-c", _WORKER_COMMAND], stdin=subprocess.PIPE,
-                                            pass_fds=[fd], env={**_WORKER_ENV, **os.environ},
+                                            pass_fds=[fd], env={**OPENMP_ENV, **os.environ},  # the user's settings win
                                             start_new_session=True)  # the terminal's Ctrl-C is the server's
         finally:
             theirs.close()  # the worker's alone now: its exit closes the pair

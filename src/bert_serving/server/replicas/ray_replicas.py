@@ -45,7 +45,7 @@ from ...errors import ConfigurationError
 from ...model.encoder import ModelSpec
 from ...model.features import Features
 from .pool import Finished, ReplicaCrashed, WorkerPool
-from .runtime import HeapTrimmer, load_encoder
+from .runtime import OPENMP_ENV, CpuThreads, HeapTrimmer, load_encoder
 
 __all__ = ["RayReplica", "ray_worker_pool"]
 
@@ -64,12 +64,15 @@ class _EncoderActor:
     def load(self, spec: ModelSpec, device: str, threads: int, gpu_memory_fraction: float) -> dict[str, object]:
         self._encoder = load_encoder(spec, device, threads=threads, gpu_memory_fraction=gpu_memory_fraction)
         self._trimmer = HeapTrimmer()
+        self._cpu_threads = CpuThreads.for_encoder(self._encoder, device, threads)
         return {"node_id": ray.get_runtime_context().get_node_id(), "node_ip": ray.util.get_node_ip_address(),
                 "pid": os.getpid()}
 
     def embed(self, input_ids: np.ndarray, type_ids: np.ndarray, pool_mask: np.ndarray,
               offsets: np.ndarray) -> np.ndarray:
         self._trimmer.maybe_trim()  # the previous batch's garbage, at most every ten seconds
+        if self._cpu_threads is not None:
+            self._cpu_threads.for_batch(int(offsets[-1]))
         return np.ascontiguousarray(self._encoder.embed(Features(input_ids, type_ids, pool_mask, offsets)))
 
 
@@ -96,7 +99,7 @@ class RayReplica:
             num_cpus=self._num_cpus,
             num_gpus=self._num_gpus,
             scheduling_strategy=self._where,
-            runtime_env={"env_vars": {_INLINE_ENV: str(_INLINE_BYTES)}},
+            runtime_env={"env_vars": {_INLINE_ENV: str(_INLINE_BYTES), **OPENMP_ENV}},
         ).remote()
         loading = self._actor.load.remote(self._spec, self._device, self._threads, self._gpu_memory_fraction)
         try:

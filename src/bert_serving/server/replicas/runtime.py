@@ -10,13 +10,24 @@ from typing import TYPE_CHECKING, Callable
 if TYPE_CHECKING:
     from ...model.encoder import Encoder, ModelSpec
 
-__all__ = ["CpuThreads", "HeapTrimmer", "load_encoder"]
+__all__ = ["OPENMP_ENV", "CpuThreads", "HeapTrimmer", "load_encoder"]
+
+# OpenMP threads that spin while they wait steal the cores the server's own threads need (sockets,
+# tokenization): measured on 2 cores, workers spinning as long as OpenMP's default cost 10-40x the
+# CPU per small request (benchmarks/overhead.py); sleeping at once (OMP_WAIT_POLICY=PASSIVE) makes
+# every operation of a two-thread batch wake the other thread. A replica's threads spin briefly
+# between operations (10,000 spins, tens of microseconds), then sleep: against PASSIVE, 2 cores,
+# 3 alternating rounds, negligible model bulk 18,348-20,846 -> 19,213-23,214 sentences/s, MiniLM
+# 32 one-sentence clients 218-231 -> 239-243 requests/s, CPU per request unchanged (100,000 spins:
+# worse than either). Intel's OpenMP (KMP_BLOCKTIME) sleeps at once. Set when a replica's process
+# starts (local workers: unless the user set them; Ray actors: their runtime_env).
+OPENMP_ENV = {"GOMP_SPINCOUNT": "10000", "KMP_BLOCKTIME": "0"}
 
 _TRIM_EVERY_S = 10.0
 # Below this much work per layer a batch runs on one thread: each operation hands work to the
 # other OpenMP threads, which pays only when the operation is big enough, so what counts is the
 # work of one layer, not of the model. Measured on 2 cores with the workers' brief spin
-# (`local._WORKER_ENV`), one thread against two: the 1-layer, 32-wide negligible model 25 tokens
+# (`OPENMP_ENV`), one thread against two: the 1-layer, 32-wide negligible model 25 tokens
 # 1.00 against 1.28 ms, 309 tokens (7.6 MFLOP a layer) 1.89 against 1.84, 1,284 tokens 2.56
 # against 2.04; MiniLM (hidden 384) 23 tokens (81 MFLOP a layer) 12.9 against 9.0 ms. (With
 # threads that sleep at once, PASSIVE, two threads paid only from about 130 MFLOP a layer.) In a
