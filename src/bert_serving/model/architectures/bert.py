@@ -15,7 +15,6 @@ pooled layer needs. Weights use Hugging Face's names (the lingua franca every lo
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, fields
 from pathlib import Path
 
@@ -72,16 +71,6 @@ class BertConfig:
     def max_tokens(self) -> int:
         """The longest sequence the position embeddings cover."""
         return self.max_position_embeddings - self.position_offset
-
-    @classmethod
-    def from_json(cls, path: Path) -> BertConfig:
-        try:
-            raw = json.loads(Path(path).read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise ConfigurationError(f"model config {path} does not exist") from None
-        except (OSError, ValueError) as exc:
-            raise ConfigurationError(f"model config {path} is not readable JSON: {exc}") from None
-        return cls.from_dict(raw, path)
 
     @classmethod
     def from_dict(cls, raw: dict, path: Path | str) -> BertConfig:
