@@ -77,7 +77,7 @@ def serve() -> None:
         channel.send([READY, json.dumps({"pid": os.getpid(), "device": orders["device"]}).encode()])
         trimmer = HeapTrimmer()
         cpu_threads = CpuThreads.for_encoder(encoder, orders["device"], orders["threads"])
-        spin_s = float(orders.get("idle_spin_s", 0.0))
+        spin_s = orders["idle_spin_s"]
         while (frames := _receive(channel, parent, spin_s)) is not None and frames[0] == BATCH:
             seq = json.loads(bytes(frames[1]))["seq"]
             try:
