@@ -34,11 +34,12 @@ from pydantic import BaseModel, Field, StrictBool, create_model
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ... import __version__
-from ...errors import AuthenticationError, BertServingError, InvalidRequestError, RequestError
+from ...errors import AuthenticationError, BertServingError, InvalidRequestError
 from ..pipeline.budget import MemoryBudget
 from ..pipeline.gateway import Gateway
 from ..pipeline.request import Outcome
 from .dashboard import index_page, mount_dashboard, wants_html
+from .handoff import Handoff
 from .limits import BodyLimit
 from .metrics import CONTENT_TYPE, render_metrics
 from .openai_api import (
@@ -187,31 +188,17 @@ def create_app(gateway: Gateway, config: HttpSettings) -> FastAPI:
             raise AuthenticationError("this server wants 'Authorization: Bearer <API key>'")
 
     guarded = [Depends(authorized)]
+    handoff: Handoff | None = None  # made on the first request, in the server's event loop
 
     async def encode(texts: list, is_tokenized: bool, client: str, *, request: Request | None = None,
                      **task) -> Outcome:
-        """The pipeline's answer to one request (``task``: `Gateway.submit`'s task, raw_scores,
-        prompt_name, prompt).
-        Given the HTTP ``request``, a client that disconnects first abandons it: its texts not yet run
-        are dropped, and the error returned goes nowhere."""
+        """The pipeline's answer to one request (`Handoff.outcome`; ``task``: `Gateway.submit`'s
+        task, raw_scores, prompt_name, prompt)."""
+        nonlocal handoff
         loop = asyncio.get_running_loop()
-        future: asyncio.Future[Outcome] = loop.create_future()
-
-        def reply(outcome: Outcome) -> None:
-            loop.call_soon_threadsafe(lambda: future.done() or future.set_result(outcome))
-
-        ticket = gateway.submit(texts, is_tokenized, reply, client, **task)
-        if request is None:
-            return await future
-        gone = asyncio.ensure_future(_disconnected(request))
-        try:
-            await asyncio.wait((future, gone), return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            gone.cancel()
-        if future.done():
-            return future.result()
-        ticket.abandon()
-        return Outcome(error=_CLIENT_GONE)
+        if handoff is None or handoff.loop is not loop:
+            handoff = Handoff(gateway, loop)
+        return await handoff.outcome(texts, is_tokenized, client, request, **task)
 
     @app.post("/encode", response_model=EncodeResponse, responses=documented_errors(ErrorBody), dependencies=guarded,
               tags=["bert-as-service"])
@@ -280,16 +267,6 @@ def create_app(gateway: Gateway, config: HttpSettings) -> FastAPI:
     _mount_docs(app)
     mount_dashboard(app, gateway, guarded, api_key_required=config.api_key is not None)
     return app
-
-
-# the outcome for a client that has gone (nobody reads the answer)
-_CLIENT_GONE = RequestError("the client closed the connection before its answer")
-
-
-async def _disconnected(request: Request) -> None:
-    """Returns once the client has closed its connection."""
-    while (await request.receive())["type"] != "http.disconnect":
-        pass
 
 
 def _mount_docs(app: FastAPI) -> None:
