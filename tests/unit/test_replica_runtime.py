@@ -82,3 +82,36 @@ def test_small_batches_run_on_one_thread_big_ones_on_all():
         assert CpuThreads(1, hidden_size=768).for_batch(100_000) == 1  # never above -worker_threads
     finally:
         torch.set_num_threads(before)
+
+
+def test_a_frozen_heap_leaves_full_collections_nothing_old_to_walk_and_new_garbage_is_still_collected():
+    # in a process of its own: freezing is for a whole process (the server's, a worker's), not pytest's
+    script = textwrap.dedent("""
+        import gc, time, weakref
+        import torch, fastapi  # a server's worth of modules
+        from bert_serving.server.replicas.runtime import freeze_heap
+
+        def full_collection_ms():
+            started = time.perf_counter()
+            gc.collect()
+            return (time.perf_counter() - started) * 1000
+
+        before = full_collection_ms()
+        frozen = freeze_heap()
+        after = full_collection_ms()
+
+        class Node:
+            pass
+
+        a, b = Node(), Node()
+        a.other, b.other = b, a  # a cycle made after the freeze
+        gone = weakref.ref(a)
+        del a, b
+        gc.collect()
+        print(frozen, len(gc.get_objects()), before, after, gone() is None)
+    """)
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=True)
+    frozen, tracked, before_ms, after_ms, collected = out.stdout.split()
+    assert int(frozen) > 50_000 > 10 * int(tracked)  # nearly every object is out of the collector's sight
+    assert float(after_ms) < float(before_ms) / 5  # a full collection no longer walks them
+    assert collected == "True"  # garbage made later is still collected

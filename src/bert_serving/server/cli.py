@@ -204,6 +204,7 @@ def _setup_logging(verbose: bool) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     """``bert-serving-start``"""
+    from .replicas.runtime import freeze_heap
     from .service import BertServer
 
     args = get_args_parser().parse_args(argv)
@@ -220,8 +221,11 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(2)
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: server.request_stop())
+    frozen = False
     while not server.join(0.5):  # a timed wait, so the signal handlers get to run
-        pass
+        if not frozen and server.is_ready.is_set():  # loaded and started: what lives now lives as long as we do
+            freeze_heap()
+            frozen = True
     sys.exit(1 if server.startup_error or server.failure else 0)
 
 
