@@ -41,8 +41,11 @@ class Packing:
         np.cumsum(lengths, out=offsets[1:])
         row = np.repeat(np.arange(b, dtype=np.int64), lengths)
 
+        on_cpu = device is None or torch.device(device).type == "cpu"
+
         def to(array: np.ndarray) -> torch.Tensor:
-            return torch.from_numpy(array).to(device or "cpu", non_blocking=True)
+            tensor = torch.from_numpy(array)
+            return tensor if on_cpu else tensor.to(device, non_blocking=True)
 
         if b and bool((lengths == t).all()):
             return cls(to(lengths), to(offsets), t, None, to(row), None)

@@ -49,9 +49,14 @@ def pool(
     weights = mask.to(hidden.dtype)
     if strategy is PoolingStrategy.REDUCE_WEIGHTED_MEAN:
         weights = weights * (packing.positions + 1).unsqueeze(-1).to(hidden.dtype)
-    counts = torch.zeros(b, 1, dtype=hidden.dtype, device=hidden.device).index_add_(0, packing.row, weights)
-    total = torch.zeros(b, width, dtype=hidden.dtype, device=hidden.device).index_add_(
-        0, packing.row, hidden * weights)
+    if packing.index is None:  # rows of one length: sums over a [B, T] view
+        t = packing.max_len
+        counts = weights.view(b, t, 1).sum(1)
+        total = (hidden * weights).view(b, t, width).sum(1)
+    else:
+        counts = torch.zeros(b, 1, dtype=hidden.dtype, device=hidden.device).index_add_(0, packing.row, weights)
+        total = torch.zeros(b, width, dtype=hidden.dtype, device=hidden.device).index_add_(
+            0, packing.row, hidden * weights)
     if strategy is PoolingStrategy.REDUCE_MEAN_SQRT_LEN:
         return total / counts.clamp(min=1e-9).sqrt()
     mean = total / (counts + 1e-10)

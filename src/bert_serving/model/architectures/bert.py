@@ -141,7 +141,11 @@ class _Embeddings(nn.Module):
         x = self.word(input_ids)
         if self.token_type is not None:
             x = x + self.token_type(token_type_ids)
-        if self.use_position_embeddings:
+        if self.use_position_embeddings and packing.index is None:  # rows of one length: add the table's first rows
+            b, t = packing.batch_size, packing.max_len
+            table = self.position.weight[self.position_offset : self.position_offset + t]
+            x = (x.view(b, t, -1) + table).view(b * t, -1)
+        elif self.use_position_embeddings:
             positions = packing.positions
             x = x + self.position(positions + self.position_offset if self.position_offset else positions)
         x = self.norm(x)
