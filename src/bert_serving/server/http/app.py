@@ -32,6 +32,7 @@ from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, Response
 from pydantic import BaseModel, Field, StrictBool, create_model
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.middleware import Middleware
 
 from ... import __version__
 from ...errors import AuthenticationError, BertServingError, InvalidRequestError
@@ -39,6 +40,7 @@ from ..pipeline.budget import MemoryBudget
 from ..pipeline.gateway import Gateway
 from ..pipeline.request import Outcome
 from .dashboard import index_page, mount_dashboard, wants_html
+from .fast_lane import FastLane
 from .handoff import Handoff
 from .limits import BodyLimit
 from .metrics import CONTENT_TYPE, render_metrics
@@ -180,11 +182,14 @@ def create_app(gateway: Gateway, config: HttpSettings) -> FastAPI:
                 "status": exc.status_code}
         return json_response(body, exc.status_code, exc.headers)
 
-    async def authorized(request: Request) -> None:  # async: FastAPI would run a plain def on a thread pool
+    def has_key(request: Request) -> bool:
         if config.api_key is None:
-            return
+            return True
         scheme, _, key = request.headers.get("authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(key.strip().encode(), config.api_key.encode()):
+        return scheme.lower() == "bearer" and hmac.compare_digest(key.strip().encode(), config.api_key.encode())
+
+    async def authorized(request: Request) -> None:  # async: FastAPI would run a plain def on a thread pool
+        if not has_key(request):
             raise AuthenticationError("this server wants 'Authorization: Bearer <API key>'")
 
     guarded = [Depends(authorized)]
@@ -262,6 +267,8 @@ def create_app(gateway: Gateway, config: HttpSettings) -> FastAPI:
                 "routes": [*routes, "/status/server", "/health", "/ready", "/metrics"]}
         return index_page(info) if wants_html(request) else json_response(info)
 
+    fast = {"/encode": (EncodeBody, encode_route), **{path: (EmbeddingsBody, embeddings) for path in OPENAI_PATHS}}
+    app.user_middleware.append(Middleware(FastLane, routes=fast, authorized=has_key, refused=refused))  # innermost
     mount_tei(app, model, encode, guarded, config.max_request_texts)
     mount_rerank(app, model, encode, guarded, config.max_request_texts)
     _mount_docs(app)
