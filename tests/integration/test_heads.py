@@ -15,10 +15,12 @@ from bert_serving import protocol
 from bert_serving.client import BertClient
 from bert_serving.errors import UnsupportedTaskError
 from bert_serving.model import Encoder
+from bert_serving.server.http.app import HttpSettings
 
 from ..classifiers import cross_encoder, hf_classifier
 from ..conftest import TINY_BERT
 from .conftest import free_ports, run_stock_client, running_server
+from .fast_lane import both_answers
 from .processes import start_cli, stop, terminate_and_wait, wait_for_line
 
 GOOGLE_CLASSIFIER = ("-tuned_model_dir", str(TINY_BERT / "google-classifier"), "-ckpt_name", "model.ckpt-55",
@@ -262,3 +264,30 @@ def test_task_and_counters_in_metrics_status_and_dashboard(reranker_server) -> N
     assert view["reranked_pairs"] == statistic["num_reranked_pairs"]
     schema = httpx.get(f"{base}/openapi.json").json()
     assert {"/predict", "/rerank", "/v1/rerank", "/v2/rerank"} <= set(schema["paths"])
+
+
+def test_the_fast_lane_scores_exactly_as_fastapi_would(reranker_server) -> None:
+    """/predict and the rerank routes skip FastAPI's per-request machinery for bodies that
+    validate (`http/fast_lane.py`): the same answers as FastAPI's, byte for byte (Cohere's random
+    id aside), and errors raised by a route itself still in the route's shape."""
+    documents = [{"text": d} for d in DOCUMENTS]
+    bodies = [("/predict", {"inputs": [QUERY, DOCUMENTS[0]]}),
+              ("/predict", {"inputs": [[QUERY, d] for d in DOCUMENTS[:3]], "raw_scores": True}),
+              ("/rerank", {"query": QUERY, "texts": DOCUMENTS, "return_text": True}),
+              ("/v1/rerank", {"query": QUERY, "documents": documents, "top_n": 2, "return_documents": True}),
+              ("/v2/rerank", {"query": QUERY, "documents": DOCUMENTS}),
+              ("/v1/rerank", {"query": QUERY, "documents": DOCUMENTS, "rank_fields": ["title"]}),  # the route refuses
+              ("/rerank", {"query": QUERY, "texts": []}),  # from here on, not valid: FastAPI answers either way
+              ("/predict", {"inputs": 3})]
+    fast, slow, passed_on = both_answers(reranker_server[0], HttpSettings(max_request_texts=50, max_request_bytes=20000),
+                                         bodies)
+    assert [a[0] for a in fast][:5] == [200] * 5 and all(a[0] >= 400 for a in fast[5:])
+    assert passed_on == [False] * 6 + [True] * 2
+    assert b"rank_fields" in fast[5][2]
+
+    def without_random_id(answer):
+        status, headers, content = answer
+        body = json.loads(content)
+        return status, headers, body.pop("id", None) is not None if isinstance(body, dict) else None, body
+
+    assert [without_random_id(a) for a in fast] == [without_random_id(a) for a in slow]

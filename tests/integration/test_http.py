@@ -10,8 +10,10 @@ import numpy as np
 import pytest
 
 from bert_serving.client import BertClient
+from bert_serving.server.http.app import HttpSettings
 
 from .conftest import free_ports, running_server
+from .fast_lane import both_answers
 
 SENTENCES = ["First do it", "then do it right", "then do it better", "the cat sat ||| on the mat"]
 KEY = "s3cret-key"
@@ -289,43 +291,11 @@ FAST_LANE_BODIES = [
 
 def test_the_fast_lane_answers_exactly_as_fastapi_would(http_server) -> None:
     """The hot routes skip FastAPI's per-request machinery (`http/fast_lane.py`) for bodies that
-    validate; the same app without it must give the same status, headers and body, for valid
+    validate; the same app without it must give the same status, headers and bytes, for valid
     bodies as for invalid ones (which it leaves to FastAPI)."""
-    from starlette.middleware import Middleware
-
-    from bert_serving.server.http.app import HttpSettings, create_app
-    from bert_serving.server.http.fast_lane import FastLane
-
-    server, _ = http_server
     settings = HttpSettings(max_request_texts=50, max_request_bytes=20000, token_ids=True)
-    with_lane, without = create_app(server, settings), create_app(server, settings)
-    assert any(m.cls is FastLane for m in with_lane.user_middleware)
-    without.user_middleware = [m for m in without.user_middleware if not (isinstance(m, Middleware) and m.cls is FastLane)]
-    passed_on: list[int] = []  # which bodies the fast lane left to FastAPI
-
-    class Recorder:  # innermost, after the fast lane: sees what it passes on
-        def __init__(self, app) -> None:
-            self.app = app
-
-        async def __call__(self, scope, receive, send) -> None:
-            passed_on.append(len(passed_on))
-            await self.app(scope, receive, send)
-
-    with_lane.user_middleware.append(Middleware(Recorder))
-
-    async def answers(app) -> list:
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://test", timeout=60) as client:
-            out = []
-            for i, (path, body) in enumerate(FAST_LANE_BODIES):  # one at a time: each its own batch, both times
-                passed_on.clear()
-                response = await client.post(path, json=body, headers={"origin": "http://example.org"})
-                if app is with_lane:
-                    assert bool(passed_on) == (i >= 5), (path, body)  # the valid ones never reach FastAPI
-                out.append((response.status_code, sorted(response.headers.multi_items()), response.content))
-            return out
-
-    fast, slow = asyncio.run(answers(with_lane)), asyncio.run(answers(without))
+    fast, slow, passed_on = both_answers(http_server[0], settings, FAST_LANE_BODIES)
     assert [a[0] for a in fast][:5] == [200] * 5 and all(a[0] >= 400 for a in fast[5:])
+    assert passed_on == [False] * 5 + [True] * (len(FAST_LANE_BODIES) - 5)  # the valid ones never reach FastAPI
     assert all(("access-control-allow-origin", "*") in a[1] for a in fast)  # CORS still applies
     assert fast == slow

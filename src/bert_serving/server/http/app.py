@@ -267,10 +267,10 @@ def create_app(gateway: Gateway, config: HttpSettings) -> FastAPI:
                 "routes": [*routes, "/status/server", "/health", "/ready", "/metrics"]}
         return index_page(info) if wants_html(request) else json_response(info)
 
-    fast = {"/encode": (EncodeBody, encode_route), **{path: (EmbeddingsBody, embeddings) for path in OPENAI_PATHS}}
+    fast = {"/encode": (EncodeBody, encode_route), **{path: (EmbeddingsBody, embeddings) for path in OPENAI_PATHS},
+            **mount_tei(app, model, encode, guarded, config.max_request_texts),
+            **mount_rerank(app, model, encode, guarded, config.max_request_texts)}
     app.user_middleware.append(Middleware(FastLane, routes=fast, authorized=has_key, refused=refused))  # innermost
-    mount_tei(app, model, encode, guarded, config.max_request_texts)
-    mount_rerank(app, model, encode, guarded, config.max_request_texts)
     _mount_docs(app)
     mount_dashboard(app, gateway, guarded, api_key_required=config.api_key is not None)
     return app

@@ -1,4 +1,4 @@
-"""`FastLane`: the hot POST routes (``/v1/embeddings``, ``/embeddings``, ``/encode``) without
+"""`FastLane`: the hot POST routes (embeddings, ``/encode``, ``/predict``, the rerank routes) without
 FastAPI's per-request machinery, for the requests that need none of it.
 
 Under many small requests about half of the HTTP edge's CPU went to FastAPI's own handling of

@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, create_model
 from ...errors import InvalidRequestError
 from ...model.scores import ranked
 from ..pipeline.gateway import ServedModel
+from .fast_lane import Route
 from .openai_api import Text, integer, one_of
 from .responses import RERANK_ERROR_RESPONSES, RERANK_PATHS, client_of, error_response, json_response
 from .tei_api import Submit
@@ -83,9 +84,11 @@ class RerankResponse(BaseModel):
     usage: Usage
 
 
-def mount_rerank(app: FastAPI, model: ServedModel, submit: Submit, guarded: list[Depends], max_texts: int) -> None:
-    """Add ``/v1/rerank`` and ``/v2/rerank`` to ``app``."""
+def mount_rerank(app: FastAPI, model: ServedModel, submit: Submit, guarded: list[Depends], max_texts: int,
+                 ) -> dict[str, Route]:
+    """Add ``/v1/rerank`` and ``/v2/rerank`` to ``app``; their `FastLane` routes."""
     Body = rerank_request_model(max_texts)  # noqa: N806
+    fast: dict[str, Route] = {}
 
     for path in RERANK_PATHS:
         @app.post(path, response_model=RerankResponse, responses=RERANK_ERROR_RESPONSES, dependencies=guarded,
@@ -107,3 +110,6 @@ def mount_rerank(app: FastAPI, model: ServedModel, submit: Submit, guarded: list
                        for i in ranked(scores, body.top_n)]
             return json_response({"id": str(uuid.uuid4()), "results": results, "model": model.name,
                                   "usage": {"total_tokens": outcome.num_tokens}})
+
+        fast[path] = (Body, rerank)
+    return fast

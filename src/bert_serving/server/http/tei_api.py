@@ -25,6 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, create_model, fie
 from ...model.scores import ranked
 from ..pipeline.gateway import ServedModel
 from ..pipeline.request import Outcome
+from .fast_lane import Route
 from .openai_api import Text, one_of
 from .responses import TEI_ERROR_RESPONSES, client_of, error_response, json_response
 
@@ -127,8 +128,9 @@ def predictions(scores: np.ndarray, labels: tuple[str, ...]) -> list[list[dict]]
     return [[{"score": float(row[j]), "label": labels[j]} for j in ranked(row)] for row in scores]
 
 
-def mount_tei(app: FastAPI, model: ServedModel, submit: Submit, guarded: list[Depends], max_texts: int) -> None:
-    """Add ``/predict`` and ``/rerank`` to ``app``."""
+def mount_tei(app: FastAPI, model: ServedModel, submit: Submit, guarded: list[Depends], max_texts: int,
+              ) -> dict[str, Route]:
+    """Add ``/predict`` and ``/rerank`` to ``app``; their `FastLane` routes."""
     PredictBody = predict_request_model(max_texts)  # noqa: N806
     RerankBody = tei_rerank_request_model(max_texts)  # noqa: N806
 
@@ -157,3 +159,5 @@ def mount_tei(app: FastAPI, model: ServedModel, submit: Submit, guarded: list[De
         scores = outcome.result[:, 0]
         return json_response([{"index": i, "score": float(scores[i]), **({"text": body.texts[i]} if body.return_text
                                                                           else {})} for i in ranked(scores)])
+
+    return {"/predict": (PredictBody, predict), "/rerank": (RerankBody, rerank)}
