@@ -1,7 +1,8 @@
 """The HTTP edge (``-http_port``): an ASGI app on uvicorn, in the server's own process.
 
 Requests enter the same pipeline as ZeroMQ requests, through the `Gateway`; no pool of
-clients sits in between. Routes:
+clients sits in between: the requests of one turn of the event loop go in together (`handoff`),
+and a valid request to a hot route skips FastAPI's per-request machinery (`fast_lane`). Routes:
 
 - ``POST /encode``, ``GET /status/server``, ``GET /status/client``: the original's, same bodies;
 - ``POST /v1/embeddings`` and ``/embeddings``: OpenAI's shapes (`openai_api`);
