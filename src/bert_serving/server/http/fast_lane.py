@@ -24,7 +24,7 @@ from ...errors import BertServingError
 __all__ = ["FastLane", "Route"]
 
 Route = tuple[type[BaseModel], Callable[[BaseModel, Request], Awaitable[Response]]]
-_JSON = b"application/json"
+_JSON = "application/json"
 
 
 class FastLane:
@@ -44,7 +44,7 @@ class FastLane:
             return pending.pop() if pending else await receive()  # then: wait for a disconnect
 
         request = Request(scope, replay)
-        body = self._body(message, scope)
+        body = self._body(message, request)
         if body is None or not self._authorized(request):
             return await self.app(scope, replay, send)
         model, endpoint = route
@@ -60,10 +60,10 @@ class FastLane:
         await response(scope, replay, send)
 
     @staticmethod
-    def _body(message: dict, scope) -> bytes | None:
+    def _body(message: dict, request: Request) -> bytes | None:
         if message["type"] != "http.request" or message.get("more_body"):
             return None
-        content_type = dict(scope["headers"]).get(b"content-type", b"")
-        if content_type.split(b";")[0].strip().lower() != _JSON:  # FastAPI decides what else to accept
+        content_type = request.headers.get("content-type", "")
+        if content_type.split(";")[0].strip().lower() != _JSON:  # FastAPI decides what else to accept
             return None
         return message.get("body", b"")

@@ -27,17 +27,16 @@ CLIENT_GONE = RequestError("the client closed the connection before its answer")
 
 
 class _Call:
-    """One request between its handler and the pipeline."""
+    """One request between its handler and the pipeline; its future done before it is
+    submitted (answered, cancelled): it is not submitted at all."""
 
-    __slots__ = ("future", "ticket", "gone")
+    __slots__ = ("future", "ticket")
 
     def __init__(self, future: asyncio.Future[Outcome]) -> None:
         self.future = future
         self.ticket: Ticket | None = None  # once submitted
-        self.gone = False
 
     def abandon(self) -> None:
-        self.gone = True
         if self.ticket is not None:
             self.ticket.abandon()
 
@@ -75,7 +74,7 @@ class Handoff:
         pending, self._pending = self._pending, []
         with self._gateway.together():
             for call, texts, is_tokenized, client, task in pending:
-                if call.gone or call.future.done():
+                if call.future.done():  # its client went away, or its handler was cancelled
                     continue
                 try:
                     call.ticket = self._gateway.submit(texts, is_tokenized, self._reply_to(call.future), client,
