@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -232,3 +233,27 @@ def test_a_batch_carries_exactly_its_rows_tokens_whether_requests_are_taken_whol
         assert start == len(features) == len(batch)
         seen += start
     assert seen == 46
+
+
+
+def test_gather_waits_until_the_rows_are_queued_or_its_time_is_up() -> None:
+    batcher = Batcher(max_batch_size=8, priority_batch_size=0)
+    submit(batcher, request(3, 3, 3))
+    assert batcher.gather(1, timeout=10) == 3  # there already: no wait
+    threading.Timer(0.05, lambda: submit(batcher, request(4, 4))).start()
+    started = time.monotonic()
+    assert batcher.gather(5, timeout=10) == 5  # woken by the submission that completes it
+    assert time.monotonic() - started < 5
+    started = time.monotonic()
+    assert batcher.gather(6, timeout=0.05) == 5  # nobody came: back after the timeout
+    assert time.monotonic() - started >= 0.05
+    threading.Timer(0.05, lambda: submit(batcher, request(2, 2, 2))).start()
+    assert batcher.gather(100, timeout=10) == 8  # more than a batch holds: one full batch will do
+
+
+def test_close_ends_a_gather() -> None:
+    batcher = Batcher()
+    threading.Timer(0.05, batcher.close).start()
+    started = time.monotonic()
+    assert batcher.gather(1, timeout=10) == 0
+    assert time.monotonic() - started < 5

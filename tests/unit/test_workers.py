@@ -200,3 +200,53 @@ def test_a_replica_that_cannot_start_is_reported() -> None:
         pool.wait_ready(10)
     assert stats.worker_states == {0: "failed"}
     pool.close()
+
+
+def test_clients_that_send_again_at_once_ride_in_one_batch_not_in_two_halves() -> None:
+    """Eight clients each send their next one-text request a millisecond after their answer. A
+    batch takes 100 ms, so the replica waits a little for them once it has answered: every batch
+    holds all eight, where without the wait the first to come back would run alone (or with
+    a few) while the rest queue behind it, and the two groups would alternate from then on."""
+
+    class Slow(FakeReplica):
+        def __init__(self) -> None:
+            super().__init__("w0")
+            self.sizes: list[int] = []
+
+        def receive(self, timeout_s: float):
+            if self.sent:
+                time.sleep(0.1)
+                self.sizes.append(len(self.sent[0][1]))
+            return super().receive(timeout_s)
+
+    stats, replica = Stats(), Slow()
+    sink = Sink(resolve(EncoderSettings(model_dir=str(TINY_BERT / "google"))).outputs, stats)
+    batcher = Batcher(max_batch_size=8)
+    pool = WorkerPool([replica], batcher=batcher, sink=sink, stats=stats)
+    pool.start()
+    pool.wait_ready(10)
+    rounds, answered = 5, []
+
+    def client(first_id: int) -> None:
+        for _ in range(rounds):
+            done = threading.Event()
+            request = make_request([first_id], answered)
+            request.reply = lambda outcome, done=done: (answered.append(outcome), done.set())
+            sink.track(request)
+            batcher.admit(1)
+            batcher.submit(request)
+            assert done.wait(10), "a request was never answered"
+            time.sleep(0.001)  # the way back to the client and the next request's way in
+
+    clients = [threading.Thread(target=client, args=(i,)) for i in range(1, 9)]
+    try:
+        for thread in clients:
+            thread.start()
+        for thread in clients:
+            thread.join(30)
+    finally:
+        batcher.close()
+        pool.close()
+    assert len(answered) == 8 * rounds and all(outcome.error is None for outcome in answered)
+    assert sum(replica.sizes) == 8 * rounds
+    assert replica.sizes.count(8) >= rounds - 1, replica.sizes  # a scheduler's hiccup may split one

@@ -17,7 +17,8 @@ A window of rows (up to ``window_batches`` batches' worth) is taken from a lane,
 length, and cut into batches that fit ``max_batch_tokens`` padded tokens (rows x longest row)
 and ``max_batch_size`` rows. Every row of a window is batched before the next window is taken,
 so no row waits forever behind shorter newcomers. No deliberate delay: a worker that asks for
-work gets what is waiting; under load batches grow on their own.
+work gets what is waiting; under load batches grow on their own. The one wait there is, its
+feeder's to choose (`gather`): after a long batch, for the clients it has just answered.
 
 The batcher knows rows, lengths and requests; it never sees a tensor.
 """
@@ -147,7 +148,7 @@ class Batcher:
             lane = 0 if rows <= self.priority_batch_size else 1
             self._lanes[lane].append(_Pending(request, order))
             self._queued_rows += rows
-            self._cond.notify()
+            self._cond.notify_all()  # a feeder in `next_batch`, and one in `gather`
 
     def retry(self, batch: Batch, count_attempt: bool = True) -> None:
         """Put a batch back at the front (its worker died, or it is retried in parts); with
@@ -156,7 +157,7 @@ class Batcher:
             batch.attempts += count_attempt
             self._retry.appendleft(batch)
             self._queued_rows += len(batch)
-            self._cond.notify()
+            self._cond.notify_all()
 
     def close(self) -> None:
         """Refuse new admissions; queued and admitted work can still be submitted and taken."""
@@ -181,6 +182,19 @@ class Batcher:
     @property
     def queued_rows(self) -> int:
         return self._queued_rows
+
+    def gather(self, rows: int, timeout: float) -> int:
+        """Wait up to ``timeout`` seconds until ``rows`` rows are queued (at most one batch's
+        ``max_batch_size``), or the batcher closes; the rows queued then."""
+        rows = min(rows, self.max_batch_size)
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while self._queued_rows < rows and not self._closed:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                self._cond.wait(remaining)
+            return self._queued_rows
 
     def next_batch(self, timeout: float | None = None, *, ready_only: bool = False) -> Batch | None:
         """The next batch to run, waiting up to ``timeout`` seconds; None if there is none.

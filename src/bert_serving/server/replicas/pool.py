@@ -5,7 +5,10 @@ the default) or, in a cluster, a Ray actor (`ray_replicas`). Each replica's feed
 batches from the batcher only when its replica has room (no random dispatch), and keeps up to
 ``prefetch`` of them in flight there (``-prefetch_size``): while the model runs one batch, the
 next already waits at the replica, and a finished batch is delivered to the sink only after the
-next one has gone out. So the model never waits for the server between two batches.
+next one has gone out. So the model never waits for the server between two batches, but once:
+after a long batch with nothing behind it, a replica waits briefly for the clients it has just
+answered (`_gather_s`), so that clients which send again as soon as they have their answer ride
+in one batch instead of two half-size ones.
 
 Supervision, so that every batch is answered:
 - a replica that dies, or that has not finished the batch it runs within ``batch_timeout_s``
@@ -42,6 +45,18 @@ logger = logging.getLogger(__name__)
 
 _MAX_ATTEMPTS = 2
 _POLL_S = 0.1  # how often an idle or waiting feeder looks at its replica's health and deadline
+# Closed-loop clients (each sends its next request when it has the last answer) settle, without
+# a wait, into two cohorts of half the clients that alternate: one queues while the other runs,
+# and each batch is half as big as it could be. MiniLM on 2 cores, 32 one-sentence clients: a
+# batch of 16 mixed sentences runs at 264 sentences/s, of 32 at 304. So after a batch that took
+# at least _GATHER_FROM_S, a replica with nothing else in flight waits up to _GATHER_SHARE of that
+# batch's time (at most _GATHER_MAX_S) until as many rows are queued as it has just answered, plus
+# those that were waiting. A faster model needs no wait: the server, not the batch size, sets its
+# pace, and its batches grow under load on their own. A lone client pays nothing: its one row is
+# back before the wait ends, or the wait is too short to matter.
+_GATHER_SHARE = 0.1
+_GATHER_FROM_S = 0.01
+_GATHER_MAX_S = 0.01
 
 
 class ReplicaCrashed(Exception):
@@ -193,7 +208,10 @@ class _Feeder:
         if finished.error is not None:
             self._isolate(head.batch, finished)
         else:
-            self._fill(wait=False)  # the replica's next batch goes out before this one's delivery
+            gather_s = 0.0 if self.in_flight else _gather_s(self._head_since - started)
+            if not gather_s:
+                self._fill(wait=False)  # the replica's next batch goes out before this one's delivery
+            waiting = pool.batcher.queued_rows
             waits = []
             for request, _ in head.batch.segments:
                 if not request.first_batch_at:
@@ -201,6 +219,8 @@ class _Feeder:
                     waits.append(head.sent_at - request.tokenized_at)
             pool.stats.batch_done(len(head.batch), head.batch.num_tokens, self._head_since - started, waits)
             pool.sink.deliver(head.batch, finished.vectors)
+            if gather_s:
+                pool.batcher.gather(waiting + len(head.batch), gather_s)
         if not self.in_flight:
             self._state("idle")
 
@@ -247,6 +267,11 @@ class _Feeder:
                 continue
             self._state("idle")
             return
+
+
+def _gather_s(ran_s: float) -> float:
+    """How long an idle replica waits for the clients of a batch that ran ``ran_s`` seconds."""
+    return min(_GATHER_SHARE * ran_s, _GATHER_MAX_S) if ran_s >= _GATHER_FROM_S else 0.0
 
 
 class WorkerPool:
