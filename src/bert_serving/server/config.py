@@ -163,15 +163,17 @@ class ServerConfig:
         return self.worker_threads or max(1, (os.cpu_count() or 1) // self.num_worker)
 
     def batch_tokens(self, device: str, hidden_size: int = 384) -> int:
-        """The token budget of one forward pass. On CPU, measured best for MiniLM-sized models
-        (benchmarks/): fp32 prefers batches that stay in cache, bfloat16 (AMX) bigger ones; a
+        """The token budget of one forward pass (rows x longest row). On CPU, measured for
+        MiniLM-sized models (docs/benchmarks.md): fp32 2048 (bulk, length-sorted, runs the same
+        from 1024 to 4096; mixed lengths of many one-sentence clients pad out to twice their
+        tokens, and at 1024 would be cut into half-size batches), bfloat16 (AMX) bigger; a
         narrower model does less work per token, so its batches grow (as 1/hidden^2, up to
         16384 tokens) until the work again outweighs each pass's fixed cost. Larger on GPUs."""
         if self.max_batch_tokens:
             return self.max_batch_tokens
         if device.startswith("cuda"):
             return 16384
-        base = 4096 if self.encoder.dtype == "bfloat16" else 1024
+        base = 4096 if self.encoder.dtype == "bfloat16" else 2048
         return int(min(16384, max(base, base * (384 / max(hidden_size, 1)) ** 2)))
 
     def as_status(self) -> dict[str, object]:
