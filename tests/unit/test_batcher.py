@@ -251,6 +251,15 @@ def test_gather_waits_until_the_rows_are_queued_or_its_time_is_up() -> None:
     assert batcher.gather(100, timeout=10) == 8  # more than a batch holds: one full batch will do
 
 
+def test_a_complete_batch_ends_a_gather() -> None:
+    batcher = Batcher(max_batch_size=2, max_batch_tokens=10_000, priority_batch_size=0)
+    submit(batcher, request(5, 5, 5))
+    batcher.next_batch(timeout=0)  # two rows run; the third is cut and waits, ready
+    started = time.monotonic()
+    assert batcher.gather(2, timeout=10) == 1
+    assert time.monotonic() - started < 5
+
+
 def test_close_ends_a_gather() -> None:
     batcher = Batcher()
     threading.Timer(0.05, batcher.close).start()

@@ -185,11 +185,12 @@ class Batcher:
 
     def gather(self, rows: int, timeout: float) -> int:
         """Wait up to ``timeout`` seconds until ``rows`` rows are queued (at most one batch's
-        ``max_batch_size``), or the batcher closes; the rows queued then."""
+        ``max_batch_size``), a complete batch is (more of a big request, a retry), or the batcher
+        closes; the rows queued then."""
         rows = min(rows, self.max_batch_size)
         deadline = time.monotonic() + timeout
         with self._cond:
-            while self._queued_rows < rows and not self._closed:
+            while self._queued_rows < rows and not (self._closed or self._retry or any(self._ready)):
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     break
