@@ -164,16 +164,19 @@ class ServerConfig:
 
     def batch_tokens(self, device: str, hidden_size: int = 384) -> int:
         """The token budget of one forward pass (rows x longest row). On CPU, measured for
-        MiniLM-sized models (docs/benchmarks.md): fp32 2048 (bulk, length-sorted, runs the same
-        from 1024 to 4096; mixed lengths of many one-sentence clients pad out to twice their
-        tokens, and at 1024 would be cut into half-size batches), bfloat16 (AMX) bigger; a
-        narrower model does less work per token, so its batches grow (as 1/hidden^2, up to
-        16384 tokens) until the work again outweighs each pass's fixed cost. Larger on GPUs."""
+        MiniLM-sized models on 2 cores (docs/benchmarks.md): fp32 1024 tokens per torch thread of
+        a worker, so that each thread's share of an operation stays the size that runs best: 32
+        one-sentence clients got 297-301 requests/s at 1024 against 274-284 at 2048 with two
+        one-thread workers, and 264-275 at 2048 against 247-253 at 1024 with one two-thread
+        worker (the default there); length-sorted bulk runs the same from 1024 to 4096.
+        bfloat16 (AMX) 4096. A narrower model does less work per token, so its batches grow (as
+        1/hidden^2, up to 16384 tokens) until the work again outweighs each pass's fixed cost.
+        Larger on GPUs."""
         if self.max_batch_tokens:
             return self.max_batch_tokens
         if device.startswith("cuda"):
             return 16384
-        base = 4096 if self.encoder.dtype == "bfloat16" else 2048
+        base = 4096 if self.encoder.dtype == "bfloat16" else 1024 * self.threads_per_worker()
         return int(min(16384, max(base, base * (384 / max(hidden_size, 1)) ** 2)))
 
     def as_status(self) -> dict[str, object]:

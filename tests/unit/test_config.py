@@ -1,0 +1,18 @@
+"""The settings the server derives from its flags when the user leaves them to it."""
+
+from __future__ import annotations
+
+from bert_serving.model import EncoderSettings
+from bert_serving.server.config import ServerConfig
+
+
+def test_the_cpu_token_budget_grows_with_each_worker_s_threads_and_for_narrower_models() -> None:
+    one_thread, two_threads = ServerConfig(worker_threads=1), ServerConfig(worker_threads=2)
+    assert one_thread.batch_tokens("cpu", 384) == 1024  # two one-thread workers run best at 1024 each
+    assert two_threads.batch_tokens("cpu", 384) == 2048  # one two-thread worker at 2048
+    assert two_threads.batch_tokens("cpu", 768) == 2048  # wider models: no smaller than that
+    assert one_thread.batch_tokens("cpu", 192) == 4096  # half as wide: a quarter of the work per token
+    assert one_thread.batch_tokens("cpu", 32) == 16384  # the most there is
+    assert ServerConfig(worker_threads=1, encoder=EncoderSettings(dtype="bfloat16")).batch_tokens("cpu") == 4096
+    assert two_threads.batch_tokens("cuda:0", 384) == 16384
+    assert ServerConfig(worker_threads=2, max_batch_tokens=512).batch_tokens("cpu") == 512  # the user's word
