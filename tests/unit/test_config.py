@@ -16,3 +16,4 @@ def test_the_cpu_token_budget_grows_with_each_worker_s_threads_and_for_narrower_
     assert ServerConfig(worker_threads=1, encoder=EncoderSettings(dtype="bfloat16")).batch_tokens("cpu") == 4096
     assert two_threads.batch_tokens("cuda:0", 384) == 16384
     assert ServerConfig(worker_threads=2, max_batch_tokens=512).batch_tokens("cpu") == 512  # the user's word
+    assert ServerConfig(ray_address="local", ray_num_cpus=4).batch_tokens("cpu") == 4096  # a Ray actor's CPUs

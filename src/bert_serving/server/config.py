@@ -159,7 +159,10 @@ class ServerConfig:
         return [f"cuda:{ids[i % len(ids)]}" for i in range(self.num_worker)]
 
     def threads_per_worker(self) -> int:
-        """CPU threads each worker's torch may use: -worker_threads, else the cores shared out."""
+        """CPU threads each replica's torch may use: a Ray actor's -ray_num_cpus; a local worker's
+        -worker_threads, else the cores shared out."""
+        if self.ray_address:
+            return max(1, int(self.ray_num_cpus))
         return self.worker_threads or max(1, (os.cpu_count() or 1) // self.num_worker)
 
     def batch_tokens(self, device: str, hidden_size: int = 384) -> int:
