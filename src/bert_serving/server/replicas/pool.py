@@ -6,9 +6,9 @@ batches from the batcher only when its replica has room (no random dispatch), an
 ``prefetch`` of them in flight there (``-prefetch_size``): while the model runs one batch, the
 next already waits at the replica, and a finished batch is delivered to the sink only after the
 next one has gone out. So the model never waits for the server between two batches, but once:
-after a long batch with nothing behind it, a replica waits briefly for the clients it has just
-answered (`_gather_s`), so that clients which send again as soon as they have their answer ride
-in one batch instead of two half-size ones.
+after a long batch with nothing behind it, the one replica of a pool of one waits briefly for the
+clients it has just answered (`_gather_s`), so that clients which send again as soon as they
+have their answer ride in one batch instead of two half-size ones.
 
 Supervision, so that every batch is answered:
 - a replica that dies, or that has not finished the batch it runs within ``batch_timeout_s``
@@ -55,8 +55,8 @@ _POLL_S = 0.1  # how often an idle or waiting feeder looks at its replica's heal
 # 261-278 requests/s; the clients are back in 3-8 ms. A faster model needs no wait: the server,
 # not the batch size, sets its pace, and its batches grow under load on their own. A lone client
 # pays nothing: the wait ends as soon as its one row is back. Only a pool of one replica waits:
-# with several, the clients' groups are what keeps each replica busy (two single-thread workers
-# on 2 cores, 32 clients: 279-300 requests/s without the wait, 253-267 with it, which gathered
+# with several, the clients' groups are what keeps each replica busy (two one-thread workers on
+# 2 cores, 32 stock clients: 287-300 requests/s without the wait, 253-267 with it, which gathered
 # everyone into one replica's batch while the other idled).
 _GATHER_SHARE = 0.1
 _GATHER_FROM_S = 0.01
