@@ -132,8 +132,8 @@ def get_args_parser() -> argparse.ArgumentParser:
           help="torch threads per CPU worker; default: the cores divided among the workers")
     _flag(serving, "max_batch_size", type=int, default=256, help="most sequences in one forward pass")
     _flag(serving, "max_batch_tokens", type=int, default=0,
-          help="most tokens in one forward pass; 0: 16384 on GPU; on CPU 1024 per worker thread for MiniLM-sized and larger models "
-               "(4096 with bfloat16), more for narrower ones")
+          help="most tokens in one forward pass; 0: 16384 on GPU; on CPU 1024 per worker thread for MiniLM-sized "
+               "and larger models (4096 with bfloat16), more for narrower ones")
     _flag(serving, "priority_batch_size", type=int, default=16,
           help="requests of at most this many texts skip ahead of bulk work")
     _flag(serving, "cpu", action="store_true", default=False, help="run on CPU even if a GPU is present")

@@ -152,6 +152,7 @@ class BertServer(threading.Thread):
 
             return ray_worker_pool(self.spec, address=config.ray_address, num_replicas=config.replicas,
                                    num_cpus=config.ray_num_cpus, num_gpus=config.ray_num_gpus,
+                                   threads=config.threads_per_worker(),
                                    gpu_memory_fraction=config.gpu_memory_fraction, **stages)
         return local_worker_pool(
             config.encoder, self.devices,

@@ -214,9 +214,10 @@ class _Feeder:
         else:
             alone = not self.in_flight and len(pool.feeders) == 1
             gather_s = _gather_s(self._head_since - started) if alone else 0.0
-            if not gather_s:
+            if gather_s:  # the rows it answers, and those already waiting
+                expected = pool.batcher.queued_rows + len(head.batch)
+            else:
                 self._fill(wait=False)  # the replica's next batch goes out before this one's delivery
-            waiting = pool.batcher.queued_rows
             waits = []
             for request, _ in head.batch.segments:
                 if not request.first_batch_at:
@@ -225,7 +226,7 @@ class _Feeder:
             pool.stats.batch_done(len(head.batch), head.batch.num_tokens, self._head_since - started, waits)
             pool.sink.deliver(head.batch, finished.vectors)
             if gather_s:
-                pool.batcher.gather(waiting + len(head.batch), gather_s)
+                pool.batcher.gather(expected, gather_s)
         if not self.in_flight:
             self._state("idle")
 

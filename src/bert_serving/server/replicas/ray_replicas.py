@@ -78,16 +78,17 @@ class _EncoderActor:
 
 class RayReplica:
     """One `Replica` as a Ray actor in bundle ``index`` of ``group``, which must hold
-    ``num_cpus`` and ``num_gpus``."""
+    ``num_cpus`` and ``num_gpus``; on a CPU its torch runs ``threads`` threads."""
 
     def __init__(self, spec: ModelSpec, group: PlacementGroup, *, index: int, num_cpus: float = 1.0,
-                 num_gpus: float = 0.0, gpu_memory_fraction: float = 0.5, start_timeout_s: float = 300.0) -> None:
+                 num_gpus: float = 0.0, threads: int = 1, gpu_memory_fraction: float = 0.5,
+                 start_timeout_s: float = 300.0) -> None:
         self.name = f"ray replica {index}"
         self._spec = spec
         self._where = PlacementGroupSchedulingStrategy(group, placement_group_bundle_index=index)
         self._num_cpus, self._num_gpus = num_cpus, num_gpus
         self._device = "cuda" if num_gpus else "cpu"  # Ray sets CUDA_VISIBLE_DEVICES to the actor's GPUs
-        self._threads = max(1, int(num_cpus))
+        self._threads = threads
         self._gpu_memory_fraction = gpu_memory_fraction
         self._start_timeout_s = start_timeout_s
         self._actor = None
@@ -153,7 +154,7 @@ class RayReplica:
 
 
 def ray_worker_pool(spec: ModelSpec, *, address: str, num_replicas: int, num_cpus: float, num_gpus: float,
-                    gpu_memory_fraction: float = 0.5, **stages) -> WorkerPool:
+                    threads: int = 1, gpu_memory_fraction: float = 0.5, **stages) -> WorkerPool:
     """Join the cluster at ``address`` (``local``: start one in this process) and build a pool of
     ``num_replicas`` actors; the pool leaves the cluster when it closes. `ConfigurationError` if
     the cluster cannot be reached."""
@@ -162,7 +163,8 @@ def ray_worker_pool(spec: ModelSpec, *, address: str, num_replicas: int, num_cpu
     bundle = {"CPU": num_cpus, **({"GPU": num_gpus} if num_gpus else {})}
     group = placement_group([bundle] * num_replicas, strategy="SPREAD")
     replicas = [
-        RayReplica(spec, group, index=i, num_cpus=num_cpus, num_gpus=num_gpus, gpu_memory_fraction=gpu_memory_fraction)
+        RayReplica(spec, group, index=i, num_cpus=num_cpus, num_gpus=num_gpus, threads=threads,
+                   gpu_memory_fraction=gpu_memory_fraction)
         for i in range(num_replicas)
     ]
 
