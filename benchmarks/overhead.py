@@ -16,6 +16,10 @@ them alike:
   single sentences).
 Measurements: single-sentence round trips (p50, p99), 32 concurrent clients each with one
 one-sentence request in flight (requests/s), and bulk: 1,024 sentences per request (sentences/s).
+With the 32 clients, the CPU a request costs: the server's processes (server and workers), and
+every process on the machine (the clients' too, from /proc/stat): where the clients share the
+server's cores, half the echo's rate is only reachable at no more than the cores' time over half
+the echo's rate per request, all processes together, and the summary says how far off that is.
 
 Models (benchmarks/synthetic.py; random init, never downloaded): ``negligible`` (1 layer, hidden
 32, the real 30,522-word vocabulary: the model's compute is negligible, what is left is the
@@ -140,6 +144,36 @@ class Process:
             self.proc.kill()
 
 
+class MachineCpu:
+    """Cores busy on the whole machine (every process: clients, server, worker) while `many`
+    runs: sampled from /proc/stat over its measured window only (it starts its clients 2.5 s
+    after the call, then runs ``seconds``), leaving out the load generator's start-up."""
+
+    def __init__(self, seconds: float) -> None:
+        self.cores = 0.0
+        self._thread = threading.Thread(target=self._sample, args=(seconds,), daemon=True)
+
+    def __enter__(self) -> "MachineCpu":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._thread.join()
+
+    def _sample(self, seconds: float) -> None:
+        time.sleep(2.5 + 0.25)
+        busy0, all0 = _jiffies()
+        time.sleep(max(0.5, seconds - 0.5))
+        busy1, all1 = _jiffies()
+        self.cores = (os.cpu_count() or 1) * (busy1 - busy0) / max(1, all1 - all0)
+
+
+def _jiffies() -> tuple[int, int]:
+    """(busy, all) CPU time of every core since boot, from /proc/stat (idle and iowait are not busy)."""
+    values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return sum(values) - values[3] - values[4], sum(values)
+
+
 def cpu_seconds(pid: int) -> float:
     """CPU time (user + system) of ``pid`` and its live children, from /proc (Linux)."""
     total, tick = 0.0, os.sysconf("SC_CLK_TCK")
@@ -243,7 +277,10 @@ def run_model(name: str, args, corpus: list[str], work: Path) -> dict:
         for round_ in range(args.rounds):
             note("echo", "single_ms", zmq_single(*echo_ports, singles))
             for d in drivers:
-                note("echo", f"many_{d}_rps", many(d, echo_ports, small, args.procs, args.seconds))
+                with MachineCpu(args.seconds) as machine:
+                    rate = many(d, echo_ports, small, args.procs, args.seconds)
+                note("echo", f"many_{d}_rps", rate)
+                note("echo", f"machine_us_{d}", machine.cores / rate * 1e6)
             if args.http:
                 note("http echo", "single_ms", http_single(http_echo_port, singles))
                 note("http echo", "many_http_rps", many("http", (http_echo_port,), small, args.procs, args.seconds))
@@ -253,8 +290,10 @@ def run_model(name: str, args, corpus: list[str], work: Path) -> dict:
                 note(label, "single_ms", zmq_single(server.port, server.port_out, singles))
                 for d in drivers:
                     cpu = cpu_seconds(server.proc.pid)
-                    rate = many(d, (server.port, server.port_out), small, args.procs, args.seconds)
+                    with MachineCpu(args.seconds) as machine:
+                        rate = many(d, (server.port, server.port_out), small, args.procs, args.seconds)
                     note(label, f"many_{d}_rps", rate)
+                    note(label, f"machine_us_{d}", machine.cores / rate * 1e6)
                     note(label, f"cpu_us_{d}", (cpu_seconds(server.proc.pid) - cpu) / (rate * args.seconds) * 1e6)
                 note(label, "bulk_sps", zmq_bulk(server.port, server.port_out, bulk, args.bulk_repeats))
                 if args.http:
@@ -273,8 +312,8 @@ def run_model(name: str, args, corpus: list[str], work: Path) -> dict:
     summary = {c: {m: (statistics.median(v) if m != "single_ms" else
                        {"p50": float(np.percentile(v, 50)), "p99": float(np.percentile(v, 99))})
                    for m, v in ms.items()} for c, ms in rows.items()}
-    return {"model": name, "device": args.device, "summary": summary, "load_generator_check": check,
-            "avg_batch_size": batches}
+    return {"model": name, "device": args.device, "cores": os.cpu_count(), "summary": summary,
+            "load_generator_check": check, "avg_batch_size": batches}
 
 
 def targets(result: dict) -> list[str]:
@@ -288,6 +327,13 @@ def targets(result: dict) -> list[str]:
         lines.append(f"- {label}: single p50 {srv['single_ms']['p50']:.2f} ms; 32 clients {many}; "
                      f"{zmq_many / srv['bulk_sps']:.2f}x its bulk; bulk {srv['bulk_sps']:,.0f}/s = "
                      f"{srv['bulk_sps'] / s['in process']['bulk_sps']:.2f}x in process")
+        for d in ("stock", "raw"):
+            if f"machine_us_{d}" in srv and f"machine_us_{d}" in echo:
+                allowed = result["cores"] / (0.5 * echo[f"many_{d}_rps"]) * 1e6
+                spent, echo_spent = srv[f"machine_us_{d}"], echo[f"machine_us_{d}"]
+                lines.append(f"  - {d} clients, CPU per request, every process on the machine: {spent:,.0f} µs "
+                             f"(echo {echo_spent:,.0f}); half the echo's rate on {result['cores']} cores allows at "
+                             f"most {allowed:,.0f}")
         if http:
             lines.append(f"- {label} over HTTP: single p50 {http['single_ms']['p50']:.2f} ms; 32 clients "
                          f"{http['many_http_rps']:,.0f}/s = {http['many_http_rps'] / s['http echo']['many_http_rps']:.2f}x"
@@ -302,7 +348,9 @@ ROWS = (("single_ms", "single sentence, p50 / p99 ms"),
         ("bulk_sps", f"bulk, {BULK} sentences per request, sentences/s"),
         ("cpu_us_stock", "server CPU per small request, µs (stock clients; server + worker processes)"),
         ("cpu_us_raw", "server CPU per small request, µs (raw frames)"),
-        ("cpu_us_http", "server CPU per small request, µs (HTTP)"))
+        ("cpu_us_http", "server CPU per small request, µs (HTTP)"),
+        ("machine_us_stock", "CPU per small request, every process on the machine (clients too), µs (stock clients)"),
+        ("machine_us_raw", "CPU per small request, every process on the machine (clients too), µs (raw frames)"))
 
 
 def table(result: dict) -> str:
