@@ -98,7 +98,8 @@ def test_the_openai_sdk_works_unchanged(http_server, zmq_vectors) -> None:
     ("/encode", {"id": 1, "texts": []}, 400, "invalid_request", "texts: List should have at least 1 item"),
     ("/encode", {"id": 1}, 400, "invalid_request", "texts: Field required"),
     ("/encode", {"id": 1, "texts": [["the", False]], "is_tokenized": True}, 400, "invalid_request", "texts[0][1]"),
-    ("/encode", {"id": 1, "texts": ["a"] * 51}, 400, "invalid_request", "at most 50 items"),
+    ("/encode", {"id": 1, "texts": ["a"] * 51}, 413, "payload_too_large", "51 texts in one request; this server takes"
+                                                                          " at most 50 (-max_request_texts)"),
     ("/encode", {"id": 1, "texts": ["a" * 30000]}, 413, "payload_too_large", "exceeds 20000 bytes"),
     ("/v1/embeddings", {"input": []}, 400, "invalid_request", "input"),
     ("/v1/embeddings", {"input": ""}, 400, "invalid_request", "input: must not be empty or blank"),
@@ -110,7 +111,10 @@ def test_the_openai_sdk_works_unchanged(http_server, zmq_vectors) -> None:
     ("/v1/embeddings", {"input": "x", "dimensions": 33}, 400, "invalid_request", "dimensions: Input should be less"),
     ("/v1/embeddings", {"input": "x", "dimensions": 0}, 400, "invalid_request", "dimensions"),
     ("/v1/embeddings", {"input": "x", "encoding_format": "hex"}, 400, "invalid_request", "encoding_format"),
-    ("/v1/embeddings", {"input": ["a"] * 51}, 400, "invalid_request", "at most 50 items"),
+    ("/v1/embeddings", {"input": ["a"] * 51}, 413, "payload_too_large", "51 texts in one request"),
+    ("/v1/embeddings", {"input": "x", "prompt_name": "query"}, 400, "invalid_request",
+     "prompt_name: 'query' is not one of this model's prompts (none: it has no prompts)"),
+    ("/encode", {"texts": ["x"], "prompt_name": "query"}, 400, "invalid_request", "'query' is not one of this model's"),
 ])
 def test_errors_have_their_documented_status_and_body(http, path, payload, status, code, fragment) -> None:
     response = http.post(path, json=payload)
@@ -140,7 +144,14 @@ def test_a_validation_error_names_the_one_problem_found(http) -> None:
 
 def test_malformed_json_and_chunked_oversized_bodies(http) -> None:
     response = http.post("/v1/embeddings", content=b"{not json", headers={"content-type": "application/json"})
-    assert response.status_code == 400 and response.json()["error"]["type"] == "invalid_request_error"
+    error = response.json()["error"]
+    assert response.status_code == 400 and error["type"] == "invalid_request_error"
+    assert error["message"].startswith("the body is not valid JSON (Expecting property name") and not error["param"]
+    # curl -d without -H 'content-type: application/json': a form body, though its text is JSON
+    form = {"content-type": "application/x-www-form-urlencoded"}
+    response = http.post("/encode", content=b'{"texts": ["x"]}', headers=form)
+    assert response.status_code == 400
+    assert response.json()["description"] == "the body must be a JSON object, sent with Content-Type: application/json"
     response = http.post("/encode", content=b"\xff\xfe\x07", headers={"content-type": "application/json"})
     assert response.status_code == 400 and "not valid JSON" in response.json()["description"]
     assert http.get("/nowhere").json() == {"description": "Not Found", "type": "HTTPException", "code": "http_404",

@@ -152,9 +152,13 @@ def test_a_client_that_disconnects_has_its_queued_rows_dropped() -> None:
 def test_http_connections_beyond_the_cap_get_503_at_once() -> None:
     http_port = free_ports(1)[0]
     with running_server("-max_seq_len", "16", "-http_port", str(http_port), "-http_max_connect", "3"):
-        held = [socket.create_connection(("127.0.0.1", http_port)) for _ in range(3)]  # idle keep-alive clients
+        held = [socket.create_connection(("127.0.0.1", http_port)) for _ in range(2)]  # idle keep-alive clients
         try:
             time.sleep(0.3)  # accepted by the server
+            third = httpx.post(f"http://127.0.0.1:{http_port}/encode", json={"texts": ["the third"]}, timeout=10)
+            assert third.status_code == 200  # the cap is 3 connections: this request's own is one of them
+            held.append(socket.create_connection(("127.0.0.1", http_port)))
+            time.sleep(0.3)
             extra = httpx.post(f"http://127.0.0.1:{http_port}/encode", json={"texts": ["one more"]}, timeout=10)
             assert extra.status_code == 503 and extra.headers["connection"] == "close"
         finally:

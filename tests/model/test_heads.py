@@ -53,6 +53,8 @@ def test_regression_equals_what_1_10_0_answers(expected, expected_heads) -> None
     (dict(pooling_strategy=PoolingStrategy.CLASSIFICATION, num_labels=3, **REGRESSOR), ["[1, 32]", "REGRESSION"]),
     (dict(pooling_strategy=PoolingStrategy.REGRESSION, **CLASSIFIER), ["[3, 32]", "CLASSIFICATION"]),
     (dict(pooling_strategy=PoolingStrategy.REGRESSION, num_labels=3, **REGRESSOR), ["one output", "-num_labels 3"]),
+    (dict(pooling_strategy=PoolingStrategy.CLASSIFICATION, num_labels=0, **CLASSIFIER),
+     ["-num_labels must be at least 1", "got 0"]),
 ])
 def test_a_head_that_does_not_fit_is_a_startup_error_naming_weight_shape_and_flag(settings, says) -> None:
     with pytest.raises(ConfigurationError) as raised:

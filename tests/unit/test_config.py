@@ -1,7 +1,11 @@
-"""The settings the server derives from its flags when the user leaves them to it."""
+"""The settings the server derives from its flags when the user leaves them to it, and the values it
+refuses before it loads anything."""
 
 from __future__ import annotations
 
+import pytest
+
+from bert_serving.errors import ConfigurationError
 from bert_serving.model import EncoderSettings
 from bert_serving.server.config import ServerConfig
 
@@ -17,3 +21,17 @@ def test_the_cpu_token_budget_grows_with_each_worker_s_threads_and_for_narrower_
     assert two_threads.batch_tokens("cuda:0", 384) == 16384
     assert ServerConfig(worker_threads=2, max_batch_tokens=512).batch_tokens("cpu") == 512  # the user's word
     assert ServerConfig(ray_address="local", ray_num_cpus=4).batch_tokens("cpu") == 4096  # a Ray actor's CPUs
+
+
+@pytest.mark.parametrize(("flags", "says"), [
+    (dict(http_port=70000), "-http_port 70000 is not a TCP port (1-65535)"),
+    (dict(http_port=0), "-http_port 0 is not a TCP port"),
+    (dict(worker_threads=-1), "-worker_threads must be at least 1"),
+    (dict(drain_timeout=-3), "-drain_timeout must be >= 0"),
+    (dict(port=70000), "-port 70000 is not a TCP port"),
+])
+def test_out_of_range_values_are_refused_naming_the_flag(flags, says) -> None:
+    with pytest.raises(ConfigurationError) as refused:
+        ServerConfig(**flags)
+    assert says in str(refused.value)
+

@@ -157,6 +157,8 @@ def _choose(
         labels = declared.labels if declared is not None and declared.num_labels == 1 else ("LABEL_0",)
         return HeadSpec(1, "sigmoid", labels, _origin(declared, layout))
     if strategy is PoolingStrategy.CLASSIFICATION:
+        if num_labels is not None and num_labels < 1:
+            raise ConfigurationError(f"-num_labels must be at least 1 (outputs of the classifier), got {num_labels}")
         n = num_labels or (declared.num_labels if declared is not None else _DEFAULT_NUM_LABELS)
         labels = declared.labels if declared is not None and declared.num_labels == n else _default_labels(n)
         return HeadSpec(n, "softmax", labels, _origin(declared, layout))

@@ -68,6 +68,8 @@ class ServerConfig:
             port = getattr(self, name)
             if not 0 < port < 65536:
                 raise ConfigurationError(f"-{name} {port} is not a TCP port (1-65535)")
+        if self.http_port is not None and not 0 < self.http_port < 65536:
+            raise ConfigurationError(f"-http_port {self.http_port} is not a TCP port (1-65535)")
         if self.port == self.port_out:
             raise ConfigurationError(f"-port and -port_out are both {self.port}; they must differ")
         if self.http_port is not None and self.http_port in (self.port, self.port_out):
@@ -82,6 +84,12 @@ class ServerConfig:
         if not 0 <= self.idle_spin_ms <= 1000:
             raise ConfigurationError(f"-idle_spin_ms must be between 0 and 1000 (milliseconds a worker stays awake "
                                      f"after a batch), got {self.idle_spin_ms}")
+        if self.worker_threads < 0:
+            raise ConfigurationError(f"-worker_threads must be at least 1 (torch threads per CPU worker; 0: the cores "
+                                     f"shared out), got {self.worker_threads}")
+        if self.drain_timeout < 0:
+            raise ConfigurationError(f"-drain_timeout must be >= 0 (seconds a shutdown waits for accepted requests), "
+                                     f"got {self.drain_timeout}")
         if self.prefetch_size < 1:
             raise ConfigurationError(f"-prefetch_size must be at least 1 (batches in flight per worker), got "
                                      f"{self.prefetch_size}")

@@ -173,7 +173,7 @@ def create_app(gateway: Gateway, config: HttpSettings) -> FastAPI:
 
     @app.exception_handler(RequestValidationError)
     async def _on_invalid(request: Request, exc: RequestValidationError) -> Response:
-        return refused(request, validation_error(exc.errors()))
+        return refused(request, validation_error(exc.errors(), config.max_request_texts))
 
     @app.exception_handler(StarletteHTTPException)
     async def _on_http(request: Request, exc: StarletteHTTPException) -> Response:

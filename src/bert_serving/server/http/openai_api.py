@@ -62,9 +62,17 @@ PROMPT = "A prompt of your own to put before each text (it wins over prompt_name
 
 
 def prompt_name_field(names: tuple[str, ...]) -> tuple[object, object]:
-    """``prompt_name`` as a served model takes it: one of its prompts' names (none: only null)."""
+    """``prompt_name`` as a served model takes it: one of its prompts' names (none: only null);
+    another name is refused in the words the ZeroMQ edge uses (`Prompts.choose`)."""
+
+    def known(value: object) -> object:
+        if value is not None and isinstance(value, str) and value not in names:
+            listed = ", ".join(repr(n) for n in names) or "none: it has no prompts"
+            raise ValueError(f"{value!r:.60} is not one of this model's prompts ({listed})")
+        return value
+
     kind = Literal[names] | None if names else None
-    return kind, Field(None, description=PROMPT_NAME)
+    return Annotated[kind, BeforeValidator(known)], Field(None, description=PROMPT_NAME)
 
 
 def one_of(members: dict[str, object], kind: Callable[[Any], str | None], expected: str) -> object:

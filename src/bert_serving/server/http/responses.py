@@ -15,7 +15,7 @@ from fastapi import Request
 from fastapi.responses import Response
 from pydantic import BaseModel
 
-from ...errors import AuthenticationError, BertServingError, InvalidRequestError
+from ...errors import AuthenticationError, BertServingError, InvalidRequestError, PayloadTooLargeError
 from .openai_api import openai_error_body
 
 __all__ = ["OPENAI_PATHS", "RERANK_ERROR_RESPONSES", "RERANK_PATHS", "TEI_ERROR_RESPONSES", "TEI_PATHS", "ErrorBody",
@@ -84,14 +84,25 @@ def client_of(request: Request) -> str:
     return f"http:{request.client.host if request.client else 'unknown'}"
 
 
-def validation_error(errors: list[dict]) -> InvalidRequestError:
+def validation_error(errors: list[dict], max_texts: int | None = None) -> BertServingError:
     """pydantic's errors as one readable message naming the first problem found:
-    ``texts[1]: must not be empty or blank`` (and how many more there are, if any)."""
+    ``texts[1]: must not be empty or blank`` (and how many more there are, if any). More than
+    ``max_texts`` texts (``-max_request_texts``: the request's own list too long) is
+    ``payload_too_large``, as over ZeroMQ, whatever else is wrong with them."""
     problems, param = [], None
     for error in errors:
         # union members show up in the location as type tags ("list[constrained-str]",
         # "input-texts"): skip them
         loc = [p for p in error["loc"][1:] if isinstance(p, int) or not any(c in p for c in "[]-")]
+        limit = error.get("ctx") or {}
+        if error["type"] == "json_invalid":
+            return InvalidRequestError(f"the body is not valid JSON ({limit.get('error', error['msg'])})")
+        if not loc and error["type"] == "model_attributes_type" and isinstance(error.get("input"), (bytes, str)):
+            return InvalidRequestError("the body must be a JSON object, sent with Content-Type: application/json")
+        if error["type"] == "too_long" and len(loc) == 1 and limit.get("max_length") == max_texts:
+            return PayloadTooLargeError(f"{loc[0]}: {limit.get('actual_length')} texts in one request; this server "
+                                        f"takes at most {max_texts} (-max_request_texts): split the list",
+                                        param=str(loc[0]))
         where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc).lstrip(".") or "body"
         message = "must not be empty or blank" if "should match pattern" in error["msg"] else error["msg"]
         message = message.removeprefix("Value error, ")  # our validators' own words

@@ -30,7 +30,7 @@ class HttpServer:
         self.host, self.port = host, port
         self._server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off",
                                                      timeout_graceful_shutdown=10,
-                                                     limit_concurrency=max_connections))
+                                                     limit_concurrency=_uvicorn_limit(max_connections)))
         self._socket: socket.socket | None = None
         self._on_failure = on_failure
         self._closing = False
@@ -73,3 +73,10 @@ class HttpServer:
             self._thread.join(15)
         if self._socket is not None:
             self._socket.close()
+
+
+def _uvicorn_limit(max_connections: int | None) -> int | None:
+    """uvicorn's ``limit_concurrency`` for at most ``max_connections`` open connections: it counts
+    the connection a request arrives on among them, so N would leave room for N - 1 (and 1 for
+    none at all)."""
+    return None if max_connections is None else max_connections + 1
