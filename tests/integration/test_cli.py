@@ -66,6 +66,13 @@ def test_start_logs_configuration_then_ready_and_terminate_stops_it() -> None:
         stop(proc)
 
 
+def test_terminate_says_so_at_once_when_no_server_listens() -> None:
+    done = subprocess.run([str(BIN / "bert-serving-terminate"), "-ip=127.0.0.1", f"-port={free_ports(1)[0]}"],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1 and "nothing is listening at 127.0.0.1:" in done.stderr, done.stderr
+    assert "shutdown signal sent" not in done.stdout
+
+
 def test_busy_ports_fail_with_a_clear_message() -> None:
     with running_server("-max_seq_len", "16") as server:
         taken = server.config.port

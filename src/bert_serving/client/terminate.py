@@ -9,7 +9,7 @@ import uuid
 import zmq
 
 from .. import protocol
-from ..errors import ServerTimeoutError
+from ..errors import NotReadyError, ServerTimeoutError
 
 __all__ = ["terminate_server"]
 
@@ -26,7 +26,10 @@ def terminate_server(ip: str = "localhost", port: int = 5555, timeout: int | Non
     its ``-drain_timeout`` (asked for when ``port_out`` is given; else the default 30 s) plus
     15 s. From another host the server wants its ``-terminate_token`` as ``token``; with
     ``port_out`` a refusal is reported at once (`ForbiddenError`).
-    Raises `ServerTimeoutError`, saying it is still draining, if the port is still open then."""
+    Raises `NotReadyError` if nothing listens on the port, `ServerTimeoutError`, saying it is
+    still draining, if the port is still open at the end."""
+    if not _listening(ip, port):
+        raise NotReadyError(f"nothing is listening at {ip}:{port}: no server there to terminate")
     payload = protocol.TERMINATION if token is None else protocol.TERMINATION + b" " + token.encode()
     identity = b"terminate-" + uuid.uuid4().hex.encode()
     drain_s = DEFAULT_DRAIN_S
@@ -36,7 +39,7 @@ def terminate_server(ip: str = "localhost", port: int = 5555, timeout: int | Non
         if port_out is not None:
             sub.setsockopt(zmq.SUBSCRIBE, identity)
             sub.connect(f"tcp://{ip}:{port_out}")
-            config = _ask(push, sub, identity, protocol.SHOW_CONFIG, 1, 10_000)
+            config = _ask(push, sub, identity, protocol.SHOW_CONFIG, 1, min(10_000, timeout or 10_000))
             if config is None:
                 raise ServerTimeoutError(f"no bert-serving server answered at {ip}:{port} (results on {port_out})")
             drain_s = float(config.config.get("drain_timeout") or drain_s)
@@ -48,17 +51,25 @@ def terminate_server(ip: str = "localhost", port: int = 5555, timeout: int | Non
     wait_s = timeout / 1000 if timeout is not None else drain_s + _MARGIN_S
     deadline = time.monotonic() + wait_s
     while time.monotonic() < deadline:
-        try:
-            socket.create_connection((ip, port), timeout=0.5).close()
-        except OSError:
+        if not _listening(ip, port):
             return
         time.sleep(0.1)
     raise ServerTimeoutError(
         f"the server at {ip}:{port} is still running {wait_s:.0f} s after TERMINATION: it is most likely still "
         "draining, finishing the requests it accepted (for up to its -drain_timeout), and will then stop; "
         "wait longer with -timeout. If it never stops, it refused: from another host TERMINATION needs the "
-        "server's -terminate_token (pass -port_out to see the refusal)"
+        "server's -terminate_token (pass -port_out to see the refusal); a server with CurveZMQ keys "
+        "(-zmq_secret_key) takes no TERMINATION from this command: stop it with a signal (SIGTERM)"
     )
+
+
+def _listening(ip: str, port: int) -> bool:
+    """Whether something accepts TCP connections at ``ip:port``."""
+    try:
+        socket.create_connection((ip, port), timeout=0.5).close()
+    except OSError:
+        return False
+    return True
 
 
 def _ask(push: zmq.Socket, sub: zmq.Socket, identity: bytes, command: bytes, req_id: int,
