@@ -18,7 +18,7 @@ from bert_serving.server.pipeline.batcher import Batcher
 from bert_serving.server.pipeline.request import Request
 from bert_serving.server.pipeline.sink import Sink
 from bert_serving.server.pipeline.stats import Stats
-from bert_serving.server.replicas.pool import Finished, ReplicaCrashed, WorkerPool
+from bert_serving.server.replicas.pool import Finished, ReplicaCrashed, ReplicaStartError, WorkerPool
 
 from ..conftest import TINY_BERT
 
@@ -30,7 +30,8 @@ class FakeReplica:
     """Vectors whose first value is the row's first token id; crashes/raises on marked ids.
     ``hang_once``: the first batch is never answered (a stopped or deadlocked process)."""
 
-    def __init__(self, name: str, crash_once: bool = False, fail_start: bool = False, hang_once: bool = False) -> None:
+    def __init__(self, name: str, crash_once: bool = False, fail_start: Exception | None = None,
+                 hang_once: bool = False) -> None:
         self.name, self.crash_once, self.fail_start, self.hang_once = name, crash_once, fail_start, hang_once
         self.starts = self.calls = self.kills = 0
         self.sent: deque[tuple[int, Features]] = deque()
@@ -39,8 +40,8 @@ class FakeReplica:
     def start(self) -> None:
         self.starts += 1
         self.sent.clear()
-        if self.fail_start:
-            raise RuntimeError("no GPU here")
+        if self.fail_start is not None:
+            raise self.fail_start
 
     def send(self, seq: int, features: Features) -> None:
         self.sent.append((seq, features))
@@ -191,13 +192,18 @@ def test_an_unexpected_error_in_the_feeder_costs_a_restart_not_the_feeder() -> N
     assert stats.worker_restarts == 1 and stats.worker_states[0] in ("idle", "stopped")
 
 
-def test_a_replica_that_cannot_start_is_reported() -> None:
+@pytest.mark.parametrize(("raised", "says"), [
+    (RuntimeError("no GPU here"), "w0 failed to start: RuntimeError: no GPU here"),  # a bug: its type named
+    (ReplicaStartError("ValueError: no weights"), "w0 failed to start: ValueError: no weights"),  # the replica's words
+])
+def test_a_replica_that_cannot_start_is_reported(raised, says) -> None:
     stats = Stats()
     sink = Sink(resolve(EncoderSettings(model_dir=str(TINY_BERT / "google"))).outputs, stats)
-    pool = WorkerPool([FakeReplica("w0", fail_start=True)], batcher=Batcher(), sink=sink, stats=stats)
+    pool = WorkerPool([FakeReplica("w0", fail_start=raised)], batcher=Batcher(), sink=sink, stats=stats)
     pool.start()
-    with pytest.raises(NotReadyError, match="w0 failed to start: RuntimeError: no GPU here"):
+    with pytest.raises(NotReadyError) as refused:
         pool.wait_ready(10)
+    assert str(refused.value) == says
     assert stats.worker_states == {0: "failed"}
     pool.close()
 

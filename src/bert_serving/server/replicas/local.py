@@ -16,7 +16,7 @@ import numpy as np
 from ...model.features import Features
 from ...model.settings import EncoderSettings
 from .channel import ERR, OK, READY, STOP, Channel, pack, settings_to_json
-from .pool import Finished, ReplicaCrashed, WorkerPool
+from .pool import Finished, ReplicaCrashed, ReplicaStartError, WorkerPool
 from .runtime import OPENMP_ENV
 
 __all__ = ["LocalReplica", "local_worker_pool"]
@@ -57,9 +57,9 @@ class LocalReplica:
             self._check_alive()
         frames = self._receive_message()
         if frames[0] == ERR:
-            raise RuntimeError(json.loads(bytes(frames[1]))["message"])
+            raise ReplicaStartError(json.loads(bytes(frames[1]))["message"])
         if frames[0] != READY:
-            raise RuntimeError(f"{self.name} sent {bytes(frames[0])!r} instead of READY")
+            raise ReplicaStartError(f"{self.name} sent {bytes(frames[0])!r} instead of READY")
         logger.info("%s ready (pid %d)", self.name, json.loads(bytes(frames[1]))["pid"])
 
     def send(self, seq: int, features: Features) -> None:

@@ -39,7 +39,7 @@ from ..pipeline.batcher import Batch, Batcher
 from ..pipeline.sink import Sink
 from ..pipeline.stats import Stats
 
-__all__ = ["Finished", "Replica", "ReplicaCrashed", "WorkerPool", "embed_once"]
+__all__ = ["Finished", "Replica", "ReplicaCrashed", "ReplicaStartError", "WorkerPool", "embed_once"]
 
 logger = logging.getLogger(__name__)
 
@@ -65,6 +65,11 @@ _GATHER_MAX_S = 0.01
 
 class ReplicaCrashed(Exception):
     """The replica died (or became unreachable); its batches may be retried elsewhere."""
+
+
+class ReplicaStartError(RuntimeError):
+    """A replica could not load its model; the message says why in full (any other exception from
+    ``start`` is reported with its type's name)."""
 
 
 @dataclass(frozen=True)
@@ -146,7 +151,7 @@ class _Feeder:
         try:
             self.replica.start()
         except Exception as exc:
-            self.startup_error = f"{type(exc).__name__}: {exc}"
+            self.startup_error = str(exc) if isinstance(exc, ReplicaStartError) else f"{type(exc).__name__}: {exc}"
             self._state("failed")
             self.replica.stop(graceful=False)
             self.ready.set()

@@ -44,7 +44,7 @@ from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 from ...errors import ConfigurationError
 from ...model.encoder import ModelSpec
 from ...model.features import Features
-from .pool import Finished, ReplicaCrashed, WorkerPool
+from .pool import Finished, ReplicaCrashed, ReplicaStartError, WorkerPool
 from .runtime import OPENMP_ENV, CpuThreads, HeapTrimmer, load_encoder
 
 __all__ = ["RayReplica", "ray_worker_pool"]
@@ -106,14 +106,14 @@ class RayReplica:
         try:
             self.placement = ray.get(loading, timeout=self._start_timeout_s)
         except GetTimeoutError:
-            raise RuntimeError(
+            raise ReplicaStartError(
                 f"{self.name} was not loaded within {self._start_timeout_s:.0f} s; does the cluster have "
                 f"{self._num_cpus} CPU and {self._num_gpus} GPU free on a node (-ray_num_cpus, -ray_num_gpus)?"
             ) from None
         except RayActorError as exc:
-            raise RuntimeError(f"{self.name} died while loading the model: {_first_line(exc)}") from None
+            raise ReplicaStartError(f"{self.name} died while loading the model: {_first_line(exc)}") from None
         except RayTaskError as exc:
-            raise RuntimeError(f"{self.name} could not load the model: {_cause(exc)}") from None
+            raise ReplicaStartError(f"{self.name} could not load the model: {_cause(exc)}") from None
         logger.info("%s ready on %s, pid %s", self.name, self._node(), self.placement["pid"])
 
     def send(self, seq: int, features: Features) -> None:
