@@ -35,3 +35,13 @@ def test_out_of_range_values_are_refused_naming_the_flag(flags, says) -> None:
         ServerConfig(**flags)
     assert says in str(refused.value)
 
+
+
+def test_normalize_and_no_normalize_together_are_refused(capsys) -> None:
+    from bert_serving.server import get_args_parser
+
+    parser = get_args_parser()
+    assert [parser.parse_args(f).normalize for f in ([], ["-normalize"], ["-no_normalize"])] == [None, True, False]
+    with pytest.raises(SystemExit):
+        parser.parse_args(["-normalize", "-no_normalize"])
+    assert "-no_normalize/--no_normalize: not allowed with argument -normalize" in capsys.readouterr().err

@@ -89,9 +89,10 @@ def get_args_parser() -> argparse.ArgumentParser:
     _flag(bert, "no_position_embeddings", action="store_true", default=False, help="do not add position embeddings")
     _flag(bert, "fixed_embed_length", action="store_true", default=False,
           help="with -max_seq_len NONE and NONE pooling, pad T to max_position_embeddings")
-    _flag(bert, "normalize", dest="normalize", action="store_const", const=True, default=None,
+    normalize = bert.add_mutually_exclusive_group()
+    _flag(normalize, "normalize", dest="normalize", action="store_const", const=True, default=None,
           help="L2-normalize sentence vectors (default: as the model says; sentence-transformers' Normalize)")
-    _flag(bert, "no_normalize", dest="normalize", action="store_const", const=False, help="do not L2-normalize")
+    _flag(normalize, "no_normalize", dest="normalize", action="store_const", const=False, help="do not L2-normalize")
     _flag(bert, "default_prompt_name", default=None,
           help="the model's prompt put before texts whose request names none (config_sentence_transformers.json "
                "prompts; default: the model's default_prompt_name)")
