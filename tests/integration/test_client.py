@@ -114,6 +114,10 @@ def test_constructor_gives_up_when_no_server_answers() -> None:
     with pytest.raises(ServerTimeoutError, match=f"no bert-serving server answered at localhost:{port}"):
         BertClient(port=port, port_out=port_out, connect_timeout=500)
     assert time.monotonic() - started < 5
+    started = time.monotonic()
+    with pytest.raises(ServerTimeoutError, match="within 1500 ms"):  # 1.10.0's timeout bounds the first contact too
+        BertClient(port=port, port_out=port_out, timeout=1500)
+    assert time.monotonic() - started < 5
 
 
 def test_timeout_raises_a_timeout_error(tiny_server) -> None:

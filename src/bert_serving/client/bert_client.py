@@ -23,6 +23,8 @@ from .inputs import check_pairs, check_texts, check_token_lists, within_length
 __all__ = ["BertClient", "RerankResult", "Response", "__version__"]
 
 __version__ = protocol.PROTOCOL_VERSION  # the protocol this client speaks, as 1.10.0 reported it
+_CONNECT_TIMEOUT_MS = 10_000  # how long the constructor waits for a server by default, without a timeout
+_MIN_CONNECT_TIMEOUT_MS = 1_000  # ... and at least, with one
 
 Response = namedtuple("Response", ["id", "embedding", "tokens"])
 # one document of `BertClient.rerank`'s answer; ``document`` is None unless asked for (Cohere's names)
@@ -60,14 +62,16 @@ class BertClient:
         ignore_all_checks: bool = False,
         timeout: int = -1,
         *,
-        connect_timeout: int = 10_000,
+        connect_timeout: int | None = None,
         chunk_size: int = 1024,
         max_in_flight: int = 16,
         curve_server_key: bytes | str | None = None,
         curve_client_cert: str | None = None,
     ) -> None:
         """Connect to a server. Unless ``ignore_all_checks``, ask for its configuration first, and
-        raise `ServerTimeoutError` if no server answers within ``connect_timeout`` ms.
+        raise `ServerTimeoutError` if no server answers within ``connect_timeout`` ms (by default
+        ``timeout`` when one is set, as 1.10.0 waited, though at least a second; else 10 s, where
+        1.10.0 waited forever).
 
         ``timeout`` (ms, -1 = none) bounds each wait for an answer. ``chunk_size`` is the most
         texts sent in one request by a blocking `encode`; ``max_in_flight`` the most requests
@@ -113,6 +117,8 @@ class BertClient:
         self.server_info: dict = {}
 
         if not ignore_all_checks and (check_version or show_server_config or check_length or check_token_info):
+            if connect_timeout is None:  # as long as a request may wait, though not under a second
+                connect_timeout = max(timeout, _MIN_CONNECT_TIMEOUT_MS) if timeout > 0 else _CONNECT_TIMEOUT_MS
             config = self._first_contact(connect_timeout)
             self.server_info = config
             if check_version and config.get("server_version") != __version__:
