@@ -12,7 +12,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from bert_serving.errors import ConfigurationError
+from bert_serving.errors import ConfigurationError, InvalidRequestError
 from bert_serving.model import Encoder, EncoderSettings, PoolingStrategy, resolve
 from bert_serving.model.loading import default_model_dir
 
@@ -213,3 +213,25 @@ def test_a_folder_the_installed_sentence_transformers_saves_loads(tiny_bert, tmp
     np.testing.assert_allclose(encoder.encode(texts), reference.encode(texts), atol=1e-5)
     np.testing.assert_allclose(encoder.encode(texts, prompt_name="query"),
                                reference.encode(texts, prompt_name="query"), atol=1e-5)
+
+
+def test_settings_written_as_the_flags_are_mean_what_the_flags_mean(tiny_bert) -> None:
+    texts = ["the cat sat on the mat", "a much longer sentence than the other one, with commas"]
+    as_flags = Encoder.load(str(tiny_bert / "google"), pooling_layer=-1, max_seq_len="NONE",
+                            pooling_strategy="reduce_max")
+    typed = Encoder.load(str(tiny_bert / "google"), pooling_layer=(-1,), max_seq_len=None,
+                         pooling_strategy=PoolingStrategy.REDUCE_MAX)
+    assert (as_flags.spec.pooling_layer, as_flags.spec.max_seq_len) == ((-1,), None)
+    np.testing.assert_array_equal(as_flags.encode(texts), typed.encode(texts))
+    assert EncoderSettings(max_seq_len="16").max_seq_len == 16
+    with pytest.raises(ConfigurationError, match="max_seq_len must be a number, NONE or auto, got 'sixteen'"):
+        EncoderSettings(max_seq_len="sixteen")
+    with pytest.raises(ConfigurationError, match="unknown pooling strategy 'mean'"):
+        EncoderSettings(pooling_strategy="mean")
+
+
+def test_one_string_is_refused_not_encoded_letter_by_letter(tiny_bert) -> None:
+    encoder = Encoder.load(str(tiny_bert / "google"))
+    with pytest.raises(InvalidRequestError, match=r"got one string \('hello'\); pass \[text\]"):
+        encoder.encode("hello")
+    assert encoder.encode(["hello"]).shape == (1, encoder.dim)

@@ -22,13 +22,13 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from ..errors import ConfigurationError
+from ..errors import ConfigurationError, InvalidRequestError
 from .architectures.bert import BertModel
 from .features import Features, plan_batches
 from .heads import ClassifierHead
 from .loading import load_weights
 from .packing import Packing
-from .pooling import PoolingStrategy, pool
+from .pooling import pool
 from .scores import activate
 from .spec import AUTO, DTYPES, EncoderSettings, ModelSpec, resolve
 
@@ -39,8 +39,8 @@ logger = logging.getLogger(__name__)
 
 def _compute_dtype(name: str, device: torch.device) -> torch.dtype:
     if name == "float16" and device.type != "cuda":
-        logger.warning("half precision computes on GPUs only; on %s the model computes in float32 (and sends "
-                       "float16 vectors, as -fp16 asks)", device)
+        logger.warning("half precision computes on GPUs only; on %s the model computes in float32 (-fp16 still "
+                       "makes the vectors float16)", device)
         return torch.float32
     if name == "bfloat16" and device.type == "cpu" and not _cpu_has_bf16():
         logger.warning("this CPU has no bfloat16 instructions (AMX or AVX512-BF16): -dtype bfloat16 will be "
@@ -70,10 +70,8 @@ class Encoder:
 
     @classmethod
     def load(cls, model_dir: str | None = None, *, device: str | None = None, **settings) -> Encoder:
-        """Resolve and load a model in one call; ``settings`` are `EncoderSettings` fields
-        (``pooling_strategy`` also by name: ``"CLASSIFICATION"``)."""
-        if isinstance(settings.get("pooling_strategy"), str):
-            settings["pooling_strategy"] = PoolingStrategy.from_string(settings["pooling_strategy"])
+        """Resolve and load a model in one call; ``settings`` are `EncoderSettings` fields (also
+        as the flags are written: ``pooling_strategy="CLASSIFICATION"``, ``max_seq_len="NONE"``)."""
         return cls(resolve(EncoderSettings(model_dir=model_dir, **settings)), device=device)
 
     def _build_model(self) -> torch.nn.Module:
@@ -159,6 +157,7 @@ class Encoder:
         (with a head: its scores, e.g. CLASSIFICATION's probabilities). ``prompt_name`` (one of
         the model's prompts) or ``prompt`` (a text) goes before each text; neither: the model's
         default prompt, if it has one."""
+        _refuse_one_string(texts)
         if is_tokenized is None:
             is_tokenized = isinstance(texts, list) and bool(texts) and all(isinstance(t, list) for t in texts)
         chosen = self.spec.prompts.choose(prompt_name, prompt)
@@ -175,6 +174,7 @@ class Encoder:
         explicit ``(A, B)`` pairs; ``raw_scores``: the logits, no activation."""
         if self.spec.head is None:
             raise ConfigurationError("this model has no head to predict with; it embeds (use encode)")
+        _refuse_one_string(inputs)
         logits = self._run(self.tokenizer.encode_pairs(list(inputs)))
         return logits if raw_scores else activate(logits, self.spec.head.activation)
 
@@ -193,3 +193,9 @@ class Encoder:
         for rows in plan_batches(lengths, max_batch_tokens, max_batch_size):
             outputs.place(result, rows, self.embed(features.take(rows)), lengths[rows])
         return result
+
+
+def _refuse_one_string(texts: object) -> None:
+    """A string is a sequence of characters: taken for a list of texts, each character would be one."""
+    if isinstance(texts, str):
+        raise InvalidRequestError(f"texts must be a list of texts, got one string ({texts!r:.40}); pass [text]")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..errors import ConfigurationError
 from .strategies import PoolingStrategy
 
 __all__ = ["AUTO", "DTYPES", "EncoderSettings"]
@@ -37,6 +38,24 @@ class EncoderSettings:
     default_prompt_name: str | None = None  # one of the model's prompts, applied when a request names none
     trust_remote_code: bool = False  # run a model's own Python code (config.json auto_map)
     num_labels: int | None = None  # the original's -num_labels: outputs of a CLASSIFICATION head (default 2)
+
+    def __post_init__(self) -> None:
+        """Values as a program would write them take the flags' forms: ``max_seq_len="NONE"`` or
+        ``"16"``, ``pooling_layer=-1``, ``pooling_strategy="REDUCE_MAX"``."""
+        if isinstance(self.max_seq_len, str):
+            value = self.max_seq_len.strip().lower()
+            if value not in (AUTO, "none") and not value.isdigit():
+                raise ConfigurationError(f"max_seq_len must be a number, NONE or auto, got {self.max_seq_len!r}")
+            object.__setattr__(self, "max_seq_len", AUTO if value == AUTO else None if value == "none" else int(value))
+        if isinstance(self.pooling_layer, int):
+            object.__setattr__(self, "pooling_layer", (self.pooling_layer,))
+        elif self.pooling_layer is not None:
+            object.__setattr__(self, "pooling_layer", tuple(self.pooling_layer))
+        if isinstance(self.pooling_strategy, str):
+            try:
+                object.__setattr__(self, "pooling_strategy", PoolingStrategy.from_string(self.pooling_strategy))
+            except ValueError as exc:
+                raise ConfigurationError(str(exc)) from None
 
 
 DTYPES = ("float32", "bfloat16", "float16")

@@ -142,7 +142,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     _flag(serving, "fp16", action="store_true", default=False, help="half precision on GPU; float16 vectors")
     _flag(serving, "dtype", choices=["float32", "bfloat16", "float16"], default="float32",
           help="what the model computes in; bfloat16 is ~3x faster on CPUs with AMX, vectors within cosine "
-               "0.9999 of float32 (default: float32, exact)")
+               "0.9998 of float32 (default: float32, exact)")
     _flag(serving, "gpu_memory_fraction", type=float, default=0.5, help="share of GPU memory per worker")
     _flag(serving, "device_map", type=int, nargs="+", default=[], help="GPU ids for the workers, cycled")
     _flag(serving, "prefetch_size", type=int, default=2,
