@@ -15,7 +15,7 @@ from fastapi import Request
 from fastapi.responses import Response
 from pydantic import BaseModel
 
-from ...errors import AuthenticationError, BertServingError, InvalidRequestError, PayloadTooLargeError
+from ...errors import AuthenticationError, BertServingError, InvalidRequestError
 from .openai_api import openai_error_body
 
 __all__ = ["OPENAI_PATHS", "RERANK_ERROR_RESPONSES", "RERANK_PATHS", "TEI_ERROR_RESPONSES", "TEI_PATHS", "ErrorBody",
@@ -84,11 +84,12 @@ def client_of(request: Request) -> str:
     return f"http:{request.client.host if request.client else 'unknown'}"
 
 
-def validation_error(errors: list[dict], max_texts: int | None = None) -> BertServingError:
+def validation_error(errors: list[dict], max_texts: int | None = None) -> InvalidRequestError:
     """pydantic's errors as one readable message naming the first problem found:
     ``texts[1]: must not be empty or blank`` (and how many more there are, if any). More than
-    ``max_texts`` texts (``-max_request_texts``: the request's own list too long) is
-    ``payload_too_large``, as over ZeroMQ, whatever else is wrong with them."""
+    ``max_texts`` texts (``-max_request_texts``, the schema's ``maxItems``) is said in the words
+    ZeroMQ uses, whatever else is wrong with them; a 400 all the same, as for any request the
+    schema does not allow (OpenAI answers too many inputs so)."""
     problems, param = [], None
     for error in errors:
         # union members show up in the location as type tags ("list[constrained-str]",
@@ -100,9 +101,9 @@ def validation_error(errors: list[dict], max_texts: int | None = None) -> BertSe
         if not loc and error["type"] == "model_attributes_type" and isinstance(error.get("input"), (bytes, str)):
             return InvalidRequestError("the body must be a JSON object, sent with Content-Type: application/json")
         if error["type"] == "too_long" and len(loc) == 1 and limit.get("max_length") == max_texts:
-            return PayloadTooLargeError(f"{loc[0]}: {limit.get('actual_length')} texts in one request; this server "
-                                        f"takes at most {max_texts} (-max_request_texts): split the list",
-                                        param=str(loc[0]))
+            return InvalidRequestError(f"{loc[0]}: {limit.get('actual_length')} texts in one request; this server "
+                                       f"takes at most {max_texts} (-max_request_texts): split the list",
+                                       param=str(loc[0]))
         where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc).lstrip(".") or "body"
         message = "must not be empty or blank" if "should match pattern" in error["msg"] else error["msg"]
         message = message.removeprefix("Value error, ")  # our validators' own words
