@@ -24,6 +24,7 @@ import zmq
 __all__ = ["CLIENTS", "http_bulk", "http_single", "many", "stock_client_dir", "zmq_bulk", "zmq_single"]
 
 CLIENTS = 32
+START_DELAY_S = 2.5  # `many` starts its clients this long after the call: every process connected, subscribed
 
 
 class ZmqDriver:
@@ -208,7 +209,7 @@ def many(kind: str, target: tuple, texts: list[str], procs: int, seconds: float)
     or http."""
     ctx = multiprocessing.get_context("spawn")
     share = [CLIENTS // procs + (i < CLIENTS % procs) for i in range(procs)]
-    start_at = time.time() + 2.5  # every process started, connected and subscribed
+    start_at = time.time() + START_DELAY_S
     jobs = []
     with ctx.Pool(procs) as pool:
         first = 0

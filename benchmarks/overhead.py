@@ -53,7 +53,7 @@ import numpy as np
 import zmq
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from loadgen import http_bulk, http_single, many, stock_client_dir, zmq_bulk, zmq_single  # noqa: E402
+from loadgen import START_DELAY_S, http_bulk, http_single, many, stock_client_dir, zmq_bulk, zmq_single  # noqa: E402
 from procs import free_ports  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
@@ -146,8 +146,8 @@ class Process:
 
 class MachineCpu:
     """Cores busy on the whole machine (every process: clients, server, worker) while `many`
-    runs: sampled from /proc/stat over its measured window only (it starts its clients 2.5 s
-    after the call, then runs ``seconds``), leaving out the load generator's start-up."""
+    runs: sampled from /proc/stat over its measured window only (it starts its clients
+    ``START_DELAY_S`` after the call, then runs ``seconds``), leaving out the load generator's start-up."""
 
     def __init__(self, seconds: float) -> None:
         self.cores = 0.0
@@ -161,7 +161,7 @@ class MachineCpu:
         self._thread.join()
 
     def _sample(self, seconds: float) -> None:
-        time.sleep(2.5 + 0.25)
+        time.sleep(START_DELAY_S + 0.25)
         busy0, all0 = _jiffies()
         time.sleep(max(0.5, seconds - 0.5))
         busy1, all1 = _jiffies()

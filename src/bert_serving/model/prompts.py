@@ -11,10 +11,11 @@ sentence-transformers does. Pure Python: the pipeline resolves requests' prompts
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Sequence
 
 from ..errors import InvalidRequestError
 
-__all__ = ["Prompts"]
+__all__ = ["Prompts", "unknown_prompt"]
 
 
 @dataclass(frozen=True)
@@ -41,10 +42,15 @@ class Prompts:
                                           param="prompt_name")
             found = self.as_dict().get(prompt_name)
             if found is None:
-                known = ", ".join(repr(n) for n in self.names) or "none: it has no prompts"
-                raise InvalidRequestError(f"prompt_name {prompt_name!r:.60} is not one of this model's prompts "
-                                          f"({known})", param="prompt_name")
+                raise InvalidRequestError(f"prompt_name {unknown_prompt(prompt_name, self.names)}",
+                                          param="prompt_name")
             return found or None
         if self.default_name is not None:
             return self.as_dict()[self.default_name] or None
         return None
+
+
+def unknown_prompt(name: str, names: Sequence[str]) -> str:
+    """What is wrong with asking for prompt ``name`` of a model whose prompts are ``names``."""
+    known = ", ".join(repr(n) for n in names) or "none: it has no prompts"
+    return f"{name!r:.60} is not one of this model's prompts ({known})"

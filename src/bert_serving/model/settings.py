@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from ..errors import ConfigurationError
 from .strategies import PoolingStrategy
 
-__all__ = ["AUTO", "DTYPES", "EncoderSettings"]
+__all__ = ["AUTO", "DTYPES", "EncoderSettings", "parse_max_seq_len"]
 
 AUTO = "auto"
 
@@ -43,10 +43,11 @@ class EncoderSettings:
         """Values as a program would write them take the flags' forms: ``max_seq_len="NONE"`` or
         ``"16"``, ``pooling_layer=-1``, ``pooling_strategy="REDUCE_MAX"``."""
         if isinstance(self.max_seq_len, str):
-            value = self.max_seq_len.strip().lower()
-            if value not in (AUTO, "none") and not value.isdigit():
-                raise ConfigurationError(f"max_seq_len must be a number, NONE or auto, got {self.max_seq_len!r}")
-            object.__setattr__(self, "max_seq_len", AUTO if value == AUTO else None if value == "none" else int(value))
+            try:
+                object.__setattr__(self, "max_seq_len", parse_max_seq_len(self.max_seq_len))
+            except ValueError:
+                raise ConfigurationError(
+                    f"max_seq_len must be a number, NONE or auto, got {self.max_seq_len!r}") from None
         if isinstance(self.pooling_layer, int):
             object.__setattr__(self, "pooling_layer", (self.pooling_layer,))
         elif self.pooling_layer is not None:
@@ -59,3 +60,14 @@ class EncoderSettings:
 
 
 DTYPES = ("float32", "bfloat16", "float16")
+
+
+def parse_max_seq_len(value: str) -> int | str | None:
+    """``-max_seq_len`` as written: a number, NONE (any case: a length chosen per request) or
+    auto (the model's default); `ValueError` otherwise."""
+    word = value.strip().lower()
+    if word == "none":
+        return None
+    if word == AUTO:
+        return AUTO
+    return int(word)

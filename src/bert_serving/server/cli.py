@@ -15,7 +15,7 @@ import sys
 
 from .. import __version__, protocol
 from ..errors import BertServingError, ConfigurationError
-from ..model.settings import AUTO
+from ..model.settings import AUTO, parse_max_seq_len
 from ..model.strategies import PoolingStrategy
 
 API_KEY_ENV = "BERT_SERVING_API_KEY"
@@ -31,14 +31,12 @@ def _flag(group, name: str, *aliases: str, **kwargs) -> None:
 
 def max_seq_len(value: str) -> int | str | None:
     """An int > 3; NONE (any case) for a length chosen per request; auto for the model's default."""
-    if value.strip().lower() == "none":
-        return None
-    if value.strip().lower() == AUTO:
-        return AUTO
     try:
-        number = int(value)
+        number = parse_max_seq_len(value)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{value!r} is neither an integer nor NONE") from None
+    if not isinstance(number, int):
+        return number
     if number <= 3:
         raise argparse.ArgumentTypeError(f"{number} is too small: it must be > 3 (room for [CLS], [SEP], [SEP])")
     return number

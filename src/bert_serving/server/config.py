@@ -64,12 +64,10 @@ class ServerConfig:
     verbose: bool = False
 
     def __post_init__(self) -> None:
-        for name in ("port", "port_out"):
+        for name in ("port", "port_out", "http_port"):
             port = getattr(self, name)
-            if not 0 < port < 65536:
+            if port is not None and not 0 < port < 65536:
                 raise ConfigurationError(f"-{name} {port} is not a TCP port (1-65535)")
-        if self.http_port is not None and not 0 < self.http_port < 65536:
-            raise ConfigurationError(f"-http_port {self.http_port} is not a TCP port (1-65535)")
         if self.port == self.port_out:
             raise ConfigurationError(f"-port and -port_out are both {self.port}; they must differ")
         if self.http_port is not None and self.http_port in (self.port, self.port_out):

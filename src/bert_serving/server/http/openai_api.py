@@ -25,6 +25,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Discriminator, Fiel
 from pydantic_core import PydanticCustomError
 
 from ...errors import BertServingError, InvalidRequestError
+from ...model.prompts import unknown_prompt
 
 __all__ = ["PROMPT", "PROMPT_NAME", "TOKEN_IDS_REFUSED", "EmbeddingsRequest", "EmbeddingsResponse", "Integer",
            "OpenAIError", "Text", "embeddings_body", "embeddings_request_model", "integer", "one_of",
@@ -66,9 +67,8 @@ def prompt_name_field(names: tuple[str, ...]) -> tuple[object, object]:
     another name is refused in the words the ZeroMQ edge uses (`Prompts.choose`)."""
 
     def known(value: object) -> object:
-        if value is not None and isinstance(value, str) and value not in names:
-            listed = ", ".join(repr(n) for n in names) or "none: it has no prompts"
-            raise ValueError(f"{value!r:.60} is not one of this model's prompts ({listed})")
+        if isinstance(value, str) and value not in names:
+            raise ValueError(unknown_prompt(value, names))
         return value
 
     kind = Literal[names] | None if names else None
