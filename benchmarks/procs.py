@@ -88,10 +88,10 @@ class Child:
     line and then abandoned, where a child that writes a line per request (uvicorn's access log)
     blocks in its next write once 64 KiB wait unread. It is ready when ``ready`` says so: a
     string that appears in the log, or a probe that returns true (`http_ready`); the
-    constructor returns then, and raises `ChildError` (the child stopped) if the child exits
-    first or ``timeout_s`` pass. Python children run unbuffered, so the log is live. On Linux the
-    child gets SIGTERM when the thread that started it ends: a benchmark that dies leaves no
-    server behind.
+    constructor returns then. If the child exits first, or ``timeout_s`` pass, it is stopped and
+    `ChildError` raised. Python children run unbuffered, so the log is live. On Linux the child
+    gets SIGTERM when the thread that started it ends: a benchmark that dies leaves no server
+    behind.
     """
 
     def __init__(self, argv: Sequence[str | Path], log: Path, ready: str | Callable[[], bool], *,
