@@ -4,6 +4,7 @@ machine, in one run, contenders interleaved round by round so machine noise hits
     python benchmarks/bench.py                    # the full run (a few minutes), default model
     python benchmarks/bench.py --quick            # fewer rounds and sizes
     python benchmarks/bench.py --server-flags "-max_batch_tokens 2048"   # try a setting
+    python benchmarks/bench.py --http --infinity benchmarks/.venv-infinity  # with the peer (setup_infinity.sh)
 
 Measured (sentences from benchmarks/corpus.txt, 5-70 word pieces, mean ~20 tokens):
 - bulk: one client encodes N sentences in one call (the server) / ``encode(batch_size=32)``
@@ -13,19 +14,18 @@ Measured (sentences from benchmarks/corpus.txt, 5-70 word pieces, mean ~20 token
 - single sentence: sequential 1-sentence round trips, p50 and p99;
 - sweeps (as bert-as-service's README): throughput against max_seq_len, client batch size and
   number of clients.
-Writes ``results.md``, ``results.json`` and PNG plots into ``--out``.
+A step that fails for a contender (an error, no answer in ``TIMEOUT_S``) is named in the report
+with its round; the contender's other steps and earlier rounds keep their numbers.
+Writes ``results.md``, ``results.json`` and PNG plots into ``--out``, and the output of every
+process it starts (servers, infinity-emb) into ``--out``/logs, drained for their whole life.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import shlex
-import socket
-import statistics
-import subprocess
 import sys
 import time
 from datetime import datetime
@@ -33,10 +33,11 @@ from pathlib import Path
 
 import numpy as np
 import zmq
-from procs import free_ports
+from bench_report import Record, summarize, sweep_failure, write_report
+from procs import Child, free_ports, http_ready, log_file
 
 HERE = Path(__file__).resolve().parent
-TIMEOUT_S = 120  # a contender silent this long has hung: it is reported so, and measured no further
+TIMEOUT_S = 120  # a step of a contender silent this long fails: it is reported so, and not run again
 CORPUS = HERE / "corpus.txt"
 BIN = Path(sys.executable).parent
 
@@ -45,25 +46,13 @@ BIN = Path(sys.executable).parent
 
 
 class Server:
-    """``bert-serving-start`` as a user runs it, in its own process."""
+    """``bert-serving-start`` as a user runs it, in its own process, its output in ``logs``."""
 
-    def __init__(self, *flags: str) -> None:
-        sockets = [socket.socket() for _ in range(2)]
-        for s in sockets:
-            s.bind(("127.0.0.1", 0))
-        self.port, self.port_out = (s.getsockname()[1] for s in sockets)
-        for s in sockets:
-            s.close()
+    def __init__(self, *flags: str, logs: Path) -> None:
+        self.port, self.port_out = free_ports(2)
         self.flags = flags
-        self.proc = subprocess.Popen(
-            [str(BIN / "bert-serving-start"), f"-port={self.port}", f"-port_out={self.port_out}", "-bind=127.0.0.1",
-             *flags], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        )
-        for line in self.proc.stdout:
-            if "ready to serve" in line:
-                break
-        else:
-            raise RuntimeError(f"server did not start: {' '.join(flags)}")
+        self.child = Child([BIN / "bert-serving-start", f"-port={self.port}", f"-port_out={self.port_out}",
+                            "-bind=127.0.0.1", *flags], log_file(logs, "server"), "ready to serve")
         from bert_serving.client import BertClient
 
         self.client = BertClient(port=self.port, port_out=self.port_out, timeout=600_000, check_length=False)
@@ -72,13 +61,15 @@ class Server:
     def encode(self, texts: list[str]) -> np.ndarray:
         return self.client.encode(texts)
 
+    def many_clients(self, texts: list[str], clients: int) -> float:
+        return many_clients(self, texts, clients)
+
     def status(self) -> dict:
         return self.client.server_status
 
     def close(self) -> None:
         self.client.close()
-        self.proc.terminate()
-        self.proc.wait(60)
+        self.child.close()
 
 
 class HttpEmbedder:
@@ -89,7 +80,6 @@ class HttpEmbedder:
 
         self.url, self.model, self.chunk = url, model, chunk
         self.http = httpx.Client(timeout=TIMEOUT_S)
-        self.failure: str | None = None  # set when it stopped answering
 
     def encode(self, texts: list[str]) -> list:
         import asyncio
@@ -133,35 +123,23 @@ class HttpEmbedder:
 
 class Infinity(HttpEmbedder):
     """michaelfeil/infinity (``infinity_emb v2``) serving the same model, from its own venv
-    (``benchmarks/setup_infinity.sh`` makes one)."""
+    (``benchmarks/setup_infinity.sh`` makes one), its output (an access-log line per request) in ``logs``."""
 
-    def __init__(self, venv: Path) -> None:
+    def __init__(self, venv: Path, logs: Path) -> None:
         from bert_serving.model.loading import default_model_dir
 
         port = free_ports(1)[0]
         model = str(default_model_dir())
         env = {**os.environ, "HF_HUB_OFFLINE": "1", "INFINITY_ANONYMOUS_USAGE_STATS": "0"}
-        self.proc = subprocess.Popen(
-            [str(venv / "bin" / "infinity_emb"), "v2", "--model-id", model, "--port", str(port), "--host",
-             "127.0.0.1", "--engine", "torch", "--device", "cpu", "--batch-size", "32"],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
-        )
-        for line in self.proc.stdout:
-            if "Uvicorn running" in line:
-                break
-        else:
-            raise RuntimeError("infinity did not start")
+        self.child = Child([venv / "bin" / "infinity_emb", "v2", "--model-id", model, "--port", str(port), "--host",
+                            "127.0.0.1", "--engine", "torch", "--device", "cpu", "--batch-size", "32"],
+                           log_file(logs, "infinity"), http_ready(f"http://127.0.0.1:{port}/health"), env=env)
         super().__init__(f"http://127.0.0.1:{port}/embeddings", model)
         self.encode(["warm up"] * 64)
 
     def close(self) -> None:
         super().close()
-        self.proc.terminate()
-        try:
-            self.proc.wait(20)
-        except subprocess.TimeoutExpired:  # a wedged server may not even stop
-            self.proc.kill()
-            self.proc.wait(20)
+        self.child.close(20)
 
 
 class InProcess:
@@ -208,53 +186,41 @@ def many_clients(server: Server, texts: list[str], clients: int, per_request: in
     from bert_serving import protocol
 
     ctx = zmq.Context()
-    push, sub = ctx.socket(zmq.PUSH), ctx.socket(zmq.SUB)
-    identities = [f"bench-{i:04d}-{os.getpid()}".encode() for i in range(clients)]
-    for identity in identities:
-        sub.setsockopt(zmq.SUBSCRIBE, identity)
-    sub.connect(f"tcp://127.0.0.1:{server.port_out}")
-    push.connect(f"tcp://127.0.0.1:{server.port}")
-    time.sleep(0.3)  # let the subscriptions reach the server
-    chunks = [texts[i : i + per_request] for i in range(0, len(texts), per_request)]
-    next_chunk, done, req_id = 0, 0, 0
-    started = time.perf_counter()
-    for identity in identities:
-        if next_chunk < len(chunks):
-            req_id += 1
-            push.send_multipart(protocol.request_frames(identity, protocol.texts_payload(chunks[next_chunk]), req_id,
-                                                        len(chunks[next_chunk])))
-            next_chunk += 1
-    sub.setsockopt(zmq.RCVTIMEO, 120_000)
-    while done < len(chunks):
-        frames = sub.recv_multipart()
-        reply = protocol.parse_reply(frames)
-        if reply.error is not None:
-            raise reply.error
-        done += 1
-        if next_chunk < len(chunks):
-            req_id += 1
-            push.send_multipart(protocol.request_frames(frames[0], protocol.texts_payload(chunks[next_chunk]), req_id,
-                                                        len(chunks[next_chunk])))
-            next_chunk += 1
-    seconds = time.perf_counter() - started
-    push.close()
-    sub.close()
-    ctx.term()
-    return len(texts) / seconds
-
-
-def measure(peer: HttpEmbedder, step) -> None:
-    """Run one measurement of a peer, unless it has already failed; note a failure."""
-    if peer.failure is None:
-        try:
-            step()
-        except Exception as exc:  # a peer that hangs or errs is reported, not fatal to the run
-            peer.failure = f"{type(exc).__name__} after {TIMEOUT_S} s" if "Timeout" in type(exc).__name__ else repr(exc)
-            print(f"a contender failed: {peer.failure}", flush=True)
-
-
-def pct(values: list[float], q: float) -> float:
-    return float(np.percentile(values, q))
+    try:
+        push, sub = ctx.socket(zmq.PUSH), ctx.socket(zmq.SUB)
+        identities = [f"bench-{i:04d}-{os.getpid()}".encode() for i in range(clients)]
+        for identity in identities:
+            sub.setsockopt(zmq.SUBSCRIBE, identity)
+        sub.connect(f"tcp://127.0.0.1:{server.port_out}")
+        push.connect(f"tcp://127.0.0.1:{server.port}")
+        time.sleep(0.3)  # let the subscriptions reach the server
+        chunks = [texts[i : i + per_request] for i in range(0, len(texts), per_request)]
+        next_chunk, done, req_id = 0, 0, 0
+        started = time.perf_counter()
+        for identity in identities:
+            if next_chunk < len(chunks):
+                req_id += 1
+                push.send_multipart(protocol.request_frames(identity, protocol.texts_payload(chunks[next_chunk]),
+                                                            req_id, len(chunks[next_chunk])))
+                next_chunk += 1
+        sub.setsockopt(zmq.RCVTIMEO, TIMEOUT_S * 1000)
+        while done < len(chunks):
+            try:
+                frames = sub.recv_multipart()
+            except zmq.Again:
+                raise TimeoutError(f"no reply in {TIMEOUT_S} s") from None
+            reply = protocol.parse_reply(frames)
+            if reply.error is not None:
+                raise reply.error
+            done += 1
+            if next_chunk < len(chunks):
+                req_id += 1
+                push.send_multipart(protocol.request_frames(frames[0], protocol.texts_payload(chunks[next_chunk]),
+                                                            req_id, len(chunks[next_chunk])))
+                next_chunk += 1
+        return len(texts) / (time.perf_counter() - started)
+    finally:
+        ctx.destroy(linger=0)
 
 
 # --- the run ------------------------------------------------------------------------------------
@@ -281,6 +247,7 @@ def main() -> None:
     small = corpus[args.bulk : args.bulk + (500 if args.quick else 1000)]
     extra = shlex.split(args.server_flags)
     args.out.mkdir(parents=True, exist_ok=True)
+    logs = args.out / "logs"  # every started process's output, for its whole life
 
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; "
           f"python {platform.python_version()}")
@@ -289,72 +256,53 @@ def main() -> None:
         name, _, flags = spec.partition("=")
         variants[f"server {name}"] = shlex.split(flags)
     http_port = free_ports(1)[0]
-    servers = {name: Server(*extra, *flags, *([f"-http_port={http_port}"] if args.http and name == "server" else []))
-               for name, flags in variants.items()}
-    peers: dict[str, HttpEmbedder] = {}
+    servers = {name: Server(*extra, *flags, *([f"-http_port={http_port}"] if args.http and name == "server" else []),
+                            logs=logs) for name, flags in variants.items()}
+    contenders: dict[str, Server | HttpEmbedder] = dict(servers)
+    setups = {name: " ".join([*extra, *variants[name]]) or "(defaults)" for name in servers}
     if args.http:
-        peers["server over HTTP"] = HttpEmbedder(f"http://127.0.0.1:{http_port}/v1/embeddings")
+        contenders["server over HTTP"] = HttpEmbedder(f"http://127.0.0.1:{http_port}/v1/embeddings")
+        setups["server over HTTP"] = "/v1/embeddings"
     if args.infinity:
-        peers["infinity-emb"] = Infinity(args.infinity)
+        contenders["infinity-emb"] = Infinity(args.infinity, logs)
+        setups["infinity-emb"] = "--engine torch --batch-size 32"
     inproc = InProcess()
-    results: dict[str, list] = {"st_bulk": [], "st_single": []}
-    for name in [*servers, *peers]:
-        results.update({f"{name}|bulk": [], f"{name}|small": [], f"{name}|single": []})
-    for rnd in range(rounds):  # interleaved: each round measures every contender once
-        results["st_bulk"].append(throughput(inproc.encode, bulk))
-        for name, server in servers.items():
-            results[f"{name}|bulk"].append(throughput(server.encode, bulk))
-            results[f"{name}|small"].append(many_clients(server, small, clients=32))
-        for name, peer in peers.items():
-            measure(peer, lambda: results[f"{name}|bulk"].append(throughput(peer.encode, bulk)))
-            measure(peer, lambda: results[f"{name}|small"].append(peer.many_clients(small, clients=32)))
-        results["st_single"].append(latencies_ms(inproc.encode, singles))
-        for name, server in servers.items():
-            results[f"{name}|single"].append(latencies_ms(server.encode, singles))
-        for name, peer in peers.items():
-            measure(peer, lambda: results[f"{name}|single"].append(latencies_ms(peer.encode, singles)))
-        line = "; ".join(f"{name}: bulk {results[f'{name}|bulk'][-1]:.0f}, 32x1 {results[f'{name}|small'][-1]:.0f}, "
-                         f"p50 {statistics.median(results[f'{name}|single'][-1]):.2f} ms"
-                         for name in [*servers, *peers] if results[f"{name}|single"])
-        print(f"round {rnd + 1}/{rounds}: in-process bulk {results['st_bulk'][-1]:.0f}, p50 "
-              f"{statistics.median(results['st_single'][-1]):.2f} ms; {line}", flush=True)
-    statuses = {name: server.status() for name, server in servers.items()}
-    for contender in [*servers.values(), *peers.values()]:
-        contender.close()
+    record = Record(TIMEOUT_S)
+    try:
+        for rnd in range(rounds):  # interleaved: each round measures every contender once
+            record.measure("in-process", "bulk", rnd, lambda: throughput(inproc.encode, bulk))
+            for name, contender in contenders.items():
+                record.measure(name, "bulk", rnd, lambda: throughput(contender.encode, bulk))
+                record.measure(name, "small", rnd, lambda: contender.many_clients(small, clients=32))
+            for name, encode in [("in-process", inproc.encode), *((n, c.encode) for n, c in contenders.items())]:
+                record.measure(name, "single", rnd, lambda: latencies_ms(encode, singles))
+            print(f"round {rnd + 1}/{rounds}: " + "; ".join(record.latest(name) for name in ["in-process", *contenders]),
+                  flush=True)
+        statuses = {name: server.status() for name, server in servers.items()}
+    finally:
+        for contender in contenders.values():
+            contender.close()
 
-    st_bulk = statistics.median(results["st_bulk"])
-    st_single = [x for run in results["st_single"] for x in run]
-    summary = {"in-process": {"bulk": st_bulk, "single_p50_ms": pct(st_single, 50), "single_p99_ms": pct(st_single, 99)}}
-    for name in [*servers, *peers]:
-        if not results[f"{name}|single"]:
-            summary[name] = {"failed": peers[name].failure}
-            continue
-        single = [x for run in results[f"{name}|single"] for x in run]
-        bulk_rate = statistics.median(results[f"{name}|bulk"])
-        summary[name] = {
-            "bulk": bulk_rate,
-            "small_32_clients": statistics.median(results[f"{name}|small"]),
-            "single_p50_ms": pct(single, 50),
-            "single_p99_ms": pct(single, 99),
-            "bulk_ratio_vs_in_process": bulk_rate / st_bulk,
-            "small_ratio_vs_bulk": statistics.median(results[f"{name}|small"]) / bulk_rate,
-            "avg_batch_size": statuses[name]["statistic"]["avg_batch_size"] if name in statuses else None,
-            "failure": peers[name].failure if name in peers else None,
-            "flags": " ".join([*extra, *variants[name]]) or "(defaults)" if name in variants else
-            ("/v1/embeddings" if name in peers and "HTTP" in name else "--engine torch --batch-size 32"),
-        }
-    sweeps = {} if args.no_sweeps else run_sweeps(args, corpus, extra, inproc)
-    write_report(args, summary, results, sweeps, statuses["server"], rounds)
-
-
-def run_sweeps(args, corpus: list[str], extra: list[str], inproc: InProcess) -> dict:
-    quick = args.quick
+    summary = summarize(record, list(contenders), statuses, setups)
     sweeps: dict[str, dict] = {}
+    sweeps_failure = None
+    if not args.no_sweeps:
+        try:
+            run_sweeps(args, corpus, extra, inproc, logs, sweeps)
+        except Exception as exc:  # the rounds above, and the sweep points before, are kept
+            sweeps_failure = sweep_failure(sweeps, exc)
+            print(sweeps_failure, flush=True)
+    write_report(args, summary, record, sweeps, statuses["server"], rounds, sweeps_failure)
+
+
+def run_sweeps(args, corpus: list[str], extra: list[str], inproc: InProcess, logs: Path, sweeps: dict) -> None:
+    """Fills ``sweeps`` point by point: ``{sweep: {"x": points, series: values}}``."""
+    quick = args.quick
     long_texts = [" ".join(corpus[i : i + 12]) for i in range(0, 12 * 400, 12)]  # long enough for any cut
     lens = [16, 32, 64, 128] if quick else [16, 32, 64, 128, 256]
     sweeps["max_seq_len"] = {"x": lens, "server": [], "in-process": []}
     for length in lens:
-        server = Server(f"-max_seq_len={length}", *extra)
+        server = Server(f"-max_seq_len={length}", *extra, logs=logs)
         texts = long_texts[: max(100, 6400 // length)]
         sweeps["max_seq_len"]["server"].append(throughput(server.encode, texts))
         server.close()
@@ -362,7 +310,7 @@ def run_sweeps(args, corpus: list[str], extra: list[str], inproc: InProcess) -> 
         sweeps["max_seq_len"]["in-process"].append(throughput(st.encode, texts))
         print(f"max_seq_len {length}: server {sweeps['max_seq_len']['server'][-1]:.0f}, in-process "
               f"{sweeps['max_seq_len']['in-process'][-1]:.0f} sentences/s", flush=True)
-    server = Server(*extra)
+    server = Server(*extra, logs=logs)
     sizes = [1, 4, 16, 64, 256] if quick else [1, 4, 16, 64, 256, 1024]
     sweeps["client_batch_size"] = {"x": sizes, "server": [], "in-process": []}
     for size in sizes:
@@ -386,75 +334,6 @@ def run_sweeps(args, corpus: list[str], extra: list[str], inproc: InProcess) -> 
         print(f"{count} clients: {sweeps['num_client']['server, 1 sentence per request'][-1]:.0f} (1/request), "
               f"{sweeps['num_client']['server, 16 per request'][-1]:.0f} (16/request) sentences/s", flush=True)
     server.close()
-    return sweeps
-
-
-def write_report(args, summary: dict, results: dict, sweeps: dict, status: dict, rounds: int) -> None:
-    out = args.out
-    (out / "results.json").write_text(json.dumps({"summary": summary, "rounds": results, "sweeps": sweeps},
-                                                 indent=1))
-    st = summary["in-process"]
-    failed = {name: v["failed"] for name, v in summary.items() if "failed" in v}
-    servers = [name for name in summary if name != "in-process" and name not in failed]
-    lines = [
-        f"# bert-serving benchmark, {datetime.now():%Y-%m-%d %H:%M}",
-        "",
-        f"`{' '.join(sys.argv)}`: {os.cpu_count()} cores, {platform.machine()}; model {status['model_name']}; "
-        f"{rounds} interleaved rounds, medians; single-sentence percentiles over all rounds.",
-        "",
-        "| measurement | sentence-transformers in process | " + " | ".join(
-            f"{name} (`{summary[name]['flags']}`)" for name in servers) + " |",
-        "|---|---|" + "---|" * len(servers),
-        f"| bulk, sentences/s | {st['bulk']:.0f} (`encode(batch_size=32)`) | " + " | ".join(
-            f"{summary[n]['bulk']:.0f} ({summary[n]['bulk_ratio_vs_in_process']:.2f}x)" for n in servers) + " |",
-        "| 32 clients x 1 sentence per request, sentences/s | - | " + " | ".join(
-            f"{summary[n]['small_32_clients']:.0f} ({summary[n]['small_ratio_vs_bulk']:.2f}x of its bulk)"
-            for n in servers) + " |",
-        f"| single sentence, p50 ms | {st['single_p50_ms']:.2f} | " + " | ".join(
-            f"{summary[n]['single_p50_ms']:.2f} ({summary[n]['single_p50_ms'] / st['single_p50_ms']:.2f}x)"
-            for n in servers) + " |",
-        f"| single sentence, p99 ms | {st['single_p99_ms']:.2f} | " + " | ".join(
-            f"{summary[n]['single_p99_ms']:.2f}" for n in servers) + " |",
-        "",
-        *[f"{name} stopped answering during the run ({why}) and was measured no further; it appears in no "
-          "column." for name, why in failed.items()],
-        *[f"{name} stopped answering during the run ({summary[name]['failure']}); its figures are from the rounds "
-          "before." for name in servers if summary[name].get("failure")],
-        "",
-        "Average batch the servers ran: " + ", ".join(f"{n} {summary[n]['avg_batch_size']:.1f}" for n in servers
-                                                      if summary[n]["avg_batch_size"] is not None) + " sentences.",
-    ]
-    for name, sweep in sweeps.items():
-        lines += ["", f"## Throughput against {name.replace('_', ' ')} (sentences/s)", "",
-                  f"| {name} | " + " | ".join(k for k in sweep if k != "x") + " |",
-                  "|---" * len(sweep) + "|"]
-        for i, x in enumerate(sweep["x"]):
-            lines.append(f"| {x} | " + " | ".join(f"{sweep[k][i]:.0f}" for k in sweep if k != "x") + " |")
-        plot(out / f"{name}.png", name, sweep)
-        lines += ["", f"![{name}]({name}.png)"]
-    (out / "results.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
-    print(f"\nwritten to {out}")
-
-
-def plot(path: Path, name: str, sweep: dict) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 3.6), dpi=110)
-    for label, values in sweep.items():
-        if label != "x":
-            ax.plot(sweep["x"], values, marker="o", label=label)
-    ax.set_xscale("log", base=2)
-    ax.set_xlabel(name.replace("_", " "))
-    ax.set_ylabel("sentences / s")
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
 
 
 if __name__ == "__main__":

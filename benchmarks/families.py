@@ -10,7 +10,7 @@ of 64), saved as a sentence-transformers folder with MiniLM's own tokenizer and 
 (mean; last token for Qwen3), so every contender sees the same tokens and only the network
 differs. Measured: bulk throughput (one ``BertClient.encode`` of N corpus sentences; in process
 ``SentenceTransformer.encode(batch_size=32)``), the BERT server measured in the same rounds.
-Writes ``results.md`` and ``results.json`` into ``--out``.
+Writes ``results.md`` and ``results.json`` into ``--out``, and every server's output into its ``logs/``.
 
     python benchmarks/families.py --network             # our networks alone, in one process
 
@@ -121,12 +121,12 @@ def main() -> None:
         return
     results: dict[str, dict[str, list[float]]] = {}
     with tempfile.TemporaryDirectory() as tmp:
-        baseline = Server("-model_dir", str(build("bert", Path(tmp) / "bert")))
+        baseline = Server("-model_dir", str(build("bert", Path(tmp) / "bert")), logs=args.out / "logs")
         baseline.encode(bulk)
         try:
             for name in args.families:
                 folder = str(build(name, Path(tmp) / name))
-                server, inproc = Server("-model_dir", folder), InProcess(model_dir=folder)
+                server, inproc = Server("-model_dir", folder, logs=args.out / "logs"), InProcess(model_dir=folder)
                 server.encode(bulk), inproc.encode(bulk)  # warm on the very batches measured, as the baseline is
                 measured = results[name] = {"bert server": [], "server": [], "in process": []}
                 try:

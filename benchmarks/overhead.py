@@ -30,6 +30,9 @@ thread (distinct identities on one PUSH/SUB pair for ZeroMQ, asyncio keep-alive 
 HTTP). Before the rounds it measures the echo servers with ``--procs`` and with twice as many
 processes and prints both: when doubling the generator does not raise the echo's rate, the
 generator is not what limits it.
+
+Every process it starts (echoes, servers) writes its output into ``--out``/logs (without
+``--out``, a temporary folder), for its whole life.
 """
 
 from __future__ import annotations
@@ -39,9 +42,7 @@ import json
 import os
 import platform
 import shlex
-import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -54,11 +55,12 @@ import zmq
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from loadgen import START_DELAY_S, http_bulk, http_single, many, stock_client_dir, zmq_bulk, zmq_single  # noqa: E402
-from procs import free_ports  # noqa: E402
+from procs import Child, free_ports, log_file  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 CORPUS = HERE / "corpus.txt"
 BULK = 1024
+ECHO_READY = "echo ready"
 
 
 # --- the bare echo servers (run as `overhead.py --echo-zmq/--echo-http ...` in their own process) -----------------
@@ -69,6 +71,7 @@ def echo_zmq(port: int, port_out: int, dim: int) -> None:
     pull, pub = ctx.socket(zmq.PULL), ctx.socket(zmq.PUB)
     pull.bind(f"tcp://127.0.0.1:{port}")
     pub.bind(f"tcp://127.0.0.1:{port_out}")
+    print(ECHO_READY)
     row = np.ones(dim, dtype=np.float32).tobytes()
     config = json.dumps({"server_version": "1.10.0", "max_seq_len": 256, "output_dim": dim}).encode()
     while True:
@@ -105,43 +108,11 @@ def echo_http(port: int, dim: int) -> None:
     server = HttpServer(app, "127.0.0.1", port)
     server.bind()
     server.start()
+    print(ECHO_READY)
     threading.Event().wait()
 
 
 # --- contenders ---------------------------------------------------------------------------------------------------
-
-
-def _die_with_parent() -> None:
-    """Linux: the contender gets SIGTERM when this script ends, however it ends."""
-    try:
-        import ctypes
-
-        ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
-
-
-class Process:
-    def __init__(self, argv: list[str], ready: str | None = None) -> None:
-        self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                     preexec_fn=_die_with_parent)
-        if ready:
-            for line in self.proc.stdout:
-                if ready in line:
-                    break
-            else:
-                raise RuntimeError(f"did not start: {' '.join(argv)}")
-        else:
-            time.sleep(1.0)
-        if self.proc.poll() is not None:
-            raise RuntimeError(f"exited: {' '.join(argv)}: {self.proc.stdout.read()}")
-
-    def close(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(60)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
 
 
 class MachineCpu:
@@ -192,15 +163,15 @@ def cpu_seconds(pid: int) -> float:
     return total
 
 
-class Server(Process):
-    def __init__(self, model_dir: str | None, device: str, flags: list[str], http: bool) -> None:
+class Server:
+    def __init__(self, model_dir: str | None, device: str, flags: list[str], http: bool, logs: Path) -> None:
         self.port, self.port_out, http_port = free_ports(3)
         self.http_port = http_port if http else None
         argv = [sys.executable, "-m", "bert_serving.server", f"-port={self.port}", f"-port_out={self.port_out}",
                 "-bind=127.0.0.1", *(["-model_dir", model_dir] if model_dir else []),
                 *(["-device_map", "0"] if device == "cuda" else ["-cpu"]),
                 *([f"-http_port={self.http_port}"] if http else []), *flags]
-        super().__init__(argv, ready="ready to serve")
+        self.child = Child(argv, log_file(logs, "server"), "ready to serve")
         zmq_bulk(self.port, self.port_out, ["warm up the server"] * 64, 2)
 
     def status(self) -> dict:
@@ -208,6 +179,9 @@ class Server(Process):
 
         with BertClient(port=self.port, port_out=self.port_out, timeout=60_000) as bc:
             return bc.server_status
+
+    def close(self) -> None:
+        self.child.close()
 
 
 class InProcess:
@@ -250,15 +224,18 @@ def run_model(name: str, args, corpus: list[str], work: Path) -> dict:
     singles, small, bulk = corpus[-args.singles:], corpus[:2000], corpus[:BULK]
     echo_ports = tuple(free_ports(2))
     me = [sys.executable, str(Path(__file__).resolve())]
-    contenders = {"echo": Process([*me, "--echo-zmq", *map(str, echo_ports), str(dim)])}
+    logs = (args.out or work) / "logs"  # every started process's output, for its whole life
+    contenders = {"echo": Child([*me, "--echo-zmq", *map(str, echo_ports), str(dim)], log_file(logs, "echo"),
+                                ECHO_READY)}
     http_echo_port = free_ports(1)[0]
     if args.http:
-        contenders["http echo"] = Process([*me, "--echo-http", str(http_echo_port), str(dim)])
-    servers = {"server": Server(folder, args.device, shlex.split(args.server_flags), args.http)}
+        contenders["http echo"] = Child([*me, "--echo-http", str(http_echo_port), str(dim)],
+                                        log_file(logs, "http-echo"), ECHO_READY)
+    servers = {"server": Server(folder, args.device, shlex.split(args.server_flags), args.http, logs)}
     for spec in args.variant:
         label, _, flags = spec.partition("=")
         servers[f"server {label}"] = Server(folder, args.device, [*shlex.split(args.server_flags), *shlex.split(flags)],
-                                            args.http)
+                                            args.http, logs)
     inproc = InProcess(folder, args.device)
     rows: dict[str, dict[str, list[float]]] = {}
 
@@ -289,19 +266,19 @@ def run_model(name: str, args, corpus: list[str], work: Path) -> dict:
             for label, server in servers.items():
                 note(label, "single_ms", zmq_single(server.port, server.port_out, singles))
                 for d in drivers:
-                    cpu = cpu_seconds(server.proc.pid)
+                    cpu = cpu_seconds(server.child.pid)
                     with MachineCpu(args.seconds) as machine:
                         rate = many(d, (server.port, server.port_out), small, args.procs, args.seconds)
                     note(label, f"many_{d}_rps", rate)
                     note(label, f"machine_us_{d}", machine.cores / rate * 1e6)
-                    note(label, f"cpu_us_{d}", (cpu_seconds(server.proc.pid) - cpu) / (rate * args.seconds) * 1e6)
+                    note(label, f"cpu_us_{d}", (cpu_seconds(server.child.pid) - cpu) / (rate * args.seconds) * 1e6)
                 note(label, "bulk_sps", zmq_bulk(server.port, server.port_out, bulk, args.bulk_repeats))
                 if args.http:
                     note(f"{label} http", "single_ms", http_single(server.http_port, singles))
-                    cpu = cpu_seconds(server.proc.pid)
+                    cpu = cpu_seconds(server.child.pid)
                     rate = many("http", (server.http_port,), small, args.procs, args.seconds)
                     note(f"{label} http", "many_http_rps", rate)
-                    note(f"{label} http", "cpu_us_http", (cpu_seconds(server.proc.pid) - cpu) / (rate * args.seconds) * 1e6)
+                    note(f"{label} http", "cpu_us_http", (cpu_seconds(server.child.pid) - cpu) / (rate * args.seconds) * 1e6)
                     note(f"{label} http", "bulk_sps", http_bulk(server.http_port, bulk, args.bulk_repeats))
             print(f"round {round_ + 1}/{args.rounds}: " + "; ".join(
                 f"{c}: " + ", ".join(f"{m} {v[-1]:.2f}" for m, v in ms.items()) for c, ms in rows.items()), flush=True)

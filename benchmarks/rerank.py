@@ -20,7 +20,7 @@ Contenders, each timed over the same pairs:
 - the server (``bert-serving-start``, its own process) through ``BertClient.rerank``, one call
   per query with its documents, sequentially;
 - with ``--http``: the same calls as ``POST /rerank``.
-Writes ``rerank.md`` and ``rerank.json`` into ``--out``.
+Writes ``rerank.md`` and ``rerank.json`` into ``--out``, and the server's output into its ``logs/``.
 """
 
 from __future__ import annotations
@@ -31,7 +31,6 @@ import os
 import platform
 import random
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -39,7 +38,7 @@ from datetime import datetime
 from pathlib import Path
 
 import numpy as np
-from procs import free_ports
+from procs import Child, free_ports, log_file
 
 HERE = Path(__file__).resolve().parent
 SERVER = [sys.executable, "-c", "from bert_serving.server.cli import main; main()"]  # bert-serving-start
@@ -74,18 +73,13 @@ def make_cross_encoder(folder: Path, shape: Path | None = None, seed: int = 0) -
 
 
 class Server:
-    def __init__(self, model: Path, http: bool, flags: list[str]) -> None:
+    def __init__(self, model: Path, http: bool, flags: list[str], logs: Path) -> None:
         self.port, self.port_out, self.http_port = free_ports(3)
         command = [*SERVER, f"-model_dir={model}", f"-port={self.port}",
                    f"-port_out={self.port_out}", "-bind=127.0.0.1", *flags]
         if http:
             command.append(f"-http_port={self.http_port}")
-        self.proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        for line in self.proc.stdout:
-            if "ready to serve" in line:
-                break
-        else:
-            raise RuntimeError("the server did not start")
+        self.child = Child(command, log_file(logs, "server"), "ready to serve")
         from bert_serving.client import BertClient
 
         self.client = BertClient(port=self.port, port_out=self.port_out, timeout=600_000, check_length=False)
@@ -114,8 +108,7 @@ class Server:
         self.client.close()
         if self.http is not None:
             self.http.close()
-        self.proc.terminate()
-        self.proc.wait(60)
+        self.child.close()
 
 
 def main() -> None:
@@ -147,7 +140,7 @@ def main() -> None:
 
         local = CrossEncoder(str(model_dir), device=args.device)
         flags = args.server_flags.split() + (["-cpu"] if args.device == "cpu" else [])
-        server = Server(model_dir, args.http, flags)
+        server = Server(model_dir, args.http, flags, args.out / "logs")
         try:
             contenders = {
                 "CrossEncoder.predict(batch_size=32), in process":

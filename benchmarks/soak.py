@@ -35,7 +35,6 @@ import os
 import random
 import signal
 import statistics
-import subprocess
 import sys
 import threading
 import time
@@ -45,7 +44,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 import zmq
-from procs import children, free_ports
+from procs import Child, children, free_ports
 
 HERE = Path(__file__).resolve().parent
 BIN = Path(sys.executable).parent
@@ -102,15 +101,8 @@ class Soak:
         if "batch_timeout_s" in vars(get_args_parser().parse_args([])):
             flags.append(f"-batch_timeout_s={self.args.batch_timeout_s}")
         self.server_flags = flags
-        self.log_path = self.args.out / "server.log"
-        self.log = self.log_path.open("w")
-        self.server = subprocess.Popen([str(BIN / "bert-serving-start"), *flags], stdout=self.log,
-                                       stderr=subprocess.STDOUT, start_new_session=True)
-        deadline = time.monotonic() + 300
-        while "ready to serve" not in self.log_path.read_text():
-            if self.server.poll() is not None or time.monotonic() > deadline:
-                raise SystemExit(f"the server did not start; see {self.log_path}")
-            time.sleep(0.2)
+        self.server = Child([BIN / "bert-serving-start", *flags], self.args.out / "server.log", "ready to serve",
+                            new_session=True)
 
     def reference(self) -> np.ndarray:
         from bert_serving.model import Encoder
@@ -325,12 +317,10 @@ class Soak:
         return self.finish()
 
     def finish(self) -> dict:
-        self.server.send_signal(signal.SIGTERM)
         workers = children(self.server.pid)
-        exit_code = self.server.wait(120)
+        exit_code = self.server.close(120)  # SIGTERM; SIGKILL (-9, not ok) after 120 s
         time.sleep(2)
         left = [p for p in workers if Path(f"/proc/{p}").exists()]
-        self.log.close()
         counts = {kind: dict(c) for kind, c in sorted(self.tally.counts.items())}
         well_formed = [k for k in counts if k.split()[1] in ("bulk", "small")]
         bad = {k: {o: n for o, n in counts[k].items() if o not in ("ok", "stalled")} for k in well_formed}
@@ -377,10 +367,10 @@ def main() -> None:
     try:
         report = soak.run()
     finally:
-        if getattr(soak, "server", None) is not None and soak.server.poll() is None:
+        if getattr(soak, "server", None) is not None and soak.server.proc.poll() is None:
             for pid in children(soak.server.pid):
                 os.kill(pid, signal.SIGCONT)
-            soak.server.kill()
+            soak.server.proc.kill()
     summary = {k: report[k] for k in ("verdict", "server_exit_code", "workers_left_after_exit", "requests",
                                       "not_answered_correctly", "faults")}
     summary["server_rss_mb_after_warmup"] = report["rss"]["server_mb_after_warmup"]
