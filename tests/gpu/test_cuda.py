@@ -71,7 +71,7 @@ def test_several_workers_share_one_gpu(sentences, reference) -> None:
                 return np.concatenate([bc.encode(sentences) for _ in range(20)])
 
         results = Concurrently(work, 6).start().join(300)
-        statistic = server.stats.statistic()
+        statistic = server.sync_stats().statistic()
     for result in results.values():
         np.testing.assert_allclose(result, np.tile(reference, (20, 1)), atol=1e-4, rtol=0)
     assert statistic["num_forward_passes"] >= 3 and statistic["worker_restarts"] == 0
@@ -115,7 +115,7 @@ def test_a_batch_too_big_for_the_gpu_is_split_until_it_fits_and_the_server_keeps
     with running_server("-device_map", "0", "-gpu_memory_fraction", "0.01", "-max_batch_size", "100000",
                         "-max_batch_tokens", "100000000", "-max_seq_len", "64") as server, client(server) as bc:
         vectors = bc.encode(texts)
-        statistic = server.stats.statistic()
+        statistic = server.sync_stats().statistic()
         assert bc.encode(["still serving"]).shape == (1, 32)
     assert vectors.shape == (100_000, 32) and np.isfinite(vectors).all()
     sample = rng.choice(len(texts), 50, replace=False)

@@ -16,7 +16,8 @@ def both_answers(server, settings: HttpSettings, requests: list[tuple[str, objec
     """``(with the lane, without it, passed on)``: each answer as ``(status, sorted headers,
     body bytes)``; ``passed_on[i]``: the lane left request ``i`` to FastAPI. One request at a
     time, so that each is a batch of its own both times."""
-    with_lane, without = create_app(server, settings), create_app(server, settings)
+    gateway = server.gateway()
+    with_lane, without = create_app(gateway, settings), create_app(gateway, settings)
     assert any(m.cls is FastLane for m in with_lane.user_middleware)
     without.user_middleware = [m for m in without.user_middleware if m.cls is not FastLane]
     seen: list[str] = []

@@ -45,6 +45,19 @@ def children(pid: int) -> list[int]:
     return found
 
 
+def title(pid: int) -> str:
+    """A process's command line as ``ps`` shows it (the server's processes: ``bert-serving: <role>``)."""
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode().strip()
+    except OSError:
+        return ""
+
+
+def replicas(pid: int) -> list[int]:
+    """The model replicas (worker processes) among the children of server ``pid``."""
+    return [child for child in children(pid) if "replica" in title(child)]
+
+
 def alive(pid: int) -> bool:
     try:
         state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
@@ -58,6 +71,17 @@ def rss_mb(pid: int) -> float:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     raise AssertionError("no VmRSS")
+
+
+def tree_rss_mb(pid: int) -> float:
+    """What server ``pid`` and every process it started hold in memory together."""
+    total = 0.0
+    for each in (pid, *children(pid)):
+        try:
+            total += rss_mb(each)
+        except OSError:  # gone meanwhile
+            pass
+    return total
 
 
 def stop(proc: subprocess.Popen) -> None:

@@ -38,7 +38,7 @@ def test_sixteen_clients_get_exactly_what_each_sentence_gets_alone(reference) ->
                 return bc.encode(jobs[i])
 
         results = Concurrently(client, 16).start().join()
-        statistic = server.stats.statistic()
+        statistic = server.sync_stats().statistic()
     for i, job in enumerate(jobs):
         want = np.stack([alone[s] for s in job])
         np.testing.assert_allclose(results[i], want, atol=1e-5, rtol=0)

@@ -168,7 +168,8 @@ def test_the_dashboard_reports_the_counters_of_status_and_metrics(dashboard_serv
     assert view["batch_size"]["sum"] == statistic["num_batched_seq"]
     assert {p: v["count"] for p, v in view["latency_ms"].items()} == \
         {p: v["count"] for p, v in statistic["latency_ms"].items()}
-    assert view["readiness"] == {"ready": True, "status": "ready", "workers": {"0": "idle", "1": "idle"}}
+    assert view["readiness"] == {"ready": True, "status": "ready", "workers": {"0": "idle", "1": "idle"},
+                                 "processes": {"router": "up", "intake-0": "up", "http-0": "up"}}
     assert view["model"]["name"] == "google" and view["model"]["workers"] == 2
     assert any(c["client"] == "zmq:counted" and c["requests"] == 2 for c in view["clients"])
 

@@ -19,7 +19,7 @@ from bert_serving.model import Encoder
 
 from ..conftest import TINY_BERT
 from .conftest import Concurrently, free_ports, running_server
-from .processes import alive, children, start_cli, stop, wait_for_line
+from .processes import alive, children, replicas, start_cli, stop, wait_for_line
 
 WORDS = "the quick brown fox jumps over a lazy dog while servers map sentences to vectors all day long".split()
 
@@ -58,7 +58,7 @@ def test_worker_killed_during_load_every_request_answered_correctly(minilm) -> N
             time.sleep(0.02)
         results = clients.join(180)
         assert httpx.get(f"http://127.0.0.1:{http_port}/ready", timeout=5).status_code == 200
-        statistic = server.stats.statistic()
+        statistic = server.sync_stats().statistic()
     assert degraded is not None and degraded["status"] == "degraded" and "restarting" in degraded["workers"].values()
     assert statistic["worker_restarts"] == 1 and statistic["errors"] == {}
     assert statistic["num_completed_request"] == statistic["num_data_request"]  # each answered once
@@ -77,8 +77,9 @@ def test_shutdown_during_load_drains_and_leaves_no_process(how, minilm) -> None:
                      "-bind=127.0.0.1", "-drain_timeout=60", own_group=True)
     try:
         wait_for_line(proc, "ready to serve")
-        workers = children(proc.pid)
+        workers = replicas(proc.pid)
         assert len(workers) == 2
+        everyone = children(proc.pid)  # the replicas, the router, the intake
         outcomes: list[tuple[float, object]] = []
         lock = threading.Lock()
         stop_at = [0.0]
@@ -117,7 +118,7 @@ def test_shutdown_during_load_drains_and_leaves_no_process(how, minilm) -> None:
         output = proc.stdout.read()
         assert "server stopped" in output and "Traceback" not in output
         assert "restarting it" not in output and "died with exit code" not in output  # no worker taken for crashed
-        assert not any(alive(pid) for pid in workers), "a worker outlived the server"
+        assert not any(alive(pid) for pid in everyone), "a process outlived the server"
         served_after = [o for when, o in outcomes if when > stop_at[0] and isinstance(o[0], np.ndarray)]
         assert served_after, "requests accepted before the signal were not served after it"
         for _, (result, job) in outcomes:
@@ -148,14 +149,24 @@ def test_idle_client_survives_a_server_restart_on_the_same_ports() -> None:
             stop(second)
 
 
-def test_heartbeats_are_on_for_both_sides(tiny_server) -> None:
+def test_heartbeats_are_on_for_both_sides(tiny_server, tmp_path) -> None:
     import zmq
+
+    from bert_serving.server.zmq.router import Router
 
     with BertClient(port=tiny_server.config.port, port_out=tiny_server.config.port_out) as bc:
         for sock in (bc.sender, bc.receiver):
             assert sock.getsockopt(zmq.HEARTBEAT_IVL) > 0 and sock.getsockopt(zmq.TCP_KEEPALIVE) == 1
-    for sock in (tiny_server.frontend.pull, tiny_server.frontend.pub):
-        assert sock.getsockopt(zmq.HEARTBEAT_IVL) > 0 and sock.getsockopt(zmq.HEARTBEAT_TIMEOUT) > 0
+    ctx = zmq.Context()
+    router = Router(ctx, bind="127.0.0.1", port=free_ports(1)[0], port_out=free_ports(1)[0],
+                    intakes_socket=f"{tmp_path}/intakes")
+    try:
+        router.bind()  # the server's public sockets, as the router process binds them
+        for sock in (router.pull, router.pub):
+            assert sock.getsockopt(zmq.HEARTBEAT_IVL) > 0 and sock.getsockopt(zmq.HEARTBEAT_TIMEOUT) > 0
+    finally:
+        router.close()
+        ctx.destroy(linger=0)
 
 
 def test_terminate_waits_for_a_long_drain_and_says_so_when_it_gives_up() -> None:
@@ -166,7 +177,7 @@ def test_terminate_waits_for_a_long_drain_and_says_so_when_it_gives_up() -> None
                      "-max_seq_len=16", "-bind=127.0.0.1", "-drain_timeout=30", own_group=True)
     try:
         wait_for_line(proc, "ready to serve")
-        worker, = children(proc.pid)
+        worker, = replicas(proc.pid)
         client = BertClient(port=port, port_out=port_out, timeout=60_000)
         os.kill(worker, signal.SIGSTOP)  # the drain now lasts until it is continued
         answer: list = []

@@ -281,7 +281,7 @@ def test_token_ids_are_opt_in_and_langchain_defaults_get_a_400_saying_why(monkey
                                  check_embedding_ctx_length=False)
         with BertClient(port=server.config.port, port_out=server.config.port_out) as bc:
             np.testing.assert_allclose(fixed.embed_documents(["hello world"]), bc.encode(["hello world"]), atol=1e-6)
-        statistic = server.stats.statistic()
+        statistic = server.sync_stats().statistic()
     assert statistic["num_data_request"] == 5 and statistic["num_completed_request"] == 2  # the 3 refused are not run
 
 

@@ -18,12 +18,12 @@ from bert_serving.model import Encoder
 
 from ..conftest import TINY_BERT
 from .conftest import free_ports, running_server
-from .processes import rss_mb, start_cli, stop, wait_for_line
+from .processes import start_cli, stop, tree_rss_mb, wait_for_line
 
 
 def test_a_flood_gets_429s_then_normal_service() -> None:
     http_port = free_ports(1)[0]
-    with running_server("-max_seq_len", "64", "-http_port", str(http_port), "-max_queued_texts", "200",
+    with running_server("-max_seq_len", "64", "-http_port", str(http_port), "-max_queued_texts", "400",
                         model_dir=None) as server:
         texts = [f"flood request sentence number {i} with some more words in it" for i in range(40)]
 
@@ -52,7 +52,7 @@ def test_a_flood_gets_429s_then_normal_service() -> None:
         assert 0 < backlog[0] <= 200  # the backlog never grew past its bound
         normal = httpx.post(f"http://127.0.0.1:{http_port}/v1/embeddings", json={"input": ["after the flood"]})
         assert normal.status_code == 200
-        statistic = server.stats.statistic()
+        statistic = server.sync_stats().statistic()
     assert statistic["errors"]["overloaded"] == len(refused)
 
 
@@ -64,7 +64,7 @@ def test_zeromq_flood_is_refused_fast_with_bounded_memory() -> None:
         wait_for_line(proc, "ready to serve")
         with BertClient(port=port, port_out=port_out) as bc:
             bc.encode(["warm up"] * 10)
-        before = rss_mb(proc.pid)
+        before = tree_rss_mb(proc.pid)
         ctx = zmq.Context()
         push, sub = ctx.socket(zmq.PUSH), ctx.socket(zmq.SUB)
         identity = b"flooder"
@@ -76,7 +76,7 @@ def test_zeromq_flood_is_refused_fast_with_bounded_memory() -> None:
         for req_id in range(1, sent + 1):  # 800,000 texts, sent as fast as the socket takes them
             push.send_multipart(protocol.request_frames(identity, payload, req_id, 100))
             if req_id % 500 == 0:
-                peak = max(peak, rss_mb(proc.pid))
+                peak = max(peak, tree_rss_mb(proc.pid))
         kinds = {"ok": 0, "overloaded": 0}
         sub.setsockopt(zmq.RCVTIMEO, 60_000)
         for _ in range(sent):  # every single request is answered
@@ -86,7 +86,7 @@ def test_zeromq_flood_is_refused_fast_with_bounded_memory() -> None:
             else:
                 assert isinstance(reply.error, OverloadedError), reply.error
                 kinds["overloaded"] += 1
-            peak = max(peak, rss_mb(proc.pid)) if _ % 1000 == 0 else peak
+            peak = max(peak, tree_rss_mb(proc.pid)) if _ % 1000 == 0 else peak
         push.close()
         sub.close()
         ctx.term()
@@ -149,7 +149,7 @@ def test_a_hundred_thousand_texts_with_none_pooling_are_refused_before_allocatin
                      "-max_seq_len=64", "-pooling_strategy=NONE", "-bind=127.0.0.1")
     try:
         wait_for_line(proc, "ready to serve")
-        before = rss_mb(proc.pid)
+        before = tree_rss_mb(proc.pid)
         texts = [f"text number {i}" for i in range(100_000)]
         with BertClient(port=port, port_out=port_out, chunk_size=200_000, timeout=120_000) as bc:
             try:
@@ -158,7 +158,7 @@ def test_a_hundred_thousand_texts_with_none_pooling_are_refused_before_allocatin
                 assert "[100000, 64, 32] float32 (781.2 MiB)" in str(exc) and "-max_result_bytes" in str(exc)
             else:  # pragma: no cover
                 raise AssertionError("not refused")
-            assert rss_mb(proc.pid) - before < 300  # nothing of that size was allocated
+            assert tree_rss_mb(proc.pid) - before < 300  # nothing of that size was allocated
             bc.chunk_size = 1024  # BertClient's default: the same texts in requests of 1,024 are served
             vectors = bc.encode(texts[:3000])
         assert vectors.shape == (3000, 64, 32)
@@ -168,9 +168,6 @@ def test_a_hundred_thousand_texts_with_none_pooling_are_refused_before_allocatin
 
 def test_zeromq_frames_far_over_the_limit_close_their_connection_and_memory_stays_bounded() -> None:
     with running_server("-max_seq_len", "16", "-max_request_bytes", "10000") as server:
-        pull = server.frontend.pull
-        assert 0 < pull.getsockopt(zmq.RCVHWM) <= 1000  # a flood blocks its sender instead of growing the server
-        assert pull.getsockopt(zmq.MAXMSGSIZE) == 4 * 10_000
         ctx = zmq.Context()
         push, sub = ctx.socket(zmq.PUSH), ctx.socket(zmq.SUB)
         sub.setsockopt(zmq.SUBSCRIBE, b"giant")

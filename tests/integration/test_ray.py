@@ -159,7 +159,7 @@ def test_vectors_through_ray_equal_the_local_encoders(server, sentences, referen
     with client(server) as bc:
         np.testing.assert_allclose(bc.encode(sentences[:1]), reference[:1], atol=1e-5, rtol=0)
         np.testing.assert_allclose(bc.encode(sentences), reference, atol=1e-5, rtol=0)  # several batches
-    assert server.stats.statistic()["num_forward_passes"] >= 2
+    assert server.sync_stats().statistic()["num_forward_passes"] >= 2
 
 
 def test_model_errors_come_back_as_answers_and_calls_are_pipelined(server, sentences, reference) -> None:
@@ -195,7 +195,7 @@ def test_a_replica_killed_during_a_load_loses_no_request(server, sentences, refe
     restarted = replicas(server)[0]
     assert restarted["restarts"] == 1 and restarted["pid"] != victim["pid"]
     assert restarted["node_id"] == victim["node_id"]  # back in its place: still one replica per node
-    assert server.stats.statistic()["num_failed_request"] == 0
+    assert server.sync_stats().statistic()["num_failed_request"] == 0
 
 
 def test_a_node_lost_during_a_load_loses_no_request(cluster, server, sentences, reference) -> None:

@@ -64,7 +64,7 @@ def test_a_stopped_worker_is_replaced_and_its_batch_answered_within_the_deadline
         assert server.workers.describe()[0]["pid"] != victim
         wait_for(lambda: not Path(f"/proc/{victim}").exists() or "Z" in Path(f"/proc/{victim}/stat").read_text(),
                  what="the hung worker to be killed")
-        assert server.stats.statistic()["errors"] == {}
+        assert server.sync_stats().statistic()["errors"] == {}
 
 
 def test_a_failing_text_shared_with_fifteen_other_clients_fails_only_its_own_request(poisoned_model) -> None:
@@ -91,7 +91,7 @@ def test_a_failing_text_shared_with_fifteen_other_clients_fails_only_its_own_req
         finally:
             os.kill(worker, signal.SIGCONT)
         results = clients.join(60)
-        statistic = server.stats.statistic()
+        statistic = server.sync_stats().statistic()
     for i, result in results.items():
         if i == 7:
             assert isinstance(result, InferenceError) and "index out of range" in str(result)

@@ -12,7 +12,7 @@ from bert_serving.errors import InvalidRequestError, OverloadedError, PayloadToo
 from bert_serving.model import EncoderSettings, PoolingStrategy, resolve
 from bert_serving.server.pipeline.batcher import Batcher
 from bert_serving.server.pipeline.budget import MemoryBudget, size_of_texts
-from bert_serving.server.pipeline.intake import Intake
+from bert_serving.server.pipeline.intake import Intake, LocalDownstream
 from bert_serving.server.pipeline.sink import Sink
 from bert_serving.server.pipeline.stats import Stats
 
@@ -39,7 +39,7 @@ def pipeline(max_queued_bytes: int = 1 << 30, max_result_bytes: int = 1 << 30, *
     stats, budget = Stats(), MemoryBudget(max_queued_bytes)
     batcher = Batcher(max_batch_size=4, max_batch_tokens=1000, priority_batch_size=0)
     sink = Sink(spec.outputs, stats, budget=budget)
-    intake = Intake(spec.tokenizer(), batcher, sink, stats, outputs=spec.outputs, budget=budget,
+    intake = Intake(spec.tokenizer(), LocalDownstream(batcher, sink), stats, outputs=spec.outputs, budget=budget,
                     max_result_bytes=max_result_bytes)
     return intake, batcher, sink, stats, budget, spec
 
@@ -161,7 +161,7 @@ def test_a_requests_prompt_is_checked_at_the_door_and_the_pipeline_goes_on(famil
     stats, budget = Stats(), MemoryBudget(1 << 30)
     batcher = Batcher(max_batch_size=4, max_batch_tokens=1000, priority_batch_size=0)
     sink = Sink(spec.outputs, stats, budget=budget)
-    intake = Intake(spec.tokenizer(), batcher, sink, stats, outputs=spec.outputs, budget=budget, prompts=spec.prompts)
+    intake = Intake(spec.tokenizer(), LocalDownstream(batcher, sink), stats, outputs=spec.outputs, budget=budget, prompts=spec.prompts)
     answers = Answers()
     for options, says in [(dict(prompt_name="nope"), "'nope' is not one of this model's prompts ('query', 'passage')"),
                           (dict(prompt_name=7), "prompt_name must be a string"),

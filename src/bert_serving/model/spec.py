@@ -98,6 +98,11 @@ class ModelSpec:
         return np.dtype(np.float16 if self.fp16 else np.float32)
 
     def tokenizer(self) -> Tokenizer:
+        return Tokenizer.from_recipe(self.tokenizer_recipe())
+
+    def tokenizer_recipe(self) -> dict[str, object]:
+        """How to build this model's tokenizer, as JSON values (`Tokenizer.from_recipe`): what the
+        server's edge processes, which load no model, build theirs from."""
         options = dict(
             max_length=self.max_length,
             mask_cls_sep=self.mask_cls_sep,
@@ -105,9 +110,9 @@ class ModelSpec:
             pool_prompt=self.source.defaults.include_prompt,
         )
         if self.source.tokenizer_path is not None:
-            return Tokenizer.from_file(self.source.tokenizer_path, force_cased=not self.do_lower_case,
-                                       lowercase=self.source.defaults.lowercase, **options)
-        return Tokenizer.from_vocab(self.source.vocab_path, lowercase=self.do_lower_case, **options)
+            return {"file": str(self.source.tokenizer_path), "force_cased": not self.do_lower_case,
+                    "lowercase": self.source.defaults.lowercase, **options}
+        return {"vocab": str(self.source.vocab_path), "lowercase": self.do_lower_case, **options}
 
     @property
     def outputs(self) -> OutputLayout:

@@ -161,6 +161,15 @@ class Tokenizer:
             backend.normalizer = normalizers.Sequence([normalizers.Lowercase(), *own])
         return cls(backend, Template.of_tokenizer(backend, str(tokenizer_json)), unk_id=_unk_id(backend), **options)
 
+    @classmethod
+    def from_recipe(cls, recipe: dict[str, object]) -> Tokenizer:
+        """The tokenizer a `ModelSpec.tokenizer_recipe` describes: ``{"file": tokenizer.json, ...}``
+        or ``{"vocab": vocab.txt, ...}`` with the options of `from_file` / `from_vocab`."""
+        options = dict(recipe)
+        if "file" in options:
+            return cls.from_file(Path(options.pop("file")), **options)
+        return cls.from_vocab(Path(options.pop("vocab")), **options)
+
     @property
     def vocab_size(self) -> int:
         return self._backend.get_vocab_size()

@@ -127,6 +127,11 @@ def get_args_parser() -> argparse.ArgumentParser:
     _flag(serving, "drain_timeout", type=float, default=30.0,
           help="seconds a shutdown waits for accepted requests before answering them with an error")
     _flag(serving, "num_worker", type=int, default=1, help="model replicas, each in its own process")
+    _flag(serving, "num_intake", type=int, default=None,
+          help="intake processes behind the ZeroMQ ports: each parses, admits, tokenizes and answers requests; "
+               "default: half the cores (1 to 8)")
+    _flag(serving, "num_http", type=int, default=None,
+          help="HTTP processes sharing -http_port; default: half the cores (1 to 8)")
     _flag(serving, "worker_threads", type=int, default=0,
           help="torch threads per CPU worker; default: the cores divided among the workers")
     _flag(serving, "max_batch_size", type=int, default=256, help="most sequences in one forward pass")
@@ -203,6 +208,7 @@ def _setup_logging(verbose: bool) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     """``bert-serving-start``"""
+    from .processes.child import set_title
     from .replicas.runtime import freeze_heap
     from .service import BertServer
 
@@ -212,6 +218,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.terminate_token is None:
         args.terminate_token = os.environ.get(TERMINATE_TOKEN_ENV) or None
     _setup_logging(args.verbose)
+    set_title("coordinator")
     try:
         server = BertServer(args)
         server.start()

@@ -40,6 +40,9 @@ class ServerConfig:
     max_queued_bytes: int = 2 * 1024**3  # texts and results held for accepted requests, at most
     max_result_bytes: int = 512 * 1024**2  # the largest answer one request may get
     drain_timeout: float = 30.0  # seconds a shutdown waits for accepted requests
+    # processes of the serving path (docs/configuration.md "Processes")
+    num_intake: int | None = None  # ZeroMQ intake processes; None: from the core count (`intakes`)
+    num_http: int | None = None  # HTTP processes sharing -http_port; None: from the core count
     # workers and devices
     num_worker: int = 1
     worker_threads: int = 0  # torch threads per CPU worker; 0 = the cores shared out
@@ -74,6 +77,10 @@ class ServerConfig:
             raise ConfigurationError(f"-http_port {self.http_port} collides with -port/-port_out")
         if self.num_worker < 1:
             raise ConfigurationError(f"-num_worker must be at least 1, got {self.num_worker}")
+        for name in ("num_intake", "num_http"):
+            if getattr(self, name) is not None and not 1 <= getattr(self, name) <= 64:
+                raise ConfigurationError(f"-{name} must be between 1 and 64 (processes; default: half the cores, "
+                                         f"at most {_MAX_AUTO_PROCESSES}), got {getattr(self, name)}")
         if self.max_batch_size < 1:
             raise ConfigurationError(f"-max_batch_size must be at least 1, got {self.max_batch_size}")
         if self.max_batch_tokens < 0:
@@ -128,6 +135,15 @@ class ServerConfig:
             raise ConfigurationError(f"-ray_num_gpus must be >= 0 (GPUs per replica), got {self.ray_num_gpus}")
         if not _ray_installed():
             raise ConfigurationError("-ray_address needs Ray, which is not installed: pip install 'bert-serving[ray]'")
+
+    def intakes(self) -> int:
+        """ZeroMQ intake processes: -num_intake, else half the cores (1 to 8): each parses, admits and
+        tokenizes requests and answers them, so that none caps a many-core machine."""
+        return self.num_intake or _auto_processes()
+
+    def http_processes(self) -> int:
+        """HTTP processes sharing -http_port: -num_http, else as many as intakes would be by default."""
+        return self.num_http or _auto_processes()
 
     @property
     def replicas(self) -> int:
@@ -202,11 +218,18 @@ class ServerConfig:
         }
         if status["max_seq_len"] == AUTO:
             status["max_seq_len"] = None
+        status["num_intake"] = self.intakes()
+        status["num_http"] = self.http_processes() if self.http_port is not None else 0
         return status
 
 
+_MAX_AUTO_PROCESSES = 8
 _RAY_ONLY = ("num_replicas", "ray_num_cpus", "ray_num_gpus")  # meaningless without -ray_address
 _DEFAULTS = {f.name: f.default for f in fields(ServerConfig) if f.name in _RAY_ONLY}
+
+
+def _auto_processes() -> int:
+    return max(1, min(_MAX_AUTO_PROCESSES, (os.cpu_count() or 1) // 2))
 
 
 def _is_ray_address(address: str) -> bool:

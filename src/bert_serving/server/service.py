@@ -1,9 +1,12 @@
-"""`BertServer`: builds the pipeline from a `ServerConfig`, starts it, drains it, stops it.
+"""`BertServer`: builds the server from a `ServerConfig`, starts it, drains it, stops it.
 
-    client -> zmq.frontend / http.app -> pipeline (intake -> batcher) -> replicas -> pipeline.sink -> reply
+    client -> zmq.router -> intake processes (zmq.frontend + pipeline.intake) ┐
+    client -> HTTP processes (http.app + pipeline.intake) ────────────────────┴-> link.hub ->
+        batcher -> replicas -> sink -> link.hub -> the request's edge process -> client
 
-It is the edges' `Gateway`: they submit work and read status through it, and import nothing
-of this module.
+This process is the coordinator: it holds the batcher, the sink, the replicas' pool and the
+`Stats`, and supervises the edge processes (`processes.supervisor`), which tokenize and answer
+on as many cores as there are of them. It answers their views and control (`link.hub.Control`).
 
 The 1.10.0 API is kept: ``BertServer(get_args_parser().parse_args([...]))`` is a
 ``threading.Thread`` (``start()``, ``join()``, ``is_alive()``, ``close()``, ``is_ready``), a
@@ -13,31 +16,37 @@ context manager, and ``BertServer.shutdown(port=5555)`` / ``BertServer.shutdown(
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
+import shutil
+import socket
 import sys
+import tempfile
 import threading
 import time
-from contextlib import AbstractContextManager
 from datetime import datetime
 
 import zmq
 
 from .. import __version__, protocol
-from ..errors import BertServingError, NotReadyError
+from ..errors import NotReadyError
 from ..model.encoder import resolve
 from .config import ServerConfig
+from .http.app import HttpSettings
+from .http.server import listen
+from .link.frames import STOP
+from .link.hub import Hub
+from .link.orders import EdgeLimits, ModelOrders
+from .link.uplink import Uplink
 from .pipeline.batcher import Batcher
-from .pipeline.budget import MemoryBudget
 from .pipeline.gateway import ServedModel
-from .pipeline.intake import Intake
-from .pipeline.request import Outcome, ReplyFn, Ticket
 from .pipeline.sink import Sink
 from .pipeline.stats import Stats
-from .pipeline.tasks import check_task, scored_reply
+from .processes.channel import Channel
+from .processes.child import log_level
+from .processes.supervisor import EdgeSpec, Supervisor
 from .replicas.local import local_worker_pool
 from .replicas.pool import WorkerPool
-from .zmq.access import CurveServer, TerminationPolicy
-from .zmq.frontend import Frontend
 
 __all__ = ["BertServer"]
 
@@ -83,12 +92,10 @@ class BertServer(threading.Thread):
     # lifecycle ----------------------------------------------------------------------------------
 
     def start(self) -> None:
-        """Bind the ports and start the pipeline; returns at once (`wait_ready` to wait).
-        A busy port raises `ConfigurationError` here."""
+        """Start the replicas' pool and the edge processes (the router binds the ports); returns
+        once every edge process is up (`wait_ready` waits for the replicas). A busy port raises
+        `ConfigurationError` here."""
         config, spec = self.config, self.spec
-        self._ctx = zmq.Context()
-        self.curve = (CurveServer(self._ctx, config.zmq_secret_key, config.zmq_authorized_keys)
-                      if config.zmq_secret_key else None)
         self.batcher = Batcher(
             max_batch_size=config.max_batch_size,
             max_batch_tokens=config.batch_tokens(self.devices[0], getattr(spec.config, "hidden_size", 384)),
@@ -96,52 +103,100 @@ class BertServer(threading.Thread):
             max_queued_rows=config.max_queued_texts,
         )
         self.stats.queue_rows = lambda: self.batcher.queued_rows
-        self.budget = MemoryBudget(config.max_queued_bytes, what="the server's backlog (-max_queued_bytes)")
-        self.sink = Sink(spec.outputs, self.stats, show_tokens=spec.show_tokens, budget=self.budget)
-        self.intake = Intake(self.tokenizer, self.batcher, self.sink, self.stats, outputs=spec.outputs,
-                             budget=self.budget, keep_tokens=spec.show_tokens,
-                             max_request_texts=config.max_request_texts, max_result_bytes=config.max_result_bytes,
-                             prompts=spec.prompts)
+        self.sink = Sink(spec.outputs, self.stats, gathered=lambda: self.hub.gathered())
+        self.workers = self._worker_pool()  # with -ray_address: joins the cluster, or ConfigurationError
+        self._run_dir = tempfile.mkdtemp(prefix="bert-serving-")  # 0700: the edge processes' private sockets
+        self._listener = None
+        self.supervisor: Supervisor | None = None
+        self.hub = Hub(batcher=self.batcher, sink=self.sink, stats=self.stats, control=self,
+                       on_hung=lambda name: self.supervisor and self.supervisor.kill(name), on_failure=self.stage_failed)
+        self._gateways: list[Uplink] = []
         try:
-            self.workers = self._worker_pool()  # with -ray_address: joins the cluster, or ConfigurationError
-        except Exception:
-            self._ctx.destroy(linger=0)
-            raise
-        self.frontend = Frontend(
-            self._ctx, bind=config.bind, port=config.port, port_out=config.port_out, gateway=self,
-            termination=TerminationPolicy(config.terminate_token), curve=self.curve,
-            max_request_bytes=config.max_request_bytes,
-        )
-        self.http = None
-        try:
-            if self.curve is not None:
-                self.curve.start()
-            self.frontend.bind()
             if config.http_port is not None:
-                from .http.app import HttpSettings, create_app  # fastapi is imported only when HTTP is served
-                from .http.server import HttpServer
-
-                settings = HttpSettings(max_request_texts=config.max_request_texts,
-                                        max_request_bytes=config.max_request_bytes, cors=config.cors,
-                                        api_key=config.api_key, max_buffered_bytes=config.max_queued_bytes,
-                                        token_ids=config.http_token_ids)
-                self.http = HttpServer(create_app(self, settings), config.bind, config.http_port,
-                                       max_connections=config.http_max_connect, on_failure=self.stage_failed)
-                self.http.bind()
-        except Exception:
-            self.frontend.close()
-            if self.curve is not None:
-                self.curve.stop()
+                self._listener = listen(config.bind, config.http_port)
+            self.supervisor = Supervisor(self.hub, self._edges(), on_failure=self.stage_failed, log_level=log_level())
+            self.hub.start()
+            self.supervisor.start()
+        except BaseException:
+            self._stop_edges()
             self.workers.close(drain=False)
-            self._ctx.destroy(linger=0)
             raise
-        logger.info("listening: requests on port %d, results on port %d%s", config.port, config.port_out,
-                    f", HTTP on port {config.http_port}" if self.http else "")
-        self.frontend.start()
-        if self.http is not None:
-            self.http.start()
+        logger.info("listening: requests on port %d, results on port %d%s (%d intake, %d HTTP processes)",
+                    config.port, config.port_out, f", HTTP on port {config.http_port}" if self._listener else "",
+                    config.intakes(), config.http_processes() if self._listener else 0)
         self.workers.start()
         super().start()  # `run`: wait for the workers, serve until asked to stop, then drain
+
+    def _edges(self) -> list[EdgeSpec]:
+        """The router, the intakes and the HTTP processes, with their orders."""
+        config = self.config
+        intakes = [f"intake-{i}" for i in range(config.intakes())]
+        https = [f"http-{i}" for i in range(config.http_processes())] if self._listener is not None else []
+        router_socket = f"{self._run_dir}/intakes"
+        limits = self._limits()
+        model = ModelOrders.of(self.spec, self._served).to_json()
+        edges = [EdgeSpec("router", "bert_serving.server.zmq.router_main:main", {
+            "bind": config.bind, "port": config.port, "port_out": config.port_out,
+            "zmq_secret_key": config.zmq_secret_key, "zmq_authorized_keys": config.zmq_authorized_keys,
+            "max_request_bytes": config.max_request_bytes, "intakes_socket": router_socket})]
+        for index, name in enumerate(intakes):
+            edges.append(EdgeSpec(name, "bert_serving.server.zmq.intake_main:main", {
+                "index": index, "model": model, "limits": limits, "router_socket": router_socket,
+                "terminate_token": config.terminate_token}))
+        if https:
+            http = HttpSettings(max_request_texts=config.max_request_texts, max_request_bytes=config.max_request_bytes,
+                                cors=config.cors, api_key=config.api_key,
+                                max_buffered_bytes=max(1024, config.max_queued_bytes // len(https)),
+                                token_ids=config.http_token_ids)
+            per_process = -(-config.http_max_connect // len(https))  # shared out, rounded up
+            for index, name in enumerate(https):
+                edges.append(EdgeSpec(name, "bert_serving.server.http.worker_main:main", {
+                    "index": index, "model": model, "limits": limits, "http": dataclasses.asdict(http),
+                    "max_connections": per_process, "listen_fd": self._listener.fileno()},
+                    pass_fds=(self._listener.fileno(),)))
+        return edges
+
+    def gateway(self) -> Uplink:
+        """The pipeline as an edge process has it (`Gateway`), in this process: for tests, tools and
+        programs that embed a server and want no sockets. Requests submitted to it are batched with
+        everyone else's; it stops with the server."""
+        name = f"local-{len(self._gateways)}"
+        ours, theirs = socket.socketpair()
+        arrival = self.hub.attach(name, Channel(ours, send_timeout_s=30.0))
+        limits = EdgeLimits(**self._limits())
+        uplink = Uplink(Channel(theirs), ModelOrders.of(self.spec, self._served), limits, name=name)
+        uplink.start()
+        uplink.run_in_thread()
+        if not arrival.wait(10):
+            raise NotReadyError(f"the gateway {name} did not start")
+        self._gateways.append(uplink)
+        return uplink
+
+    def sync_stats(self, timeout_s: float = 1.0) -> Stats:
+        """The server's counters, every edge process's latest counts in (they hand them over every
+        0.2 s, and at once when asked, as now)."""
+        self.hub.sync(timeout_s)
+        return self.stats
+
+    def _limits(self) -> dict:
+        """One edge process's share of the server's limits (an empty backlog takes any request)."""
+        config = self.config
+        share = config.intakes() + (config.http_processes() if config.http_port is not None else 0)
+        return dataclasses.asdict(EdgeLimits(
+            max_request_texts=config.max_request_texts, max_request_bytes=config.max_request_bytes,
+            max_result_bytes=config.max_result_bytes, max_queued_texts=max(1, config.max_queued_texts // share),
+            max_queued_bytes=max(1024, config.max_queued_bytes // share)))
+
+    def _stop_edges(self) -> None:
+        """Stop the edge processes and the hub; remove their sockets' folder."""
+        for gateway in self._gateways:
+            self.hub.send(gateway.name, [STOP])
+        if self.supervisor is not None:
+            self.supervisor.stop()
+        self.hub.close()
+        if self._listener is not None:
+            self._listener.close()
+        shutil.rmtree(self._run_dir, ignore_errors=True)
 
     def _worker_pool(self) -> WorkerPool:
         config = self.config
@@ -180,19 +235,14 @@ class BertServer(threading.Thread):
 
     def _shutdown(self) -> None:
         timeout = self.config.drain_timeout
-        logger.info("shutting down: finishing %d accepted requests (at most %.0f s)...", self.sink.outstanding, timeout)
+        logger.info("shutting down: finishing %d accepted requests (at most %.0f s)...", self.hub.outstanding(),
+                    timeout)
         self.is_ready.clear()
         drain = self._startup_error is None
         # each step runs even if one before it failed: a shutdown never stops half-way
-        steps = [self.frontend.stop_accepting, self.batcher.close, self.intake.close,
+        steps = [self.supervisor.close_intakes, self.batcher.close,
                  lambda: self.workers.close(drain=drain, timeout=timeout), self.batcher.abandon,
-                 self._fail_unanswered]
-        if self.http is not None:
-            steps.append(self.http.close)
-        steps.append(self.frontend.close)
-        if self.curve is not None:
-            steps.append(self.curve.stop)
-        steps.append(lambda: self._ctx.destroy(linger=1000))
+                 self._fail_unanswered, self._stop_edges]
         for step in steps:
             try:
                 step()
@@ -281,54 +331,37 @@ class BertServer(threading.Thread):
             timeout, port_out = getattr(args, "timeout", timeout), getattr(args, "port_out", port_out)
         terminate_server(ip, port, timeout=timeout, port_out=port_out)
 
-    # the edges' Gateway -----------------------------------------------------------------------------
+    # what the edges ask of the coordinator (link.hub.Control) ------------------------------------------
 
     @property
     def model(self) -> ServedModel:
         return self._served
 
-    def submit(self, texts: object, is_tokenized: bool, reply: ReplyFn, client: str, *, task: str | None = None,
-               raw_scores: bool = False, prompt_name: object = None, prompt: object = None) -> Ticket:
-        try:
-            check_task(self._served, task)
-        except BertServingError as exc:
-            self.stats.data_request(client, len(texts) if isinstance(texts, list) else 0)
-            self.stats.error(exc.code)
-            reply(Outcome(error=exc))
-            return Ticket()
-        if self._served.task != "embed":  # a head: logits become scores, counted
-            reply = scored_reply(reply, self._served, task, raw_scores, self.stats)
-        return self.intake.submit(texts, is_tokenized, reply, client, pairs=task in ("predict", "rerank"),
-                                  prompt_name=prompt_name, prompt=prompt)
-
-    def together(self) -> AbstractContextManager[None]:
-        return self.intake.together()
-
-    def serving(self) -> bool:
-        return self.is_ready.is_set()
-
     def readiness(self) -> dict[str, object]:
         """``/ready``: ready only when loaded, warm, every worker up, and not stopping."""
         states = self.workers.states()
+        processes = self.supervisor.states() if self.supervisor is not None else {}
         if self._failure is not None:
             status = "failed"
         elif self._stop_requested.is_set():
             status = "stopping"
         elif not self.is_ready.is_set():
             status = "failed" if self._startup_error else "starting"
-        elif not self.frontend.alive:
-            status = "failed"
-        elif any(state not in ("idle", "busy") for state in states.values()):
+        elif any(state not in ("idle", "busy") for state in states.values()) or \
+                any(state != "up" for state in processes.values()):
             status = "degraded"
         else:
             status = "ready"
-        state: dict[str, object] = {"ready": status == "ready", "status": status, "workers": states}
+        state: dict[str, object] = {"ready": status == "ready", "status": status, "workers": states,
+                                    "processes": processes}
         if status == "failed" and self._failure is not None:
             state["reason"] = self._failure
         return state
 
     def status(self, with_statistic: bool = False, client: str = "") -> dict[str, object]:
         """SHOW_CONFIG (and with ``with_statistic``, SHOW_STATUS) as the stock client reads it."""
+        if with_statistic and not self.hub.on_own_thread():  # a caller in this process: every edge's counts in
+            self.hub.sync()
         import torch
 
         status: dict[str, object] = {
@@ -336,10 +369,13 @@ class BertServer(threading.Thread):
             **self.spec.describe(),
             "model_dir": str(self.spec.source.config_path.parent),
             "client": client,
-            "num_process": 1 + len(self.devices),
+            "num_process": 1 + len(self.devices) + len(self.supervisor.edges),
             "num_worker": len(self.devices),
+            "num_intake": self.config.intakes(),
+            "num_http": self.config.http_processes() if self.config.http_port is not None else 0,
             "device_map": self.devices,
             "replicas": self.workers.describe(),
+            "processes": self.supervisor.pids(),
             "server_current_time": str(datetime.now()),
             "ready": self.is_ready.is_set(),
             # static: server_version is the wire protocol's, the stock client insists on it

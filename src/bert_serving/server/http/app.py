@@ -38,7 +38,7 @@ from starlette.middleware import Middleware
 from ... import __version__
 from ...errors import AuthenticationError, BertServingError, InvalidRequestError
 from ..pipeline.budget import MemoryBudget
-from ..pipeline.gateway import Gateway
+from ..pipeline.gateway import Gateway, Observation
 from ..pipeline.request import Outcome
 from .dashboard import index_page, mount_dashboard, wants_html
 from .fast_lane import FastLane
@@ -136,6 +136,11 @@ class EncodeResponse(BaseModel):
     status: int = 200
 
 
+async def observe(gateway: Gateway, **what) -> Observation:
+    """`Gateway.observe`, awaited."""
+    return await asyncio.wrap_future(gateway.observe(**what))
+
+
 def create_app(gateway: Gateway, config: HttpSettings) -> FastAPI:
     """The ASGI app of one server: every route goes through ``gateway``."""
     model = gateway.model
@@ -220,13 +225,15 @@ def create_app(gateway: Gateway, config: HttpSettings) -> FastAPI:
     @app.get("/status/server", dependencies=guarded, tags=["bert-as-service"])
     async def status_server(request: Request) -> Response:
         """SHOW_STATUS: configuration and statistics."""
-        return json_response(gateway.status(with_statistic=True, client=client_of(request)))
+        observed = await observe(gateway, status=True, with_statistic=True, client=client_of(request))
+        return json_response(observed.status)
 
     @app.get("/status/client", dependencies=guarded, tags=["bert-as-service"])
     async def status_client(request: Request) -> Response:
         """What the server knows of the caller."""
         me = client_of(request)
-        seen = next((c for c in gateway.stats.clients() if c["client"] == me), {"client": me, "requests": 0})
+        observed = await observe(gateway, stats=True)
+        seen = next((c for c in observed.stats.clients() if c["client"] == me), {"client": me, "requests": 0})
         return json_response(seen)
 
     for path in OPENAI_PATHS:
@@ -249,13 +256,18 @@ def create_app(gateway: Gateway, config: HttpSettings) -> FastAPI:
     @app.get("/ready", tags=["operations"], responses={503: {"description": "Loading, degraded or stopping"}})
     async def ready() -> Response:
         """Ready: the model is loaded and warm, every worker is up, and the server is not draining."""
-        state = gateway.readiness()
+        try:
+            state = (await observe(gateway, readiness=True)).readiness
+        except BertServingError:  # no answer from the coordinator: it is stopping
+            state = {"ready": False, "status": "stopping"}
         return json_response(state, 200 if state["ready"] else 503)
 
     @app.get("/metrics", tags=["operations"], response_class=Response)
     async def metrics() -> Response:
         """Prometheus metrics."""
-        return Response(render_metrics(gateway.stats, gateway.serving, model), media_type=CONTENT_TYPE)
+        observed = await observe(gateway, stats=True, readiness=True)
+        return Response(render_metrics(observed.stats, lambda: observed.readiness["ready"], model),
+                        media_type=CONTENT_TYPE)
 
     @app.get("/", tags=["operations"])
     async def index(request: Request) -> Response:
@@ -273,7 +285,7 @@ def create_app(gateway: Gateway, config: HttpSettings) -> FastAPI:
             **mount_rerank(app, model, encode, guarded, config.max_request_texts)}
     app.user_middleware.append(Middleware(FastLane, routes=fast, authorized=has_key, refused=refused))  # innermost
     _mount_docs(app)
-    mount_dashboard(app, gateway, guarded, api_key_required=config.api_key is not None)
+    mount_dashboard(app, gateway, observe, guarded, api_key_required=config.api_key is not None)
     return app
 
 

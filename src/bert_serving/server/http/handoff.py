@@ -4,14 +4,16 @@ outcomes back, a turn of the loop at a time.
 Under many clients one turn of the event loop parses several requests. Submitted one by one,
 each was tokenized alone and a batch held 2.5 requests on average (32 one-sentence clients);
 submitted together at the end of the turn (`Gateway.together`), they are tokenized in one call
-and reach the batcher together, as the requests of one ZeroMQ read do. Outcomes come back from
-the pipeline's threads with one wake-up of the loop per burst (a batch's answers arrive
-together), not one each. A client that closes its connection first abandons its request.
+and reach the batcher together, as the requests of one ZeroMQ read do. Outcomes come back on
+the loop itself (the HTTP process reads its link to the coordinator there), or from another
+thread with one wake-up of the loop per burst (a batch's answers arrive together), not one
+each. A client that closes its connection first abandons its request.
 """
 
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections import deque
 
 from starlette.requests import Request
@@ -50,12 +52,14 @@ class Handoff:
         self._pending: list[tuple[_Call, list, bool, str, dict]] = []
         self._answers: deque[tuple[asyncio.Future[Outcome], Outcome]] = deque()
         self._woken = False
+        self._loop_thread: int | None = None  # set on the first request, which runs on the loop
 
     async def outcome(self, texts: list, is_tokenized: bool, client: str, request: Request | None = None,
                       **task) -> Outcome:
         """The pipeline's answer to ``texts`` (``task``: `Gateway.submit`'s keywords). Given the
         HTTP ``request``, a client that disconnects first abandons it: its texts not yet run are
         dropped, and the outcome returned goes nowhere."""
+        self._loop_thread = threading.get_ident()
         call = _Call(self.loop.create_future())
         self._pending.append((call, texts, is_tokenized, client, task))
         if len(self._pending) == 1:  # the first of this turn: submit them all once the turn is over
@@ -83,7 +87,11 @@ class Handoff:
                     call.future.set_exception(exc)
 
     def _reply_to(self, future: asyncio.Future[Outcome]) -> ReplyFn:
-        def reply(outcome: Outcome) -> None:  # on a pipeline thread (or this one, for a refusal)
+        def reply(outcome: Outcome) -> None:  # on the loop, or on another thread
+            if threading.get_ident() == self._loop_thread:
+                if not future.done():
+                    future.set_result(outcome)
+                return
             self._answers.append((future, outcome))
             if not self._woken:
                 self._woken = True

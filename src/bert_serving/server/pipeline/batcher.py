@@ -139,12 +139,14 @@ class Batcher:
         with self._cond:
             self._admitted_rows -= rows
 
-    def submit(self, request: Request) -> None:
-        """Queue every row of an admitted request."""
+    def submit(self, request: Request, *, admitted: bool = True) -> None:
+        """Queue every row of a request: one `admit` let in (``admitted``), or one admitted
+        elsewhere (an edge process admits its own)."""
         rows = len(request)
         order = np.argsort(-request.features.lengths, kind="stable")
         with self._cond:
-            self._admitted_rows -= rows
+            if admitted:
+                self._admitted_rows -= rows
             lane = 0 if rows <= self.priority_batch_size else 1
             self._lanes[lane].append(_Pending(request, order))
             self._queued_rows += rows

@@ -1,11 +1,13 @@
 """`Gateway`: everything an edge (ZeroMQ or HTTP) may ask of the server, and nothing more.
 
-The composition (`service.BertServer`) implements it and hands it to each edge, so the edges
-depend on this narrow face instead of on the server's internals, and never on each other.
+Each edge process gets one (`link.uplink.Uplink`, which sends the requests on to the
+coordinator), so the edges depend on this narrow face instead of on the server's internals, and
+never on each other.
 """
 
 from __future__ import annotations
 
+from concurrent.futures import Future
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Mapping, Protocol
@@ -13,7 +15,7 @@ from typing import Mapping, Protocol
 from .request import ReplyFn, Ticket
 from .stats import Stats
 
-__all__ = ["Gateway", "ServedModel"]
+__all__ = ["Gateway", "Observation", "ServedModel"]
 
 
 @dataclass(frozen=True)
@@ -31,12 +33,21 @@ class ServedModel:
     activation: str | None = None  # a head's (model.scores): applied unless a request wants raw scores
 
 
+@dataclass(frozen=True)
+class Observation:
+    """The server as a view sees it at one moment; what was not asked for is None."""
+
+    stats: Stats | None = None  # a copy of the server's counters: every process's counts
+    status: dict[str, object] | None = None  # SHOW_CONFIG (with SHOW_STATUS's statistic, if asked)
+    readiness: dict[str, object] | None = None  # what /ready answers
+
+
 class Gateway(Protocol):
     """The server as its edges see it."""
 
     @property
     def stats(self) -> Stats:
-        """The counters behind SHOW_STATUS, ``/metrics`` and the dashboard (edges count refusals)."""
+        """Where this edge counts what it sees (requests, refusals); `observe` reads the server's."""
 
     @property
     def model(self) -> ServedModel: ...
@@ -57,18 +68,15 @@ class Gateway(Protocol):
         """Small requests this thread submits inside are tokenized together when it ends (an
         edge that reads several messages at once: one tokenizer call for all of them)."""
 
-    def status(self, with_statistic: bool = False, client: str = "") -> dict[str, object]:
-        """SHOW_CONFIG, and with ``with_statistic`` SHOW_STATUS, as the stock client reads them."""
-
-    def readiness(self) -> dict[str, object]:
-        """``{"ready": bool, "status": str, "workers": {...}}``: what ``/ready`` answers."""
-
-    def serving(self) -> bool:
-        """Loaded, warm and not stopping."""
+    def observe(self, *, stats: bool = False, status: bool = False, with_statistic: bool = False, client: str = "",
+                readiness: bool = False) -> Future[Observation]:
+        """What views show, as of now: the server's `Stats` (behind SHOW_STATUS, ``/metrics``, the
+        dashboard), SHOW_CONFIG's status for ``client`` (with SHOW_STATUS's ``statistic``), and
+        ``/ready``'s readiness (``{"ready", "status", "workers", ...}``); whichever are asked for."""
 
     def request_stop(self) -> None:
         """Begin a graceful shutdown; returns at once."""
 
     def stage_failed(self, stage: str, error: BaseException) -> None:
-        """A serving loop (``stage`` names it) died: ``/ready`` answers 503 ``failed`` from now
-        on, and the server drains and exits non-zero. Returns at once."""
+        """A serving loop (``stage`` names it) of this edge died: the edge's process exits (and
+        the server starts another in its place). Returns at once."""

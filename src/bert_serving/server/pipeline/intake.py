@@ -1,8 +1,11 @@
 """`Intake`: the one door into the pipeline for both edges (ZeroMQ and HTTP).
 
-It tokenizes big requests on its own threads, so neither the sockets' I/O thread nor the workers
-wait for them, and small ones (a few short texts, most requests) on the caller's thread, where
-that costs less than handing them over; then it queues the request in the batcher. Small
+It runs in each edge process (an intake process, an HTTP process), so that tokenizing, the
+heaviest work per text outside the model, spreads over as many cores as there are edge
+processes. It tokenizes big requests on its own threads, so neither the edge's I/O nor the
+workers wait for them, and small ones (a few short texts, most requests) on the caller's thread,
+where that costs less than handing them over; then it hands the request on (`Downstream`: to
+the coordinator's batcher, `link.uplink`; or, in one process, `LocalDownstream`). Small
 requests submitted inside `together` (the ZeroMQ edge's messages of one read) are tokenized in
 one call when it ends: the tokenizer's per-call cost is paid once, and its work spreads over the
 cores.
@@ -11,7 +14,7 @@ bug) is answered through the request's own reply callback: every request accepte
 exactly one answer, unless its edge abandons its `Ticket` first (the client went away).
 
 Admission, before any work is spent: the count of texts (``-max_request_texts``), the backlog
-in texts (the batcher) and in bytes (`MemoryBudget`: the texts until tokenized, then the
+in texts (`Downstream.admit`) and in bytes (`MemoryBudget`: the texts until tokenized, then the
 result until answered), and the result's size (``-max_result_bytes``), checked again once the
 lengths are known.
 """
@@ -24,7 +27,7 @@ import threading
 import time
 from contextlib import contextmanager
 from itertools import accumulate
-from typing import Callable, Iterator, NamedTuple
+from typing import Callable, Iterator, NamedTuple, Protocol
 
 from ...errors import BertServingError, InvalidRequestError, NotReadyError, PayloadTooLargeError, ServerError
 from ...model.features import Features
@@ -37,19 +40,50 @@ from .request import Outcome, ReplyFn, Request, Ticket
 from .sink import Sink
 from .stats import Stats
 
-__all__ = ["Intake"]
+__all__ = ["Downstream", "Intake", "LocalDownstream"]
 
 logger = logging.getLogger(__name__)
 
 _INLINE_CHARS = 2048  # requests up to this many characters are tokenized on the caller's thread
 
 
+class Downstream(Protocol):
+    """Where admitted, tokenized requests go: the batcher, wherever it runs."""
+
+    def admit(self, rows: int) -> None:
+        """Reserve room for ``rows`` texts before tokenizing them; `OverloadedError` when full."""
+
+    def release(self, rows: int) -> None:
+        """Give back an admission whose request will not be handed on."""
+
+    def accept(self, request: Request, ticket: Ticket) -> bool:
+        """Hand on an admitted request (its admission with it): from now on it gets exactly one
+        answer, unless ``ticket`` is abandoned. False when the ticket was abandoned already:
+        nothing was handed on, the request gave back the bytes it held (``reserved_bytes``) and
+        was counted as abandoned; its admission is still the caller's to release."""
+
+
+class LocalDownstream:
+    """The batcher and sink of this very process (tests, tools)."""
+
+    def __init__(self, batcher: Batcher, sink: Sink) -> None:
+        self._batcher, self._sink = batcher, sink
+        self.admit, self.release = batcher.admit, batcher.release
+
+    def accept(self, request: Request, ticket: Ticket) -> bool:
+        self._sink.track(request)
+        if not ticket.attach(request, self._sink.abandon):
+            self._sink.abandon(request)
+            return False
+        self._batcher.submit(request)
+        return True
+
+
 class Intake:
     def __init__(
         self,
         tokenizer: Tokenizer,
-        batcher: Batcher,
-        sink: Sink,
+        downstream: Downstream,
         stats: Stats,
         *,
         outputs: OutputLayout | None = None,
@@ -62,8 +96,7 @@ class Intake:
     ) -> None:
         self._tokenizer = tokenizer
         self._prompts = prompts
-        self._batcher = batcher
-        self._sink = sink
+        self._downstream = downstream
         self._stats = stats
         self._outputs = outputs
         self._budget = budget or MemoryBudget(1 << 62)
@@ -95,11 +128,11 @@ class Intake:
         try:
             chosen = self._prompt(pairs, prompt_name, prompt)
             self._check_result_size(count)  # as far as it is known before tokenization
-            self._batcher.admit(count)  # a full backlog refuses here, before any work is spent
+            self._downstream.admit(count)  # a full backlog refuses here, before any work is spent
             try:
                 self._budget.reserve(text_bytes)
             except BertServingError:
-                self._batcher.release(count)
+                self._downstream.release(count)
                 raise
         except BertServingError as exc:
             self._refuse(reply, exc)
@@ -189,7 +222,7 @@ class Intake:
         """Tokenize and queue; the error to answer with instead (its admission given back)."""
         if ticket.abandoned:  # the client went away while the request waited to be tokenized
             self._budget.release(text_bytes)
-            self._batcher.release(count)
+            self._downstream.release(count)
             self._stats.error("abandoned")
             return None
         error: BertServingError | None = None
@@ -212,17 +245,13 @@ class Intake:
             except BertServingError as exc:
                 error = exc
         if error is not None:
-            self._batcher.release(count)
+            self._downstream.release(count)
             return error
         request = Request(features, reply, client, received_at=received, tokenized_at=time.perf_counter(),
                           reserved_bytes=result_bytes)
         self._stats.tokenized(request.tokenized_at - received, features.num_tokens)
-        self._sink.track(request)
-        if not ticket.attach(request, self._sink.abandon):
-            self._sink.abandon(request)
-            self._batcher.release(count)
-            return None
-        self._batcher.submit(request)
+        if not self._downstream.accept(request, ticket):
+            self._downstream.release(count)
         return None
 
     def _refuse(self, reply: ReplyFn, error: BertServingError) -> None:

@@ -8,6 +8,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from contextlib import AbstractContextManager, nullcontext
+from typing import Callable
 
 import numpy as np
 
@@ -25,7 +27,11 @@ logger = logging.getLogger(__name__)
 
 class Sink:
     def __init__(self, outputs: OutputLayout, stats: Stats, *, show_tokens: bool = False,
-                 budget: MemoryBudget | None = None) -> None:
+                 budget: MemoryBudget | None = None,
+                 gathered: Callable[[], AbstractContextManager[None]] = nullcontext) -> None:
+        """``gathered``: the answers of one batch are given inside one such block (the coordinator
+        sends each edge process its answers of a batch in one message)."""
+        self._gathered = gathered
         self._outputs = outputs
         self._show_tokens = show_tokens
         self._stats = stats
@@ -68,12 +74,14 @@ class Sink:
                 if request.remaining == 0:
                     self._finish(request)
                     finished.append(request)
-        for request in finished:
-            self._answer(request, request.result, None)
+        with self._gathered():
+            for request in finished:
+                self._answer(request, request.result, None)
 
     def fail(self, batch: Batch, error: BertServingError) -> None:
-        for request, _ in batch.segments:
-            self.fail_request(request, error)
+        with self._gathered():
+            for request, _ in batch.segments:
+                self.fail_request(request, error)
 
     def fail_request(self, request: Request, error: BertServingError) -> None:
         with self._lock:

@@ -2,6 +2,13 @@
 
 Every stage reports here (intake: requests and tokens; workers: batches; sink: completions
 and errors), and every view reads from here, so all the numbers a user sees agree.
+
+The stages run in several processes: the coordinator keeps the one `Stats`; each edge process
+(router, intake, HTTP) counts into a `Stats` of its own and hands what it counted over as a
+delta (`take`), which the coordinator adds to its own (`merge`). A view in an edge process reads
+a copy of the coordinator's (`dump`, `load`), so it computes the very numbers every other view
+does. Times are ``time.perf_counter()`` readings: the system's monotonic clock on Linux, the same
+in every process of the machine.
 """
 
 from __future__ import annotations
@@ -46,6 +53,16 @@ class Histogram:
                 self.counts[i] += 1
                 break
 
+    def merge(self, other: dict) -> None:
+        """Add the observations of ``other`` (`to_json` of a histogram of the same buckets)."""
+        self.counts = [a + b for a, b in zip(self.counts, other["counts"])]
+        self.total += other["total"]
+        self.count += other["count"]
+        self.recent.extend(other["recent"])
+
+    def to_json(self) -> dict:
+        return {"counts": list(self.counts), "total": self.total, "count": self.count, "recent": list(self.recent)}
+
     def cumulative(self) -> list[tuple[float, int]]:
         running, out = 0, []
         for bound, n in zip(self.buckets, self.counts):
@@ -86,8 +103,7 @@ class Stats:
         self.sizes: Counter[int] = Counter()
         self._clients: OrderedDict[str, _Client] = OrderedDict()
         self._clients_seen = 0
-        self._intervals: deque[float] = deque(maxlen=200)
-        self._last_request = time.perf_counter()
+        self._arrivals: deque[float] = deque([time.perf_counter()], maxlen=201)  # the start, then data requests
         self.latency = {phase: Histogram(LATENCY_BUCKETS) for phase in ("tokenize", "queue", "inference", "total")}
         self.batch_size = Histogram(SIZE_BUCKETS)
         self.batch_tokens = Histogram(TOKEN_BUCKETS)
@@ -123,8 +139,7 @@ class Stats:
             self.requests_by_channel[entry.channel] += 1
             entry.requests += 1
             entry.texts += num_texts
-            self._intervals.append(now - self._last_request)
-            self._last_request = now
+            self._arrivals.append(now)
 
     def tokenized(self, seconds: float, num_tokens: int) -> None:
         with self._lock:
@@ -161,6 +176,80 @@ class Stats:
         """An error not tied to an accepted request (a malformed message, an overload refusal)."""
         with self._lock:
             self.errors[code] += 1
+
+    # across processes ---------------------------------------------------------------------------
+
+    _COUNTERS = ("num_data_request", "num_sys_request", "num_total_seq", "num_tokens", "num_batches",
+                 "num_batched_rows", "num_completed", "num_predictions", "num_reranked_pairs", "worker_restarts")
+
+    def dump(self) -> dict:
+        """Everything counted, as JSON values (`load` makes a `Stats` of it again)."""
+        with self._lock:
+            return self._state()
+
+    def _state(self) -> dict:
+        return {
+            **{name: getattr(self, name) for name in self._COUNTERS},
+            "started_at": self.started_at,
+            "errors": dict(self.errors),
+            "requests_by_channel": dict(self.requests_by_channel),
+            "sizes": [[k, v] for k, v in self.sizes.items()],
+            "clients": [[name, c.requests, c.texts, c.last_seen, c.channel] for name, c in self._clients.items()],
+            "clients_seen": self._clients_seen,
+            "arrivals": list(self._arrivals),
+            "latency": {phase: h.to_json() for phase, h in self.latency.items()},
+            "batch_size": self.batch_size.to_json(),
+            "batch_tokens": self.batch_tokens.to_json(),
+            "worker_states": [[k, v] for k, v in self.worker_states.items()],
+            "queue_rows": self.queue_rows(),
+        }
+
+    @classmethod
+    def load(cls, state: dict) -> Stats:
+        """A copy of the `Stats` that `dump`ed ``state`` (a view's, in another process)."""
+        stats = cls()
+        stats.merge(state)
+        stats.started_at = state["started_at"]
+        stats._clients_seen = state["clients_seen"]
+        stats.worker_states = {int(k): v for k, v in state["worker_states"]}
+        queue_rows = state["queue_rows"]
+        stats.queue_rows = lambda: queue_rows
+        stats._arrivals = deque(state["arrivals"], maxlen=stats._arrivals.maxlen)
+        return stats
+
+    def take(self) -> dict | None:
+        """What was counted since the last `take` (None: nothing), for `merge` in the coordinator;
+        the counters start again from zero."""
+        with self._lock:
+            if not (self.num_data_request or self.num_sys_request or self.errors or self.num_tokens
+                    or self.num_predictions or self.num_reranked_pairs or self._clients):
+                return None
+            state = self._state()
+            lock, started_at, queue_rows = self._lock, self.started_at, self.queue_rows
+            self.__init__()
+            self._lock, self.started_at, self.queue_rows = lock, started_at, queue_rows
+            self._arrivals.clear()
+            return state
+
+    def merge(self, delta: dict) -> None:
+        """Add what another process counted (`take`, or `dump` for a copy)."""
+        with self._lock:
+            for name in self._COUNTERS:
+                setattr(self, name, getattr(self, name) + delta[name])
+            self.errors.update(delta["errors"])
+            self.requests_by_channel.update(delta["requests_by_channel"])
+            for size, count in delta["sizes"]:
+                self.sizes[size] += count
+            for name, requests, texts, last_seen, channel in delta["clients"]:
+                entry = self._clients.get(name)
+                if entry is None or entry.last_seen < last_seen:
+                    entry = self._client(name, last_seen)
+                entry.channel, entry.requests, entry.texts = channel, entry.requests + requests, entry.texts + texts
+            self._arrivals.extend(delta["arrivals"])
+            for phase, histogram in delta["latency"].items():
+                self.latency[phase].merge(histogram)
+            self.batch_size.merge(delta["batch_size"])
+            self.batch_tokens.merge(delta["batch_tokens"])
 
     # views --------------------------------------------------------------------------------------
 
@@ -215,7 +304,8 @@ class Stats:
             if self.sizes:
                 avg = sum(k * v for k, v in self.sizes.items()) / sum(self.sizes.values())
                 out.update(_min_max_avg("size_per_request", list(self.sizes), avg))
-            intervals = list(self._intervals)
+            arrivals = sorted(self._arrivals)
+            intervals = [b - a for a, b in zip(arrivals, arrivals[1:])]
             out.update(_min_max_avg("last_two_interval", intervals))
             out.update(_min_max_avg("request_per_second", [1.0 / v for v in intervals if v > 0]))
             out.update({

@@ -1,5 +1,5 @@
 """`LocalReplica`: a model replica in a worker process on this machine, seen from the server
-(the process's own side is `worker_main`, the frames between them `channel`), and
+(the process's own side is `worker_main`, the messages between them `frames`), and
 `local_worker_pool`, one such replica per device."""
 
 from __future__ import annotations
@@ -7,15 +7,15 @@ from __future__ import annotations
 import json
 import logging
 import os
-import socket
 import subprocess
-import sys
 
 import numpy as np
 
 from ...model.features import Features
 from ...model.settings import EncoderSettings
-from .channel import ERR, OK, READY, STOP, Channel, pack, settings_to_json
+from ..processes.channel import Channel
+from ..processes.child import log_level, spawn
+from .frames import ERR, OK, READY, STOP, pack, settings_to_json
 from .pool import Finished, ReplicaCrashed, ReplicaStartError, WorkerPool
 from .runtime import OPENMP_ENV
 
@@ -23,13 +23,13 @@ __all__ = ["LocalReplica", "local_worker_pool"]
 
 logger = logging.getLogger(__name__)
 
-_WORKER_COMMAND = "from bert_serving.server.replicas.worker_main import serve; serve()"
+_ENTRY = "bert_serving.server.replicas.worker_main:serve"
 _GRACEFUL_STOP_S = 5.0
 
 
 class LocalReplica:
-    """A worker process (`worker_main.serve` in a fresh interpreter and a session of its own),
-    talking over a socket pair whose other end only the worker holds."""
+    """A worker process (`worker_main.serve`, started by `processes.child.spawn`), talking over a
+    socket pair whose other end only the worker holds."""
 
     def __init__(self, settings: EncoderSettings, device: str, *, index: int, threads: int = 1,
                  gpu_memory_fraction: float = 0.5, log_level: int = 0, idle_spin_ms: float = 0.0) -> None:
@@ -42,17 +42,9 @@ class LocalReplica:
         self._channel: Channel | None = None
 
     def start(self) -> None:
-        ours, theirs = socket.socketpair()  # a fresh pair: nothing of a previous process can reach the new one
-        fd = theirs.fileno()
-        try:
-            self.process = subprocess.Popen([sys.executable, "-c", _WORKER_COMMAND], stdin=subprocess.PIPE,
-                                            pass_fds=[fd], env={**OPENMP_ENV, **os.environ},  # the user's settings win
-                                            start_new_session=True)  # the terminal's Ctrl-C is the server's
-        finally:
-            theirs.close()  # the worker's alone now: its exit closes the pair
-        self._channel = Channel(ours)
-        self.process.stdin.write(json.dumps({**self._orders, "fd": fd}).encode())
-        self.process.stdin.close()
+        env = {k: v for k, v in OPENMP_ENV.items() if k not in os.environ}  # the user's settings win
+        child = spawn(_ENTRY, self._orders, env=env)
+        self.process, self._channel = child.process, child.channel
         while not self._channel.poll(0.1):
             self._check_alive()
         frames = self._receive_message()
@@ -118,10 +110,9 @@ class LocalReplica:
 def local_worker_pool(settings: EncoderSettings, devices: list[str], *, threads: int = 1,
                       gpu_memory_fraction: float = 0.5, idle_spin_ms: float = 0.0, **pool_options) -> WorkerPool:
     """One worker process per device, on this machine."""
-    log_level = logging.getLogger("bert_serving").getEffectiveLevel() if logging.getLogger().handlers else 0
     replicas = [
         LocalReplica(settings, device, index=i, threads=threads, gpu_memory_fraction=gpu_memory_fraction,
-                     log_level=log_level, idle_spin_ms=idle_spin_ms)
+                     log_level=log_level(), idle_spin_ms=idle_spin_ms)
         for i, device in enumerate(devices)
     ]
     return WorkerPool(replicas, **pool_options)

@@ -38,6 +38,7 @@ from ...model.features import Features
 from ..pipeline.batcher import Batch, Batcher
 from ..pipeline.sink import Sink
 from ..pipeline.stats import Stats
+from ..processes.child import set_thread_title
 
 __all__ = ["Finished", "Replica", "ReplicaCrashed", "ReplicaStartError", "WorkerPool", "embed_once"]
 
@@ -139,6 +140,7 @@ class _Feeder:
         self.pool.stats.worker_states[self.index] = state
 
     def _run(self) -> None:
+        set_thread_title(f"feed-{self.index}")
         try:
             self._serve()
         except BaseException:

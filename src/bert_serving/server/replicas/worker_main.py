@@ -1,9 +1,9 @@
 """The worker process's ``main``: one model replica answering batches.
 
-`local.LocalReplica` starts it in a fresh interpreter (so the user's ``__main__`` is never
-re-imported), in a session of its own, with one end of a socket pair, and writes its orders as
-JSON to its standard input: ``{"settings", "device", "threads", "gpu_memory_fraction", "fd",
-"log_level", "worker_id", "idle_spin_s"}``. The messages it then exchanges are in `channel`.
+`local.LocalReplica` starts it (`processes.child.spawn`) with its orders: ``{"settings",
+"device", "threads", "gpu_memory_fraction", "fd", "log_level", "worker_id", "idle_spin_s"}``;
+``ps`` shows it as ``bert-serving: replica <id> <device>``. The messages it then exchanges are
+in `frames`.
 
 After each batch it stays awake for ``idle_spin_s`` (``-idle_spin_ms``), polling for the next,
 before it sleeps: waking a sleeping process and its cold core cost a sequential client about
@@ -21,14 +21,13 @@ from __future__ import annotations
 import json
 import logging
 import os
-import signal
-import socket
-import sys
 import time
 
 import numpy as np
 
-from .channel import BATCH, OK, READY, Channel, error_frames, settings_from_json, unpack
+from ..processes.channel import Channel
+from ..processes.child import begin
+from .frames import BATCH, OK, READY, error_frames, settings_from_json, unpack
 from .runtime import CpuThreads, HeapTrimmer, load_encoder
 
 __all__ = ["serve"]
@@ -54,16 +53,9 @@ def _receive(channel: Channel, parent: int, spin_s: float = 0.0) -> list | None:
 
 
 def serve() -> None:
-    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-        signal.signal(signum, signal.SIG_IGN)
     parent = os.getppid()
-    orders = json.loads(sys.stdin.read())
+    orders, channel = begin(lambda orders: f"replica {orders['worker_id']} {orders['device']}")
     worker_id = orders["worker_id"]
-    if orders["log_level"]:
-        logging.basicConfig(level=orders["log_level"],
-                            format=f"%(asctime)s %(levelname).1s worker-{worker_id} %(name)s: %(message)s",
-                            datefmt="%H:%M:%S")
-    channel = Channel(socket.socket(fileno=orders["fd"]))
     try:
         try:
             from ...model.encoder import resolve

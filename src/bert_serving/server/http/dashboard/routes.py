@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from html import escape
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Awaitable, Callable
 
 import orjson
 from fastapi import FastAPI, Request
@@ -20,7 +20,7 @@ from fastapi.staticfiles import StaticFiles
 from .view import dashboard_view
 
 if TYPE_CHECKING:
-    from ...pipeline.gateway import Gateway
+    from ...pipeline.gateway import Gateway, Observation
 
 __all__ = ["STATIC", "index_page", "mount_dashboard", "wants_html"]
 
@@ -28,8 +28,10 @@ STATIC = Path(__file__).parent / "static"
 _NO_CACHE = {"Cache-Control": "no-cache"}  # a new server version brings a new page
 
 
-def mount_dashboard(app: FastAPI, gateway: Gateway, guarded: list[Depends], *, api_key_required: bool) -> None:
-    """Add the dashboard's routes to ``app``; ``guarded`` checks the API key."""
+def mount_dashboard(app: FastAPI, gateway: Gateway, observe: Callable[..., Awaitable[Observation]],
+                    guarded: list[Depends], *, api_key_required: bool) -> None:
+    """Add the dashboard's routes to ``app``; ``observe`` reads the server's counters (`Gateway.observe`,
+    awaited); ``guarded`` checks the API key."""
     app.mount("/dashboard/static", StaticFiles(directory=STATIC), name="dashboard-static")
 
     @app.get("/dashboard", include_in_schema=False)
@@ -39,7 +41,9 @@ def mount_dashboard(app: FastAPI, gateway: Gateway, guarded: list[Depends], *, a
     @app.get("/dashboard/data", dependencies=guarded, tags=["operations"])
     async def dashboard_data() -> Response:
         """What the dashboard shows: model settings, readiness, raw counters, latency, clients."""
-        body = orjson.dumps(dashboard_view(gateway, api_key_required=api_key_required), option=orjson.OPT_NON_STR_KEYS)
+        observed = await observe(gateway, stats=True, readiness=True)
+        body = orjson.dumps(dashboard_view(observed, gateway.model, api_key_required=api_key_required),
+                            option=orjson.OPT_NON_STR_KEYS)
         return Response(body, media_type="application/json", headers={"Cache-Control": "no-store"})
 
 

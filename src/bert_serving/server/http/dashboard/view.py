@@ -1,8 +1,8 @@
 """`dashboard_view`: the JSON the dashboard polls, read from `Stats` and nothing else.
 
-Counters come from `Stats.snapshot()`, the very copy ``/metrics`` exports; latency percentiles
-are computed from its histograms as SHOW_STATUS computes them; clients come from
-`Stats.clients()`, readiness from `Gateway.readiness()`. Rates are not computed here: the page
+Counters come from `Stats.snapshot()` of the server's counters (`Gateway.observe`), the very
+copy ``/metrics`` exports; latency percentiles are computed from its histograms as SHOW_STATUS
+computes them; clients come from `Stats.clients()`, readiness from the same observation. Rates are not computed here: the page
 derives requests/s, sentences/s and batch means from two successive views, as Prometheus' ``rate()``
 would from two scrapes.
 """
@@ -16,21 +16,21 @@ from .... import __version__
 from ...pipeline.stats import Histogram
 
 if TYPE_CHECKING:
-    from ...pipeline.gateway import Gateway
+    from ...pipeline.gateway import Observation, ServedModel
 
 __all__ = ["dashboard_view"]
 
 
-def dashboard_view(gateway: Gateway, *, api_key_required: bool = False) -> dict[str, object]:
-    """What the dashboard shows, as of now."""
-    stats = gateway.stats
+def dashboard_view(observed: Observation, model: ServedModel, *, api_key_required: bool = False) -> dict[str, object]:
+    """What the dashboard shows, as of ``observed`` (its stats and readiness)."""
+    stats = observed.stats
     snapshot = stats.snapshot()
     return {
         "time": time.time(),
         "version": __version__,
         "uptime_seconds": round(time.time() - stats.started_at, 3),
-        "readiness": gateway.readiness(),
-        "model": {**model_settings(gateway), "api_key_required": api_key_required},
+        "readiness": observed.readiness,
+        "model": {**model_settings(model), "api_key_required": api_key_required},
         "requests": snapshot["requests_by_channel"],
         "sentences": snapshot["sentences"],
         "tokens": snapshot["tokens"],
@@ -49,9 +49,8 @@ def dashboard_view(gateway: Gateway, *, api_key_required: bool = False) -> dict[
     }
 
 
-def model_settings(gateway: Gateway) -> dict[str, object]:
+def model_settings(model: ServedModel) -> dict[str, object]:
     """The served model and the settings that shape its vectors and its speed."""
-    model = gateway.model
     described = model.settings
     return {
         "name": described["model_name"],

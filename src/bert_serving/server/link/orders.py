@@ -1,0 +1,67 @@
+"""What an edge process is told of the served model and of its limits, as JSON values: enough to
+validate, tokenize and answer requests without loading the model (no torch in an edge process)."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from ...model.outputs import OutputLayout
+from ...model.prompts import Prompts
+from ...model.tokenization import Tokenizer
+from ..pipeline.gateway import ServedModel
+
+if TYPE_CHECKING:
+    from ...model.spec import ModelSpec
+
+__all__ = ["EdgeLimits", "ModelOrders"]
+
+
+@dataclass(frozen=True)
+class EdgeLimits:
+    """One edge process's share of the server's limits."""
+
+    max_request_texts: int
+    max_request_bytes: int
+    max_result_bytes: int
+    max_queued_texts: int  # this edge's share of -max_queued_texts
+    max_queued_bytes: int  # this edge's share of -max_queued_bytes
+
+
+@dataclass(frozen=True)
+class ModelOrders:
+    """The served model as an edge needs it."""
+
+    served: ServedModel
+    tokenizer: dict  # `ModelSpec.tokenizer_recipe`
+    outputs: OutputLayout
+    prompts: Prompts
+    show_tokens: bool
+
+    @classmethod
+    def of(cls, spec: ModelSpec, served: ServedModel) -> ModelOrders:
+        return cls(served, spec.tokenizer_recipe(), spec.outputs, spec.prompts, spec.show_tokens)
+
+    def to_json(self) -> dict:
+        outputs = dataclasses.asdict(self.outputs)
+        outputs["dtype"] = np.dtype(self.outputs.dtype).str
+        served = dataclasses.asdict(self.served)
+        served["settings"] = dict(self.served.settings)
+        return {"served": served, "tokenizer": self.tokenizer, "outputs": outputs,
+                "prompts": {"named": [list(p) for p in self.prompts.named], "default_name": self.prompts.default_name},
+                "show_tokens": self.show_tokens}
+
+    @classmethod
+    def from_json(cls, value: dict) -> ModelOrders:
+        served = dict(value["served"])
+        served["labels"] = tuple(served["labels"])
+        outputs = dict(value["outputs"])
+        outputs["dtype"] = np.dtype(outputs["dtype"])
+        prompts = Prompts(tuple(tuple(p) for p in value["prompts"]["named"]), value["prompts"]["default_name"])
+        return cls(ServedModel(**served), value["tokenizer"], OutputLayout(**outputs), prompts, value["show_tokens"])
+
+    def build_tokenizer(self) -> Tokenizer:
+        return Tokenizer.from_recipe(self.tokenizer)

@@ -1,0 +1,305 @@
+"""`Uplink`: the pipeline as an edge process (an intake, an HTTP process) sees it: its `Gateway`.
+
+Requests are admitted and tokenized here (`pipeline.intake.Intake`, with this edge's share of the
+server's backlog), then sent to the coordinator's batcher over the edge's channel: the requests
+of one `together` block (one read of the router's message, one turn of the HTTP event loop) in
+one message. Their answers come back on the same channel. The uplink has no thread of its own:
+the process's loop calls `pump` when the channel is readable (the intake's poll loop, the HTTP
+process's event loop), which calls each answered request's reply there, and `tick` now and
+then, which hands what this edge counts (`stats`) to the coordinator's `Stats` (at least every
+few tenths of a second, and at once when a view is asked for); views (`observe`) are answered by
+the coordinator. `Uplink.run_in_thread` gives one a thread of its own (a gateway in the
+coordinator's process).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import time
+from concurrent.futures import Future
+from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass
+from itertools import count
+from typing import Iterator
+
+from ...errors import BertServingError, NotReadyError, OverloadedError, error_from_code
+from ..pipeline.budget import MemoryBudget
+from ..pipeline.gateway import Observation, ServedModel
+from ..pipeline.intake import Intake
+from ..pipeline.request import Outcome, ReplyFn, Request, Ticket
+from ..pipeline.stats import Stats
+from ..pipeline.tasks import check_task, scored_reply
+from ..processes.channel import Channel
+from ..processes.child import set_thread_title
+from .frames import (
+    ABANDON,
+    ANSWERS,
+    CALL,
+    CLOSE,
+    READY,
+    RETURN,
+    STATS,
+    STOP,
+    SYNC,
+    SYNCED,
+    dumps,
+    read_answers,
+    submission_frames,
+)
+from .orders import EdgeLimits, ModelOrders
+
+__all__ = ["Uplink"]
+
+logger = logging.getLogger(__name__)
+
+_FLUSH_S = 0.2  # what this edge counted reaches the coordinator at least this often
+
+
+class Uplink:
+    def __init__(self, channel: Channel, model: ModelOrders, limits: EdgeLimits, *, name: str) -> None:
+        self.name = name
+        self.model: ServedModel = model.served
+        self.stats = Stats()  # what this edge counts, handed over as deltas
+        self.stopped = threading.Event()  # the coordinator said STOP, or went away
+        self.failure: str | None = None  # a serving loop of this process died
+        self._channel = channel
+        self._show_tokens = model.show_tokens
+        self._budget = MemoryBudget(limits.max_queued_bytes, what="the server's backlog (-max_queued_bytes)")
+        self._backlog = _Backlog(limits.max_queued_texts)
+        self._intake = Intake(model.build_tokenizer(), self, self.stats, outputs=model.outputs, budget=self._budget,
+                              keep_tokens=model.show_tokens, max_request_texts=limits.max_request_texts,
+                              max_result_bytes=limits.max_result_bytes, prompts=model.prompts)
+        self._waiting: dict[int, Request] = {}  # sent to the coordinator, not answered yet
+        self._local = threading.local()  # .group: requests of this thread's open `together`
+        self._calls: dict[int, Future[Observation]] = {}
+        self._call_ids = count(1)
+        self._next_flush = time.monotonic() + _FLUSH_S
+
+    def fileno(self) -> int:
+        return self._channel.fileno()
+
+    def start(self) -> None:
+        """Tell the coordinator this edge serves (its loop calls `pump` and `tick` from now on)."""
+        self._send([READY, dumps({"pid": os.getpid()})])
+
+    def run_in_thread(self) -> threading.Thread:
+        """Pump the channel on a thread of its own, until STOP or the coordinator goes."""
+        thread = threading.Thread(target=self._run, name="uplink", daemon=True)
+        thread.start()
+        return thread
+
+    # the Gateway --------------------------------------------------------------------------------------
+
+    def submit(self, texts: object, is_tokenized: bool, reply: ReplyFn, client: str, *, task: str | None = None,
+               raw_scores: bool = False, prompt_name: object = None, prompt: object = None) -> Ticket:
+        try:
+            check_task(self.model, task)
+        except BertServingError as exc:
+            self.stats.data_request(client, len(texts) if isinstance(texts, list) else 0)
+            self.stats.error(exc.code)
+            reply(Outcome(error=exc))
+            return Ticket()
+        if self.model.task != "embed":  # a head: logits become scores, counted
+            reply = scored_reply(reply, self.model, task, raw_scores, self.stats)
+        return self._intake.submit(texts, is_tokenized, reply, client, pairs=task in ("predict", "rerank"),
+                                   prompt_name=prompt_name, prompt=prompt)
+
+    def together(self) -> AbstractContextManager[None]:
+        return self._together()
+
+    @contextmanager
+    def _together(self) -> Iterator[None]:
+        if getattr(self._local, "group", None) is not None:  # already inside one
+            yield
+            return
+        group: list[Request] = []
+        self._local.group = group
+        try:
+            with self._intake.together():  # tokenizes them together as it ends, and accepts each
+                yield
+        finally:
+            self._local.group = None
+            if group:
+                self._submit(group)
+
+    def observe(self, *, stats: bool = False, status: bool = False, with_statistic: bool = False, client: str = "",
+                readiness: bool = False) -> Future[Observation]:
+        """The coordinator's view: its `Stats` (every edge's counts in), SHOW_CONFIG's status (with
+        SHOW_STATUS's statistic), readiness; whichever are asked for."""
+        future: Future[Observation] = Future()
+        if self.stopped.is_set():
+            future.set_exception(NotReadyError("the server is shutting down"))
+            return future
+        call = next(self._call_ids)
+        self._calls[call] = future
+        if stats or with_statistic:
+            self._flush()
+        self._send([CALL, dumps({"call": call, "what": "observe", "stats": stats, "status": status,
+                                 "with_statistic": with_statistic, "client": client, "readiness": readiness})])
+        return future
+
+    def request_stop(self) -> None:
+        self._send([CALL, dumps({"call": next(self._call_ids), "what": "stop"})])
+
+    def stage_failed(self, stage: str, error: BaseException) -> None:
+        if self.failure is None:
+            self.failure = f"{stage} stopped: {type(error).__name__}: {error}"
+            logger.critical("%s: %s; this process exits (the server starts another)", self.name, self.failure)
+        self.stopped.set()
+
+    # the Intake's downstream ----------------------------------------------------------------------------
+
+    def admit(self, rows: int) -> None:
+        if self.stopped.is_set():
+            raise NotReadyError("the server is shutting down and accepts no new requests")
+        self._backlog.admit(rows)
+
+    def release(self, rows: int) -> None:
+        self._backlog.release(rows)
+
+    def accept(self, request: Request, ticket: Ticket) -> bool:
+        if not ticket.attach(request, self._abandon):
+            self._budget.release(request.reserved_bytes)
+            self.stats.error("abandoned")
+            return False
+        self._waiting[request.id] = request
+        group = getattr(self._local, "group", None)
+        if group is not None:
+            group.append(request)
+        else:
+            self._submit([request])
+        return True
+
+    def _submit(self, requests: list[Request]) -> None:
+        self._send(submission_frames([(r.id, r.features, r.received_at, r.tokenized_at) for r in requests]))
+
+    def _abandon(self, request: Request) -> None:
+        if self._settle(request.id) is not None:
+            self._send([ABANDON, dumps({"ids": [request.id]})])
+
+    def _settle(self, rid: int) -> Request | None:
+        """The waiting request ``rid``, no longer waiting: what it held given back."""
+        request = self._waiting.pop(rid, None)
+        if request is not None:
+            self._budget.release(request.reserved_bytes)
+            self._backlog.release(len(request))
+        return request
+
+    def _send(self, frames: list) -> None:
+        try:
+            self._channel.send(frames)
+        except OSError:  # the coordinator is gone
+            self._gone()
+
+    # reading the channel ------------------------------------------------------------------------------
+
+    def pump(self) -> bool:
+        """Read and act on every message waiting on the channel; False once the coordinator is gone
+        or said STOP (the process then goes)."""
+        try:
+            while not self.stopped.is_set() and self._channel.poll(0):
+                self._read(self._channel.receive())
+        except (EOFError, OSError):
+            self._gone()
+        return not self.stopped.is_set()
+
+    def tick(self) -> float:
+        """Hand over what this edge counted, when due; seconds until the next is due."""
+        now = time.monotonic()
+        if now >= self._next_flush:
+            self._flush()
+            self._next_flush = now + _FLUSH_S
+        return max(0.0, self._next_flush - now)
+
+    def _run(self) -> None:
+        set_thread_title("uplink")
+        try:
+            while not self.stopped.is_set():
+                if self._channel.poll(self.tick()):
+                    self.pump()
+        except BaseException as exc:
+            logger.exception("%s: the link thread failed", self.name)
+            self.stage_failed("the link to the coordinator", exc)
+        self._gone()
+
+    def _read(self, frames: list) -> None:
+        kind = bytes(frames[0])
+        if kind == ANSWERS:
+            for rid, result, error in read_answers(frames):
+                request = self._settle(rid)
+                if request is None:  # abandoned meanwhile
+                    continue
+                tokens = None
+                if result is not None and self._show_tokens and request.features.tokens is not None:
+                    tokens = [list(t) for t in request.features.tokens]
+                try:
+                    request.reply(Outcome(result, tokens, error, request.features.num_tokens))
+                except Exception:
+                    logger.exception("replying to request %d failed", rid)
+        elif kind == RETURN:
+            message = json.loads(bytes(frames[1]))
+            future = self._calls.pop(message["call"], None)
+            value = message["value"]
+            if future is None:
+                return
+            if "error" in value:
+                future.set_exception(error_from_code(value["error"]["code"], value["error"]["message"]))
+            else:
+                stats = value.get("stats")
+                future.set_result(Observation(stats=None if stats is None else Stats.load(stats),
+                                              status=value.get("status"), readiness=value.get("readiness")))
+        elif kind == SYNC:
+            self._flush()
+            self._send([SYNCED, frames[1]])
+        elif kind == CLOSE:
+            self._intake.close()
+        elif kind == STOP:
+            self.stopped.set()
+        else:
+            logger.error("%s: unknown message %r from the coordinator; ignored", self.name, kind[:20])
+
+    def _flush(self) -> None:
+        delta = self.stats.take()
+        if delta is not None:
+            self._send([STATS, dumps(delta)])
+
+    def _gone(self) -> None:
+        """The coordinator is gone (or said STOP): nothing waiting will be answered by it."""
+        self.stopped.set()
+        error = NotReadyError("the server stopped before this request could be served")
+        for rid in list(self._waiting):
+            request = self._settle(rid)
+            if request is not None:
+                try:
+                    request.reply(Outcome(error=error))
+                except Exception:
+                    pass
+        for call in list(self._calls):
+            future = self._calls.pop(call, None)
+            if future is not None and not future.done():
+                future.set_exception(error)
+
+
+@dataclass
+class _Backlog:
+    """Texts this edge admitted and the coordinator has not answered yet, bounded; an empty
+    backlog takes a request of any size (`-max_request_texts` bounds that)."""
+
+    limit: int
+    used: int = 0
+
+    def __post_init__(self) -> None:
+        self._lock = threading.Lock()
+
+    def admit(self, rows: int) -> None:
+        with self._lock:
+            if self.used and self.used + rows > self.limit:
+                raise OverloadedError(f"the server's backlog is full ({self.used} texts waiting); retry later")
+            self.used += rows
+
+    def release(self, rows: int) -> None:
+        with self._lock:
+            self.used -= rows
