@@ -203,12 +203,12 @@ def stock_client_dir() -> str | None:
     return None
 
 
-def many(kind: str, target: tuple, texts: list[str], procs: int, seconds: float) -> float:
-    """Requests/s of CLIENTS concurrent one-sentence clients, driven from ``procs`` processes.
+def many(kind: str, target: tuple, texts: list[str], procs: int, seconds: float, clients: int = CLIENTS) -> float:
+    """Requests/s of ``clients`` concurrent one-sentence clients, driven from ``procs`` processes.
     ``kind``: zmq (raw frames, one thread per process), stock (the 1.10.0 client, a thread per client)
     or http."""
     ctx = multiprocessing.get_context("spawn")
-    share = [CLIENTS // procs + (i < CLIENTS % procs) for i in range(procs)]
+    share = [clients // procs + (i < clients % procs) for i in range(procs)]
     start_at = time.time() + START_DELAY_S
     jobs = []
     with ctx.Pool(procs) as pool:

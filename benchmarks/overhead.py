@@ -14,12 +14,19 @@ them alike:
   over HTTP (``/v1/embeddings``);
 - ``in process``: the same model through `bert_serving.model.Encoder` in this process (bulk and
   single sentences).
-Measurements: single-sentence round trips (p50, p99), 32 concurrent clients each with one
-one-sentence request in flight (requests/s), and bulk: 1,024 sentences per request (sentences/s).
-With the 32 clients, the CPU a request costs: the server's processes (server and workers), and
-every process on the machine (the clients' too, from /proc/stat): where the clients share the
-server's cores, half the echo's rate is only reachable at no more than the cores' time over half
-the echo's rate per request, all processes together, and the summary says how far off that is.
+Measurements: single-sentence round trips (p50, p99), 32 concurrent clients (``--clients`` for
+more) each with one one-sentence request in flight (requests/s), and bulk: 1,024 sentences per
+request (sentences/s). With the clients and in bulk, the CPU a request (a sentence) costs, from
+every thread of the server's process tree (`proctree`): the serving path (every process but the
+model replicas: the coordinator, the router, the intake and HTTP processes; the one server process
+before they were split), the busiest of its processes, and the cap that busiest process implies
+(one second of Python a second: 1 s / its CPU per request); and every process on the machine (the
+clients' too, from /proc/stat): where the clients share the server's cores, half the echo's rate
+is only reachable at no more than the cores' time over half the echo's rate per request.
+
+A ``--variant`` is another server in the same run: ``NAME=FLAGS``, and ``NAME=@SRC FLAGS`` runs the
+server of another source tree (``SRC``, a ``src`` folder) on the same interpreter: the design before
+a change, measured against the one after it, rounds interleaved.
 
 Models (benchmarks/synthetic.py; random init, never downloaded): ``negligible`` (1 layer, hidden
 32, the real 30,522-word vocabulary: the model's compute is negligible, what is left is the
@@ -56,6 +63,7 @@ import zmq
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from loadgen import START_DELAY_S, http_bulk, http_single, many, stock_client_dir, zmq_bulk, zmq_single  # noqa: E402
 from procs import Child, free_ports, log_file  # noqa: E402
+from proctree import is_replica, sample, usage  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 CORPUS = HERE / "corpus.txt"
@@ -86,7 +94,7 @@ def echo_zmq(port: int, port_out: int, dim: int) -> None:
 def echo_http(port: int, dim: int) -> None:
     import orjson
 
-    from bert_serving.server.http.server import HttpServer
+    from bert_serving.server.http.server import HttpServer, listen
 
     vector = [1.0] * dim
 
@@ -105,8 +113,7 @@ def echo_http(port: int, dim: int) -> None:
                     "headers": [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(answer))]})
         await send({"type": "http.response.body", "body": answer})
 
-    server = HttpServer(app, "127.0.0.1", port)
-    server.bind()
+    server = HttpServer(app, listen("127.0.0.1", port))
     server.start()
     print(ECHO_READY)
     threading.Event().wait()
@@ -118,10 +125,14 @@ def echo_http(port: int, dim: int) -> None:
 class MachineCpu:
     """Cores busy on the whole machine (every process: clients, server, worker) while `many`
     runs: sampled from /proc/stat over its measured window only (it starts its clients
-    ``START_DELAY_S`` after the call, then runs ``seconds``), leaving out the load generator's start-up."""
+    ``START_DELAY_S`` after the call, then runs ``seconds``), leaving out the load generator's start-up.
+    With ``server``, the server's process tree is sampled over the same window (`proctree`)."""
 
-    def __init__(self, seconds: float) -> None:
+    def __init__(self, seconds: float, server: int | None = None) -> None:
         self.cores = 0.0
+        self.window_s = max(0.5, seconds - 0.5)
+        self.tree: tuple[dict, dict] | None = None
+        self._server = server
         self._thread = threading.Thread(target=self._sample, args=(seconds,), daemon=True)
 
     def __enter__(self) -> "MachineCpu":
@@ -134,8 +145,11 @@ class MachineCpu:
     def _sample(self, seconds: float) -> None:
         time.sleep(START_DELAY_S + 0.25)
         busy0, all0 = _jiffies()
-        time.sleep(max(0.5, seconds - 0.5))
+        tree0 = sample(self._server) if self._server else None
+        time.sleep(self.window_s)
         busy1, all1 = _jiffies()
+        if self._server:
+            self.tree = (tree0, sample(self._server))
         self.cores = (os.cpu_count() or 1) * (busy1 - busy0) / max(1, all1 - all0)
 
 
@@ -145,34 +159,36 @@ def _jiffies() -> tuple[int, int]:
     return sum(values) - values[3] - values[4], sum(values)
 
 
-def cpu_seconds(pid: int) -> float:
-    """CPU time (user + system) of ``pid`` and its live children, from /proc (Linux)."""
-    total, tick = 0.0, os.sysconf("SC_CLK_TCK")
-    pids = [pid]
-    for task in Path(f"/proc/{pid}/task").glob("*"):  # children are listed by the thread that started them
-        try:
-            pids += [int(c) for c in (task / "children").read_text().split()]
-        except OSError:
-            pass
-    for p in pids:
-        try:
-            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        total += (int(fields[11]) + int(fields[12])) / tick
-    return total
-
-
 class Server:
-    def __init__(self, model_dir: str | None, device: str, flags: list[str], http: bool, logs: Path) -> None:
+    def __init__(self, model_dir: str | None, device: str, flags: list[str], http: bool, logs: Path,
+                 name: str = "server") -> None:
+        src = flags[0][1:] if flags and flags[0].startswith("@") else None  # another tree's server
+        flags = flags[1:] if src else flags
         self.port, self.port_out, http_port = free_ports(3)
         self.http_port = http_port if http else None
         argv = [sys.executable, "-m", "bert_serving.server", f"-port={self.port}", f"-port_out={self.port_out}",
                 "-bind=127.0.0.1", *(["-model_dir", model_dir] if model_dir else []),
                 *(["-device_map", "0"] if device == "cuda" else ["-cpu"]),
                 *([f"-http_port={self.http_port}"] if http else []), *flags]
-        self.child = Child(argv, log_file(logs, "server"), "ready to serve")
+        env = {**os.environ, "PYTHONPATH": src} if src else None
+        self.child = Child(argv, log_file(logs, name.replace(" ", "-")), "ready to serve", env=env)
         zmq_bulk(self.port, self.port_out, ["warm up the server"] * 64, 2)
+        self.processes: dict[str, list[dict[str, float]]] = {}  # per measurement, per round: role -> µs per unit
+        self.busiest: dict[str, list[str]] = {}
+
+    def measured(self, units: float, samples: tuple[dict, dict], note, label: str, key: str) -> None:
+        """Note the CPU the tree spent between two samples per unit (request or sentence): the
+        serving path's, the busiest serving process's, the replicas'."""
+        spent = usage(*samples)
+        serving = [u for u in spent if not is_replica(u.role)]
+        busiest = serving[0]
+        note(label, f"serving_us_{key}", sum(u.cpu_s for u in serving) / max(units, 1) * 1e6)
+        note(label, f"busiest_us_{key}", busiest.per(units))
+        note(label, f"busiest_thread_us_{key}", max(u.busiest_thread[1] for u in serving) / max(units, 1) * 1e6)
+        note(label, f"replicas_us_{key}", sum(u.cpu_s for u in spent if is_replica(u.role)) / max(units, 1) * 1e6)
+        self.processes.setdefault(key, []).append(
+            {u.role: round(u.per(units), 1) for u in serving})
+        self.busiest.setdefault(key, []).append(busiest.role)
 
     def status(self) -> dict:
         from bert_serving.client import BertClient
@@ -234,8 +250,12 @@ def run_model(name: str, args, corpus: list[str], work: Path) -> dict:
     servers = {"server": Server(folder, args.device, shlex.split(args.server_flags), args.http, logs)}
     for spec in args.variant:
         label, _, flags = spec.partition("=")
-        servers[f"server {label}"] = Server(folder, args.device, [*shlex.split(args.server_flags), *shlex.split(flags)],
-                                            args.http, logs)
+        flags = shlex.split(flags)
+        if flags and flags[0].startswith("@"):  # another tree: its own flags only
+            servers[f"server {label}"] = Server(folder, args.device, flags, args.http, logs, f"server-{label}")
+        else:
+            servers[f"server {label}"] = Server(folder, args.device, [*shlex.split(args.server_flags), *flags],
+                                                args.http, logs, f"server-{label}")
     inproc = InProcess(folder, args.device)
     rows: dict[str, dict[str, list[float]]] = {}
 
@@ -265,20 +285,26 @@ def run_model(name: str, args, corpus: list[str], work: Path) -> dict:
             note("in process", "bulk_sps", inproc.bulk(bulk, args.bulk_repeats))
             for label, server in servers.items():
                 note(label, "single_ms", zmq_single(server.port, server.port_out, singles))
-                for d in drivers:
-                    cpu = cpu_seconds(server.child.pid)
-                    with MachineCpu(args.seconds) as machine:
-                        rate = many(d, (server.port, server.port_out), small, args.procs, args.seconds)
-                    note(label, f"many_{d}_rps", rate)
-                    note(label, f"machine_us_{d}", machine.cores / rate * 1e6)
-                    note(label, f"cpu_us_{d}", (cpu_seconds(server.child.pid) - cpu) / (rate * args.seconds) * 1e6)
+                for clients in args.clients:
+                    n = "" if clients == 32 else f"{clients}_"
+                    for d in drivers:
+                        with MachineCpu(args.seconds, server.child.pid) as machine:
+                            rate = many(d, (server.port, server.port_out), small, args.procs, args.seconds, clients)
+                        note(label, f"many_{n}{d}_rps", rate)
+                        if not n:
+                            note(label, f"machine_us_{d}", machine.cores / rate * 1e6)
+                        server.measured(rate * machine.window_s, machine.tree, note, label, f"{n}{d}")
+                before = sample(server.child.pid)
                 note(label, "bulk_sps", zmq_bulk(server.port, server.port_out, bulk, args.bulk_repeats))
+                server.measured(len(bulk) * args.bulk_repeats, (before, sample(server.child.pid)), note, label, "bulk")
                 if args.http:
                     note(f"{label} http", "single_ms", http_single(server.http_port, singles))
-                    cpu = cpu_seconds(server.child.pid)
-                    rate = many("http", (server.http_port,), small, args.procs, args.seconds)
-                    note(f"{label} http", "many_http_rps", rate)
-                    note(f"{label} http", "cpu_us_http", (cpu_seconds(server.child.pid) - cpu) / (rate * args.seconds) * 1e6)
+                    for clients in args.clients:
+                        n = "" if clients == 32 else f"{clients}_"
+                        with MachineCpu(args.seconds, server.child.pid) as machine:
+                            rate = many("http", (server.http_port,), small, args.procs, args.seconds, clients)
+                        note(f"{label} http", f"many_{n}http_rps", rate)
+                        server.measured(rate * machine.window_s, machine.tree, note, f"{label} http", f"{n}http")
                     note(f"{label} http", "bulk_sps", http_bulk(server.http_port, bulk, args.bulk_repeats))
             print(f"round {round_ + 1}/{args.rounds}: " + "; ".join(
                 f"{c}: " + ", ".join(f"{m} {v[-1]:.2f}" for m, v in ms.items()) for c, ms in rows.items()), flush=True)
@@ -289,21 +315,37 @@ def run_model(name: str, args, corpus: list[str], work: Path) -> dict:
     summary = {c: {m: (statistics.median(v) if m != "single_ms" else
                        {"p50": float(np.percentile(v, 50)), "p99": float(np.percentile(v, 99))})
                    for m, v in ms.items()} for c, ms in rows.items()}
+    processes = {label: {key: _median_roles(rounds) for key, rounds in server.processes.items()}
+                 for label, server in servers.items()}
     return {"model": name, "device": args.device, "cores": os.cpu_count(), "summary": summary,
-            "load_generator_check": check, "avg_batch_size": batches}
+            "load_generator_check": check, "avg_batch_size": batches, "processes": processes}
+
+
+def _median_roles(rounds: list[dict[str, float]]) -> dict[str, float]:
+    """Each serving process's CPU per unit, median over the rounds (a process absent from a round: 0)."""
+    roles = sorted({role for r in rounds for role in r})
+    return {role: round(statistics.median(r.get(role, 0.0) for r in rounds), 1) for role in roles}
 
 
 def targets(result: dict) -> list[str]:
     s = result["summary"]
     lines = []
     for label in [c for c in s if c.startswith("server") and not c.endswith("http")]:
-        srv, http, echo = s[label], s.get(f"{label} http"), s["echo"]
+        srv, http, echo = s[label], s.get(f"{label} http", {}), s["echo"]
         many = ", ".join(f"{srv[k]:,.0f}/s = {srv[k] / echo[k]:.2f}x echo ({k[5:-4]} clients)"
                          for k in srv if k.startswith("many_") and k in echo)
         zmq_many = srv.get("many_stock_rps", srv["many_raw_rps"])
         lines.append(f"- {label}: single p50 {srv['single_ms']['p50']:.2f} ms; 32 clients {many}; "
                      f"{zmq_many / srv['bulk_sps']:.2f}x its bulk; bulk {srv['bulk_sps']:,.0f}/s = "
                      f"{srv['bulk_sps'] / s['in process']['bulk_sps']:.2f}x in process")
+        for key, unit, where in (("stock", "request", srv), ("raw", "request", srv), ("http", "request", http),
+                                 ("bulk", "sentence", srv)):
+            if f"busiest_us_{key}" in where:
+                busiest = where[f"busiest_us_{key}"]
+                roles = result["processes"][label].get(key, {})
+                top = ", ".join(f"{role} {us:,.1f}" for role, us in sorted(roles.items(), key=lambda kv: -kv[1])[:3])
+                lines.append(f"  - {key}: serving path {where[f'serving_us_{key}']:,.1f} µs a {unit}; busiest process "
+                             f"{busiest:,.1f} µs a {unit} = a cap of {1e6 / busiest:,.0f} {unit}s/s ({top})")
         for d in ("stock", "raw"):
             if f"machine_us_{d}" in srv and f"machine_us_{d}" in echo:
                 allowed = result["cores"] / (0.5 * echo[f"many_{d}_rps"]) * 1e6
@@ -323,9 +365,15 @@ ROWS = (("single_ms", "single sentence, p50 / p99 ms"),
         ("many_raw_rps", "32 clients x 1 sentence, requests/s (raw frames)"),
         ("many_http_rps", "32 clients x 1 sentence, requests/s (HTTP keep-alive)"),
         ("bulk_sps", f"bulk, {BULK} sentences per request, sentences/s"),
-        ("cpu_us_stock", "server CPU per small request, µs (stock clients; server + worker processes)"),
-        ("cpu_us_raw", "server CPU per small request, µs (raw frames)"),
-        ("cpu_us_http", "server CPU per small request, µs (HTTP)"),
+        ("serving_us_stock", "serving path CPU per small request, µs (every process but the replicas; stock clients)"),
+        ("serving_us_raw", "serving path CPU per small request, µs (raw frames)"),
+        ("serving_us_http", "serving path CPU per small request, µs (HTTP)"),
+        ("serving_us_bulk", "serving path CPU per bulk sentence, µs"),
+        ("busiest_us_stock", "busiest serving process, CPU per small request, µs (stock clients)"),
+        ("busiest_us_raw", "busiest serving process, CPU per small request, µs (raw frames)"),
+        ("busiest_us_http", "busiest serving process, CPU per small request, µs (HTTP)"),
+        ("busiest_us_bulk", "busiest serving process, CPU per bulk sentence, µs"),
+        ("replicas_us_raw", "replicas' CPU per small request, µs (raw frames)"),
         ("machine_us_stock", "CPU per small request, every process on the machine (clients too), µs (stock clients)"),
         ("machine_us_raw", "CPU per small request, every process on the machine (clients too), µs (raw frames)"))
 
@@ -335,18 +383,26 @@ def table(result: dict) -> str:
     cols = list(s)
     out = [f"### {result['model']} on {result['device']}", "",
            "| measurement | " + " | ".join(cols) + " |", "|---|" + "---|" * len(cols)]
-    for key, label in ROWS:
+    known = {key for key, _ in ROWS}
+    more = sorted({k for c in cols for k in s[c] if k not in known})  # more clients (many_64_raw_rps, ...)
+    for key, label in (*ROWS, *((k, k) for k in more)):
         cells = []
         for c in cols:
             v = s[c].get(key)
             cells.append("-" if v is None else f"{v['p50']:.2f} / {v['p99']:.2f}" if key == "single_ms"
-                         else f"{v:,.0f}")
+                         else f"{v:,.1f}" if v < 100 else f"{v:,.0f}")
         if any(c != "-" for c in cells):
             out.append(f"| {label} | " + " | ".join(cells) + " |")
     out += ["", *targets(result), "",
             "load generator check (echo, requests/s): " +
             ", ".join(f"{p}: {v:,.0f}" for p, v in result["load_generator_check"].items()),
-            f"average batch: {result['avg_batch_size']}", ""]
+            f"average batch: {result['avg_batch_size']}", "",
+            "serving processes, CPU µs per request (bulk: per sentence), medians over the rounds:", ""]
+    for label, keys in result.get("processes", {}).items():
+        for key, roles in keys.items():
+            out.append(f"- {label}, {key}: " + ", ".join(f"{role} {us:,.1f}" for role, us in
+                                                        sorted(roles.items(), key=lambda kv: -kv[1])))
+    out.append("")
     return "\n".join(out)
 
 
@@ -362,7 +418,10 @@ def main() -> None:
     parser.add_argument("--bulk-repeats", type=int, default=2)
     parser.add_argument("--procs", type=int, default=2, help="load generator processes")
     parser.add_argument("--server-flags", default="")
-    parser.add_argument("--variant", action="append", default=[], metavar="NAME=FLAGS")
+    parser.add_argument("--variant", action="append", default=[], metavar="NAME=FLAGS",
+                        help="another server in the same run; NAME=@SRC FLAGS: the server of another source tree")
+    parser.add_argument("--clients", type=int, action="append", default=None,
+                        help="concurrent one-sentence clients (repeatable; default 32)")
     parser.add_argument("--quick", action="store_true", help="one short round (a smoke test of this script)")
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--echo-zmq", nargs=3, type=int, help=argparse.SUPPRESS)
@@ -372,6 +431,7 @@ def main() -> None:
         return echo_zmq(*args.echo_zmq)
     if args.echo_http:
         return echo_http(*args.echo_http)
+    args.clients = args.clients or [32]
     if args.quick:
         args.rounds, args.seconds, args.singles, args.bulk_repeats = 1, 1.0, 30, 1
     models = args.model or ["negligible"]
