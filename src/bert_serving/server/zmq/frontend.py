@@ -28,6 +28,7 @@ import logging
 import threading
 import time
 from collections import defaultdict, deque
+from dataclasses import replace
 from typing import Callable
 
 import zmq
@@ -41,6 +42,7 @@ from ...errors import (
     PayloadTooLargeError,
     ServerError,
 )
+from ...quantization import quantize
 from ..pipeline.gateway import Gateway
 from ..pipeline.request import Outcome
 from .access import CurveServer, TerminationPolicy
@@ -326,7 +328,10 @@ class Frontend:
             self._stats.error(exc.code)
             reply(Outcome(error=exc))
             return
-        self._gateway.submit(request.texts, request.is_tokenized, reply, client, task=request.task,
+        task = request.task
+        if request.precision is not None:  # quantized vectors: embeddings only (a head is refused)
+            reply, task = _quantized(reply, request.precision), "embed"
+        self._gateway.submit(request.texts, request.is_tokenized, reply, client, task=task,
                              raw_scores=request.raw_scores, prompt_name=request.prompt_name, prompt=request.prompt)
 
 
@@ -350,6 +355,15 @@ def _drain(sock: zmq.Socket, handle: Callable[[list], None], limit: int) -> None
 
 def _ignore(frames: list) -> None:
     pass
+
+
+def _quantized(reply, precision: str):
+    def answer(outcome: Outcome) -> None:
+        if outcome.result is not None:
+            outcome = replace(outcome, result=quantize(outcome.result, precision))
+        reply(outcome)
+
+    return answer
 
 
 def _zmq_reply(outbox: Outbox, identity: bytes, req_id: int):
