@@ -65,14 +65,14 @@ class BertServer(threading.Thread):
         head = self.spec.head
         self._served = ServedModel(
             name=self.spec.source.name, dim=self.spec.dim, vocab_size=self.tokenizer.vocab_size,
-            settings={**self.config.as_status(), **self.spec.describe(), "device_map": self.devices},
+            settings={**self.config.as_status(), **self.spec.describe(self.devices[0]), "device_map": self.devices},
             prompts=self.spec.prompts.as_dict(), default_prompt_name=self.spec.prompts.default_name,
             task=self.spec.task, labels=head.labels if head else (), activation=head.activation if head else None,
         )
         self._log_configuration()
 
     def _log_configuration(self) -> None:
-        effective = {**self.config.as_status(), **self.spec.describe(), "devices": self.devices}
+        effective = {**self.config.as_status(), **self.spec.describe(self.devices[0]), "devices": self.devices}
         width = max(map(len, effective))
         lines = "\n".join(f"  {k:>{width}} = {v}" for k, v in sorted(effective.items()))
         logger.info("bert-serving %s, effective configuration:\n%s", __version__, lines)
@@ -333,7 +333,7 @@ class BertServer(threading.Thread):
 
         status: dict[str, object] = {
             **self.config.as_status(),
-            **self.spec.describe(),
+            **self.spec.describe(self.devices[0]),
             "model_dir": str(self.spec.source.config_path.parent),
             "client": client,
             "num_process": 1 + len(self.devices),
