@@ -68,6 +68,9 @@ class BertServer(threading.Thread):
             settings={**self.config.as_status(), **self.spec.describe(self.devices[0]), "device_map": self.devices},
             prompts=self.spec.prompts.as_dict(), default_prompt_name=self.spec.prompts.default_name,
             task=self.spec.task, labels=head.labels if head else (), activation=head.activation if head else None,
+            per_token=self.spec.pooling_strategy.per_token, max_input_length=self.spec.max_length,
+            max_batch_tokens=self.config.batch_tokens(self.devices[0], getattr(self.spec.config, "hidden_size", 384)),
+            tokenizer=self.tokenizer,
         )
         self._log_configuration()
 
@@ -91,7 +94,7 @@ class BertServer(threading.Thread):
                       if config.zmq_secret_key else None)
         self.batcher = Batcher(
             max_batch_size=config.max_batch_size,
-            max_batch_tokens=config.batch_tokens(self.devices[0], getattr(spec.config, "hidden_size", 384)),
+            max_batch_tokens=self._served.max_batch_tokens,
             priority_batch_size=config.priority_batch_size,
             max_queued_rows=config.max_queued_texts,
         )
