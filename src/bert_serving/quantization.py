@@ -5,10 +5,11 @@ Each vector is quantized on its own, from nothing but its float values, so the s
 the same bytes whatever else shares its batch (sentence-transformers' ``quantize_embeddings``
 calibrates int8 on the batch it is given; a server cannot):
 
-- ``int8``: ``round(127 * v / |v|)``, the unit vector's components times 127. A unit vector's
+- ``int8``: ``round(127 * v / ‖v‖)``, the unit vector's components times 127. A unit vector's
   components lie in [-1, 1], so nothing is ever clipped, and one scale serves every vector of
-  every model: dot products of int8 vectors are 127² times the cosine similarity (within ~0.1%
-  for MiniLM's 384 dimensions), so dot product, cosine and L2 all rank as the float vectors do.
+  every model: dot products of int8 vectors are 127² times the cosine similarity (to about 0.01;
+  MiniLM's vectors keep a cosine of 0.999 to their floats), so dot product, cosine and L2 rank
+  nearly as the float vectors do (97% of MiniLM's 10 nearest neighbours are the same).
   The vector's length is not kept (a normalised model's is 1 anyway);
 - ``uint8``: ``int8 + 128``, in 0..255 (L2 distances equal int8's);
 - ``ubinary``: the sign bits (1 where ``v > 0``), 8 dimensions a byte, the first in the highest
