@@ -20,12 +20,12 @@ from ...errors import AuthenticationError, BertServingError, InvalidRequestError
 from .openai_api import openai_error_body
 
 __all__ = ["COHERE_EMBED_PATHS", "OPENAI_PATHS", "RERANK_ERROR_RESPONSES", "RERANK_PATHS", "TEI_ERROR_RESPONSES",
-           "TEI_PATHS", "TEI_TOKEN_PATHS", "ErrorBody", "client_of", "documented_errors", "error_response",
+           "TEI_INFO_PATHS", "TEI_PATHS", "ErrorBody", "client_of", "documented_errors", "error_response",
            "json_response", "validation_error"]
 
 OPENAI_PATHS = ("/v1/embeddings", "/embeddings")
 TEI_PATHS = ("/predict", "/rerank", "/embed", "/embed_all", "/embed_sparse", "/")  # "/": POST, the natural route
-TEI_TOKEN_PATHS = ("/tokenize", "/decode")  # TEI's too, but the model never sees them
+TEI_INFO_PATHS = ("/tokenize", "/decode", "/info")  # TEI's too, but the model never runs for them
 RERANK_PATHS = ("/v1/rerank", "/v2/rerank")
 COHERE_EMBED_PATHS = ("/v2/embed", "/v1/embed")
 _OPENAI_PREFIXES = ("/v1/models", "/models")
@@ -61,7 +61,7 @@ def error_response(path: str, error: BertServingError) -> Response:
     headers = {"WWW-Authenticate": "Bearer"} if isinstance(error, AuthenticationError) else None
     if path in OPENAI_PATHS or path.startswith(_OPENAI_PREFIXES):
         return json_response(openai_error_body(error), error.http_status, headers)
-    if path in TEI_PATHS or path in TEI_TOKEN_PATHS:
+    if path in TEI_PATHS or path in TEI_INFO_PATHS:
         error_type = _TEI_TYPES.get(error.http_status, "validation" if error.http_status < 500 else "backend")
         return json_response({"error": error.message, "error_type": error_type}, error.http_status, headers)
     if path in RERANK_PATHS or path in COHERE_EMBED_PATHS:

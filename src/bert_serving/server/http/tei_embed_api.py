@@ -28,6 +28,7 @@ from fastapi import FastAPI, Request
 from fastapi.params import Depends
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, create_model
+from starlette.concurrency import run_in_threadpool
 
 from ...errors import UnsupportedTaskError
 from ..pipeline.gateway import ServedModel
@@ -167,7 +168,7 @@ def mount_tei_embed(app: FastAPI, model: ServedModel, submit: Submit, guarded: l
                                prompt_name=body.prompt_name)
         if outcome.error is not None:
             return error_response(request.url.path, outcome.error)
-        lengths = _token_counts(model, texts, is_ids, body.prompt_name)
+        lengths = await run_in_threadpool(_token_counts, model, texts, is_ids, body.prompt_name)  # off the loop
         vectors = outcome.result.astype(np.float32, copy=False)
         return json_response([vectors[i, :n] for i, n in enumerate(lengths)])
 

@@ -107,7 +107,7 @@ def mount_tei_info(app: FastAPI, model: ServedModel, guarded: list[Depends], max
 
     @app.post("/tokenize", response_model=list[list[SimpleToken]], responses=TEI_ERROR_RESPONSES,
               dependencies=guarded, tags=[_TAG])
-    async def tokenize(body: TokenizeBody) -> Response:
+    def tokenize(body: TokenizeBody) -> Response:  # a plain def: FastAPI runs it on a thread, off the event loop
         """The tokens the model sees for each input: ids, texts, special flags, character offsets."""
         name = body.prompt_name if body.prompt_name is not None else model.default_prompt_name
         prompt = model.prompts.get(name) if name is not None else None
@@ -117,7 +117,7 @@ def mount_tei_info(app: FastAPI, model: ServedModel, guarded: list[Depends], max
 
     @app.post("/decode", response_model=list[str], responses=TEI_ERROR_RESPONSES, dependencies=guarded,
               tags=[_TAG])
-    async def decode(body: DecodeBody) -> Response:
+    def decode(body: DecodeBody) -> Response:  # likewise
         """The text of each list of token ids."""
         lists = body.ids if isinstance(body.ids[0], list) else [body.ids]
         return json_response([tokenizer.decode(ids, skip_special_tokens=body.skip_special_tokens) for ids in lists])
