@@ -99,13 +99,17 @@ def request_texts(inputs: str | list, model: ServedModel) -> tuple[list, bool]:
 
 
 def _unframed(ids: list[int], model: ServedModel) -> list[int]:
+    """``ids`` without the special tokens that frame a single text ([CLS] ... [SEP]), if they
+    bring them; ids that are nothing but those stay as sent."""
     if model.tokenizer is None:
         return ids
     frame = model.tokenizer.template.single
-    start = len(frame.prefix) if frame.prefix and tuple(ids[: len(frame.prefix)]) == frame.prefix else 0
-    stop = len(ids) - len(frame.suffix) if frame.suffix and tuple(ids[-len(frame.suffix):]) == frame.suffix \
-        else len(ids)
-    return ids[start:stop] if stop > start else ids  # nothing but special tokens: as sent
+    bare = ids
+    if frame.prefix and tuple(bare[: len(frame.prefix)]) == frame.prefix:
+        bare = bare[len(frame.prefix):]
+    if frame.suffix and tuple(bare[-len(frame.suffix):]) == frame.suffix:
+        bare = bare[: -len(frame.suffix)]
+    return bare or ids
 
 
 def _serves(model: ServedModel) -> str:
