@@ -8,8 +8,9 @@ Client -> server (PUSH -> PULL on ``port``), always 4 frames::
 (SHOW_CONFIG, SHOW_STATUS, TERMINATION). ``req_id`` and ``msg_len`` are ASCII decimals.
 Our extension, objects the stock 1.10.0 client never sends and the server never requires:
 ``{"texts": [...], "prompt_name": "query"}`` (or ``"prompt": "query: "``) asks for one of the
-model's prompts, or a prompt of its own, before each text; a task object asks a served head
-for scores::
+model's prompts, or a prompt of its own, before each text; ``"precision": "int8"`` (or uint8,
+binary, ubinary: `quantization`) for quantized vectors instead of floats; a task object asks a
+served head for scores::
 
     {"task": "predict", "texts": ["text", "A ||| B", ["A", "B"], ...], "raw_scores": false}
     {"task": "rerank", "query": "text", "documents": ["text", ...], "raw_scores": false}
@@ -41,6 +42,7 @@ import numpy as np
 import zmq
 
 from .errors import BertServingError, InvalidRequestError, error_from_code
+from .quantization import PRECISIONS
 
 __all__ = [
     "PROTOCOL_VERSION",
@@ -169,9 +171,10 @@ class DataRequest:
     prompt: object = None
     task: str | None = None  # None: the original's request; "predict" or "rerank"
     raw_scores: bool = False
+    precision: str | None = None  # quantized vectors (`quantization.PRECISIONS`); None: as the model gives them
 
 
-_DATA_FIELDS = ("texts", "prompt_name", "prompt")
+_DATA_FIELDS = ("texts", "prompt_name", "prompt", "precision")
 
 
 def decode_data(payload: bytes) -> DataRequest:
@@ -187,13 +190,16 @@ def decode_data(payload: bytes) -> DataRequest:
     unknown = sorted(set(value) - set(_DATA_FIELDS))
     if unknown or "texts" not in value:
         raise InvalidRequestError(
-            'the payload must be a JSON list of texts, or an object {"texts": [...], "prompt_name"|"prompt": ...} '
-            '(or a task object {"task": "predict"|"rerank", ...}); '
+            'the payload must be a JSON list of texts, or an object {"texts": [...], "prompt_name"|"prompt": ..., '
+            '"precision": ...} (or a task object {"task": "predict"|"rerank", ...}); '
             f"got an object with {', '.join(map(str, value)) or 'no fields'}")
-    texts = value["texts"]
+    texts, precision = value["texts"], value.get("precision")
     if not isinstance(texts, list):
         raise InvalidRequestError(f"texts must be a JSON list of texts, got {type(texts).__name__}", param="texts")
-    return DataRequest(texts, _tokenized(texts), value.get("prompt_name"), value.get("prompt"))
+    if precision is not None and precision not in PRECISIONS:
+        raise InvalidRequestError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r:.40}",
+                                  param="precision")
+    return DataRequest(texts, _tokenized(texts), value.get("prompt_name"), value.get("prompt"), precision=precision)
 
 
 def _decode_task(value: dict) -> DataRequest:
@@ -222,9 +228,11 @@ def _tokenized(texts: list) -> bool:
     return bool(texts) and all(isinstance(t, list) for t in texts)
 
 
-def texts_payload(texts: list, *, prompt_name: str | None = None, prompt: str | None = None) -> bytes:
-    """The payload of a data request: the 1.10.0 list, or with a prompt our object form."""
-    options = {key: value for key, value in (("prompt_name", prompt_name), ("prompt", prompt)) if value is not None}
+def texts_payload(texts: list, *, prompt_name: str | None = None, prompt: str | None = None,
+                  precision: str | None = None) -> bytes:
+    """The payload of a data request: the 1.10.0 list, or with a prompt or a precision our object form."""
+    options = {key: value for key, value in (("prompt_name", prompt_name), ("prompt", prompt),
+                                             ("precision", precision)) if value is not None}
     return json.dumps({"texts": texts, **options} if options else texts).encode("utf-8")
 
 

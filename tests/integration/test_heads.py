@@ -131,10 +131,26 @@ def test_a_classifier_refuses_what_it_does_not_do_with_a_4xx(classifier_server) 
                               ("/v1/rerank", {"query": "q", "documents": ["d"]}, "message")):
         answer = httpx.post(base + path, json=body)
         assert answer.status_code == 404 and "cross-encoder" in answer.json()[shape]
+    for path, body, shape in (("/embed", {"inputs": "x"}, "error"), ("/v2/embed", {"texts": ["x"]}, "message")):
+        answer = httpx.post(base + path, json=body)
+        assert answer.status_code == 404 and "-pooling_strategy" in answer.json()[shape]
     assert httpx.post(f"{base}/encode", json={"texts": ["x"]}).json()["status"] == 200  # the original's route: scores
     assert httpx.get(f"{base}/").json()["task"] == "classify"
     paths = set(httpx.get(f"{base}/openapi.json").json()["paths"])  # the schema shows what this server answers
-    assert "/predict" in paths and not paths & {"/rerank", "/v1/rerank", "/v1/embeddings"}
+    assert "/predict" in paths and not paths & {"/rerank", "/v1/rerank", "/v1/embeddings", "/embed", "/v2/embed"}
+    server, _ = classifier_server
+    with BertClient(port=server.config.port, port_out=server.config.port_out) as bc:
+        with pytest.raises(UnsupportedTaskError, match="classifies.*cannot embed"):
+            bc.encode(["x"], precision="int8")  # scores do not quantize
+
+
+def test_tei_post_root_and_info_follow_the_classifier(classifier_server) -> None:
+    _, base = classifier_server
+    body = {"inputs": [["the cat sat", "on the mat"], ["hello"]]}
+    assert httpx.post(f"{base}/", json=body).json() == httpx.post(f"{base}/predict", json=body).json()
+    assert httpx.get(f"{base}/info").json()["model_type"] == {"classifier": {
+        "id2label": {"0": "LABEL_0", "1": "LABEL_1", "2": "LABEL_2"}, "label2id": {"LABEL_0": 0, "LABEL_1": 1,
+                                                                                   "LABEL_2": 2}}}
 
 
 @pytest.mark.parametrize(("problem_type", "num_labels"), [
@@ -186,6 +202,23 @@ def test_rerank_routes_equal_cross_encoder_predict(reranker_server, cross_encode
     assert [(r.index, r.document) for r in results] == [(i, DOCUMENTS[i]) for i in order[:3]]
     np.testing.assert_allclose([r.relevance_score for r in everything], cross_encoder_scores[order], atol=1e-5)
     assert everything[0].document is None
+
+
+def test_llama_index_tei_reranker_and_tei_post_root(reranker_server, cross_encoder_scores) -> None:
+    from llama_index.core.schema import NodeWithScore, QueryBundle, TextNode
+    from llama_index.postprocessor.tei_rerank import TextEmbeddingInference
+
+    _, base = reranker_server
+    order = list(np.argsort(-cross_encoder_scores, kind="stable"))
+    reranker = TextEmbeddingInference(base_url=base, top_n=3)  # POST /rerank {"query", "texts"}
+    nodes = reranker.postprocess_nodes([NodeWithScore(node=TextNode(text=d), score=0.0) for d in DOCUMENTS],
+                                       query_bundle=QueryBundle(QUERY))
+    assert [n.node.text for n in nodes] == [DOCUMENTS[i] for i in order[:3]]
+    np.testing.assert_allclose([n.score for n in nodes], cross_encoder_scores[order[:3]], atol=1e-5)
+    body = {"query": QUERY, "texts": DOCUMENTS}
+    assert httpx.post(f"{base}/", json=body).json() == httpx.post(f"{base}/rerank", json=body).json()
+    assert httpx.get(f"{base}/info").json()["model_type"] == {"reranker": {"id2label": {"0": "LABEL_0"},
+                                                                           "label2id": {"LABEL_0": 0}}}
 
 
 def test_the_cohere_sdk_works_unchanged(reranker_server, cross_encoder_scores) -> None:

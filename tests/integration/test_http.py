@@ -241,6 +241,22 @@ def test_api_key_guards_inference_routes() -> None:
             assert good.status_code == 200
             assert http.get("/status/server").status_code == 401
             assert http.get("/health").status_code == 200 and http.get("/metrics").status_code == 200
+            # TEI's, Cohere's and OpenAI's other routes: refused in each one's shape, and their SDKs send the key
+            for method, path, body, shape in (("POST", "/embed", {"inputs": "x"}, "error_type"),
+                                              ("POST", "/", {"inputs": "x"}, "error_type"),
+                                              ("POST", "/tokenize", {"inputs": "x"}, "error_type"),
+                                              ("GET", "/info", None, "error_type"),
+                                              ("POST", "/v2/embed", {"texts": ["x"]}, "message"),
+                                              ("GET", "/v1/models", None, "error")):
+                answer = http.request(method, path, json=body)
+                assert answer.status_code == 401 and shape in answer.json(), path
+        import cohere
+        from openai import OpenAI
+
+        base = f"http://127.0.0.1:{port}"
+        assert cohere.ClientV2(api_key=KEY, base_url=base).embed(
+            model="m", input_type="search_query", texts=["x"], embedding_types=["int8"]).embeddings.int8
+        assert [m.id for m in OpenAI(base_url=f"{base}/v1", api_key=KEY).models.list()] == ["google"]
 
 
 HELLO_WORLD_CL100K = [15339, 1917]  # "hello world" in tiktoken's cl100k_base: what LangChain sends by default

@@ -160,3 +160,45 @@ def test_asking_for_the_word_pieces_changes_no_feature(family_model, family, mas
         for field in ("input_ids", "type_ids", "pool_mask", "offsets"):
             assert getattr(plain, field).dtype == getattr(kept, field).dtype
             assert getattr(plain, field).tolist() == getattr(kept, field).tolist(), (field, hidden)
+
+
+@pytest.mark.parametrize("family", ["bert", "roberta", "xlm-roberta", "mpnet", "modernbert", "deberta-v2", "qwen3"])
+def test_tokens_are_the_ids_the_model_sees_with_the_tokenizers_offsets(family_model, family) -> None:
+    # what /tokenize answers: the ids `encode` gives (so: transformers' for a text alone), each
+    # word piece with its span of the text, and the text back from the ids
+    from transformers import AutoTokenizer
+
+    folder = family_model(family)
+    ours = resolve(EncoderSettings(model_dir=str(folder), max_seq_len=12)).tokenizer()
+    theirs = AutoTokenizer.from_pretrained(str(folder))
+    for text in ("Hello, World!", "Café 中文 test", "the cat sat on the mat " * 20, " two  spaces "):
+        for prompt in (None, "query: "):
+            got = ours.tokens(text, prompt=prompt)
+            want = ours.encode([text], prompt=prompt).input_ids.tolist()
+            assert [t.id for t in got] == want
+            line = (prompt or "") + text
+            assert all(t.text == line[t.start : t.stop] for t in got if not t.special)
+            assert [t.id for t in ours.tokens(text, prompt=prompt, special_tokens=False)] == \
+                [t.id for t in got if not t.special]
+        mapping = theirs(text, truncation=True, max_length=12, return_offsets_mapping=True,
+                         return_special_tokens_mask=True)
+        assert [t.id for t in ours.tokens(text)] == mapping["input_ids"]
+        assert [t.special for t in ours.tokens(text)] == [bool(s) for s in mapping["special_tokens_mask"]]
+        assert [(t.start, t.stop) for t in ours.tokens(text) if not t.special] == \
+            [span for span, special in zip(mapping["offset_mapping"], mapping["special_tokens_mask"]) if not special]
+        ids = mapping["input_ids"]
+        decode = theirs.backend_tokenizer.decode
+        assert ours.decode(ids, skip_special_tokens=False) == decode(ids, skip_special_tokens=False)
+        assert ours.decode(ids) == decode(ids, skip_special_tokens=True)
+
+
+def test_tokens_of_the_originals_rules_span_the_text_as_sent(tiny_bert) -> None:
+    tok = tokenizer(tiny_bert)
+    text = "  The cat sat ||| on the Mat  "  # stripped, split at " ||| ", lower-cased: spans keep the original
+    got = tok.tokens(text)
+    assert [t.id for t in got] == tok.encode([text]).input_ids.tolist()
+    assert [t.text for t in got] == ["[CLS]", "The", "cat", "sat", "[SEP]", "on", "the", "Mat", "[SEP]"]
+    assert [(t.start, t.stop) for t in got][1:3] == [(2, 5), (6, 9)] and got[0].start is None
+    assert tok.decode([t.id for t in got]) == "the cat sat on the mat"
+    assert tok.decode([t.id for t in got], skip_special_tokens=False) == "[CLS] the cat sat [SEP] on the mat [SEP]"
+    assert tok.decode(tok.encode(["Café"]).input_ids.tolist()) == "cafe"  # caf ##e: word pieces joined

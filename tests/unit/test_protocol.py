@@ -89,7 +89,17 @@ def test_a_prompt_travels_in_an_object_the_stock_client_never_sends() -> None:
     assert protocol.decode_data(b'["a"]') == protocol.DataRequest(["a"], False)
 
 
+def test_a_precision_travels_in_the_same_object() -> None:
+    payload = protocol.texts_payload(["a"], precision="ubinary")
+    assert json.loads(payload) == {"texts": ["a"], "precision": "ubinary"}
+    assert protocol.decode_data(payload) == protocol.DataRequest(["a"], False, precision="ubinary")
+    both = protocol.decode_data(protocol.texts_payload(["a"], prompt_name="query", precision="int8"))
+    assert (both.prompt_name, both.precision) == ("query", "int8")
+
+
 @pytest.mark.parametrize("payload, message", [
+    (b'{"texts": ["a"], "precision": "int4"}', "precision must be one of float, int8, uint8, binary, ubinary"),
+    (b'{"texts": ["a"], "precision": 8}', "precision must be one of"),
     (b'{"prompt_name": "query"}', "must be a JSON list of texts, or an object"),
     (b'{"texts": ["a"], "prompt_nam": "query"}', "got an object with texts, prompt_nam"),
     (b'{"texts": "a"}', "texts must be a JSON list"),

@@ -37,11 +37,11 @@ __all__ = ["AUTO", "DTYPES", "Encoder", "EncoderSettings", "ModelSpec", "resolve
 logger = logging.getLogger(__name__)
 
 
-def _compute_dtype(name: str, device: torch.device) -> torch.dtype:
-    if name == "float16" and device.type != "cuda":
+def _compute_dtype(spec: ModelSpec, device: torch.device) -> torch.dtype:
+    name = spec.compute_dtype(device.type)
+    if name != spec.dtype:
         logger.warning("half precision computes on GPUs only; on %s the model computes in float32 (-fp16 still "
                        "makes the vectors float16)", device)
-        return torch.float32
     if name == "bfloat16" and device.type == "cpu" and not _cpu_has_bf16():
         logger.warning("this CPU has no bfloat16 instructions (AMX or AVX512-BF16): -dtype bfloat16 will be "
                        "slower than float32 here")
@@ -64,7 +64,7 @@ class Encoder:
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         if self.device.type == "cuda" and not torch.cuda.is_available():
             raise ConfigurationError(f"device {device} requested but CUDA is not available; use -cpu")
-        self.compute_dtype = _compute_dtype(spec.dtype, self.device)
+        self.compute_dtype = _compute_dtype(spec, self.device)
         self.tokenizer = spec.tokenizer()
         self.model = self._build_model()
 

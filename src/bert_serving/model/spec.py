@@ -97,6 +97,11 @@ class ModelSpec:
         """The vectors' dtype on the wire: float16 with -fp16 (as the original), else float32."""
         return np.dtype(np.float16 if self.fp16 else np.float32)
 
+    def compute_dtype(self, device: str) -> str:
+        """What the model computes in on ``device`` (``cpu``, ``cuda:0``...): half precision only
+        on a GPU (elsewhere float32, the vectors still float16 with -fp16), else `dtype`."""
+        return "float32" if self.dtype == "float16" and not device.startswith("cuda") else self.dtype
+
     def tokenizer(self) -> Tokenizer:
         return Tokenizer.from_recipe(self.tokenizer_recipe())
 
@@ -125,8 +130,10 @@ class ModelSpec:
             fixed_length=self.config.max_tokens if self.fixed_embed_length else None,
         )
 
-    def describe(self) -> dict[str, object]:
-        """The effective settings, as SHOW_CONFIG and the startup log report them."""
+    def describe(self, device: str | None = None) -> dict[str, object]:
+        """The effective settings, as SHOW_CONFIG and the startup log report them; ``dtype`` is
+        what the model computes in on ``device`` (without one: what was asked for), ``output_dtype``
+        what the vectors are."""
         return {
             "model_name": self.source.name,
             "model_layout": self.source.layout,
@@ -145,7 +152,8 @@ class ModelSpec:
             "fixed_embed_length": self.fixed_embed_length,
             "show_tokens_to_client": self.show_tokens,
             "fp16": self.fp16,
-            "dtype": self.dtype,
+            "dtype": self.dtype if device is None else self.compute_dtype(device),
+            "output_dtype": str(self.output_dtype),
             "output_dim": self.dim,
             "num_layers_computed": self.num_layers_needed,
             "max_position_embeddings": self.config.max_position_embeddings,

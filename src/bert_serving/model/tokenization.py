@@ -34,17 +34,17 @@ import re
 from functools import lru_cache
 from itertools import accumulate, chain
 from pathlib import Path
-from typing import Sequence
+from typing import NamedTuple, Sequence
 
 import numpy as np
 from tokenizers import Tokenizer as _Backend
-from tokenizers import models, normalizers, pre_tokenizers
+from tokenizers import decoders, models, normalizers, pre_tokenizers
 
 from ..errors import ConfigurationError, InvalidRequestError
 from .features import Features
 from .templates import Template
 
-__all__ = ["Tokenizer", "check_pairs", "check_texts"]
+__all__ = ["Token", "Tokenizer", "check_pairs", "check_texts"]
 
 _PAIR = re.compile(r"^(.*) \|\|\| (.*)$")
 _PAIR_TOKEN = "|||"
@@ -99,6 +99,20 @@ def check_pairs(items: object) -> None:
                 raise InvalidRequestError(f"texts[{i}] is empty or blank; every text needs at least one character")
 
 
+class Token(NamedTuple):
+    """One token of a text as the model sees it (`Tokenizer.tokens`): a special token has no
+    span; a word piece spans ``text[start:stop]``, character offsets into the text."""
+
+    id: int
+    text: str
+    special: bool
+    start: int | None = None
+    stop: int | None = None
+
+
+_SPECIAL_WORD_PIECES = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")  # a vocab.txt's, as BertTokenizer's
+
+
 class Tokenizer:
     """Turns a request's texts into `Features` under the server's length and mask settings."""
 
@@ -127,6 +141,9 @@ class Tokenizer:
         self.no_special_token = no_special_token
         self.pool_prompt = pool_prompt
         self._strip = strip  # the original strips texts; a model's own tokenizer sees them as sent
+        added = backend.get_added_tokens_decoder()
+        self.special_ids = frozenset(i for i, token in added.items() if token.special) or frozenset(
+            self._vocab[name] for name in _SPECIAL_WORD_PIECES if name in self._vocab)
 
     @classmethod
     def from_vocab(cls, vocab_path: Path, *, lowercase: bool, **options) -> Tokenizer:
@@ -138,6 +155,7 @@ class Tokenizer:
         backend = _Backend(models.WordPiece(vocab, unk_token="[UNK]", max_input_chars_per_word=100))
         backend.normalizer = _bert_normalizer(lowercase)
         backend.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+        backend.decoder = decoders.WordPiece()
         missing = [name for name in ("[CLS]", "[SEP]", "[UNK]") if name not in vocab]
         if missing:
             raise ConfigurationError(f"the vocabulary {vocab_path} has no {missing[0]} token; is it a BERT vocabulary?")
@@ -195,6 +213,40 @@ class Tokenizer:
         special_tokens = not (is_tokenized and self.no_special_token)
         hidden = self.prompt_length(prompt) if prompt and not self.pool_prompt else 0
         return self._features(segments, special_tokens, keep_tokens, hidden)
+
+    def tokens(self, text: str, *, prompt: str | None = None, special_tokens: bool = True) -> list[Token]:
+        """The tokens the model sees for ``text`` (``prompt`` before it), their ids those of
+        `encode`: word pieces cut as `encode` cuts them, and the special tokens unless not
+        ``special_tokens``. Offsets count characters of ``prompt + text``."""
+        line = (prompt or "") + text
+        body = line.strip() if self._strip else line
+        shift = len(line) - len(line.lstrip()) if self._strip else 0
+        match = _PAIR.match(body)
+        spans = [(match.start(1), match.group(1)), (match.start(2), match.group(2))] if match else [(0, body)]
+        parts = [(shift + start, self._backend.encode(part, add_special_tokens=False)) for start, part in spans]
+        if len(parts) == 1:  # as `_features` cuts: a single text's first pieces, a pair longest first
+            frame = self.template.single
+            kept = [min(len(parts[0][1].ids), max(self.max_length - frame.size, 0))]
+            between = [frame.prefix, frame.suffix]
+        else:
+            frame = self.template.pair
+            a, b = self.template.truncate_pair(parts[0][1].ids, parts[1][1].ids, self.max_length - frame.size)
+            kept, between = [len(a), len(b)], [frame.prefix, frame.middle, frame.suffix]
+        out: list[Token] = []
+        for i, specials in enumerate(between):
+            if special_tokens:
+                out.extend(Token(s, self._backend.id_to_token(s), True) for s in specials)
+            if i < len(parts):
+                start, encoding = parts[i]
+                for id_, (begin, end) in zip(encoding.ids[: kept[i]], encoding.offsets[: kept[i]]):
+                    out.append(Token(id_, line[start + begin : start + end], False, start + begin, start + end))
+        return out
+
+    def decode(self, ids: Sequence[int], *, skip_special_tokens: bool = True) -> str:
+        """The text of ``ids`` (word pieces joined as the model's decoder joins them)."""
+        if skip_special_tokens:
+            ids = [i for i in ids if i not in self.special_ids]
+        return self._backend.decode(list(ids), skip_special_tokens=False)
 
     def prompt_length(self, prompt: str) -> int:
         """Leading positions sentence-transformers counts as the prompt's: the prompt encoded

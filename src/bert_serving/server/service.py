@@ -74,14 +74,17 @@ class BertServer(threading.Thread):
         head = self.spec.head
         self._served = ServedModel(
             name=self.spec.source.name, dim=self.spec.dim, vocab_size=self.tokenizer.vocab_size,
-            settings={**self.config.as_status(), **self.spec.describe(), "device_map": self.devices},
+            settings={**self.config.as_status(), **self.spec.describe(self.devices[0]), "device_map": self.devices},
             prompts=self.spec.prompts.as_dict(), default_prompt_name=self.spec.prompts.default_name,
             task=self.spec.task, labels=head.labels if head else (), activation=head.activation if head else None,
+            per_token=self.spec.pooling_strategy.per_token, max_input_length=self.spec.max_length,
+            max_batch_tokens=self.config.batch_tokens(self.devices[0], getattr(self.spec.config, "hidden_size", 384)),
+            tokenizer=self.tokenizer,
         )
         self._log_configuration()
 
     def _log_configuration(self) -> None:
-        effective = {**self.config.as_status(), **self.spec.describe(), "devices": self.devices}
+        effective = {**self.config.as_status(), **self.spec.describe(self.devices[0]), "devices": self.devices}
         width = max(map(len, effective))
         lines = "\n".join(f"  {k:>{width}} = {v}" for k, v in sorted(effective.items()))
         logger.info("bert-serving %s, effective configuration:\n%s", __version__, lines)
@@ -98,7 +101,7 @@ class BertServer(threading.Thread):
         config, spec = self.config, self.spec
         self.batcher = Batcher(
             max_batch_size=config.max_batch_size,
-            max_batch_tokens=config.batch_tokens(self.devices[0], getattr(spec.config, "hidden_size", 384)),
+            max_batch_tokens=self._served.max_batch_tokens,
             priority_batch_size=config.priority_batch_size,
             max_queued_rows=config.max_queued_texts,
         )
@@ -366,7 +369,7 @@ class BertServer(threading.Thread):
 
         status: dict[str, object] = {
             **self.config.as_status(),
-            **self.spec.describe(),
+            **self.spec.describe(self.devices[0]),
             "model_dir": str(self.spec.source.config_path.parent),
             "client": client,
             "num_process": 1 + len(self.devices) + len(self.supervisor.edges),

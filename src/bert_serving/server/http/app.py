@@ -6,9 +6,13 @@ and a valid request to a hot route skips FastAPI's per-request machinery (`fast_
 
 - ``POST /encode``, ``GET /status/server``, ``GET /status/client``: the original's, same bodies;
 - ``POST /v1/embeddings`` and ``/embeddings``: OpenAI's shapes (`openai_api`);
+- ``GET /v1/models``, ``/v1/models/{id}``: OpenAI's (`models_api`);
 - ``POST /predict`` and ``/rerank``: text-embeddings-inference's (`tei_api`), and ``POST
   /v1/rerank``, ``/v2/rerank``: Cohere's and Jina's (`rerank_api`), for a served classifier or
   cross-encoder; a route the served model cannot answer gets a 4xx saying what it serves;
+- ``POST /embed``, ``/embed_all``, ``/embed_sparse``, ``POST /`` (the model's natural route):
+  TEI's (`tei_embed_api`); ``GET /info``, ``POST /tokenize``, ``/decode``: TEI's (`tei_info_api`);
+- ``POST /v2/embed``, ``/v1/embed``: Cohere's, with quantized embedding types (`cohere_api`);
 - ``GET /health`` (alive), ``GET /ready`` (loaded, warm, not draining), ``GET /metrics``;
 - ``GET /openapi.json`` and ``GET /docs`` (Swagger UI served from the package, not a CDN);
 - ``GET /dashboard``: a live page of the same counters (`dashboard`).
@@ -40,11 +44,13 @@ from ...errors import AuthenticationError, BertServingError, InvalidRequestError
 from ..pipeline.budget import MemoryBudget
 from ..pipeline.gateway import Gateway, Observation
 from ..pipeline.request import Outcome
+from .cohere_api import mount_cohere_embed
 from .dashboard import index_page, mount_dashboard, wants_html
 from .fast_lane import FastLane
 from .handoff import Handoff
 from .limits import BodyLimit
 from .metrics import CONTENT_TYPE, render_metrics
+from .models_api import mount_models
 from .openai_api import (
     PROMPT,
     PROMPT_NAME,
@@ -61,6 +67,7 @@ from .openai_api import (
 )
 from .rerank_api import mount_rerank
 from .responses import (
+    COHERE_EMBED_PATHS,
     OPENAI_PATHS,
     RERANK_PATHS,
     TEI_PATHS,
@@ -72,12 +79,14 @@ from .responses import (
     validation_error,
 )
 from .tei_api import mount_tei
+from .tei_embed_api import mount_natural_route, mount_tei_embed
+from .tei_info_api import mount_tei_info
 
 __all__ = ["HttpSettings", "create_app"]
 
 logger = logging.getLogger(__name__)
 
-_INFERENCE_PATHS = ("/encode", *OPENAI_PATHS, *TEI_PATHS, *RERANK_PATHS)
+_INFERENCE_PATHS = ("/encode", *OPENAI_PATHS, *TEI_PATHS, *RERANK_PATHS, *COHERE_EMBED_PATHS)
 
 
 @dataclass(frozen=True)
@@ -153,7 +162,8 @@ def create_app(gateway: Gateway, config: HttpSettings) -> FastAPI:
         title="bert-serving",
         version=__version__,
         description=f"BERT over HTTP, serving {model.name} ({model.task}): the original /encode route, OpenAI's "
-                    "/v1/embeddings, text-embeddings-inference's /predict and /rerank, Cohere's /v1/rerank.",
+                    "/v1/embeddings and /v1/models, text-embeddings-inference's /embed, /predict, /rerank, "
+                    "/tokenize and /info, Cohere's /v2/embed and /v2/rerank.",
         docs_url=None,
         redoc_url=None,
     )
@@ -186,7 +196,12 @@ def create_app(gateway: Gateway, config: HttpSettings) -> FastAPI:
             return refused(request, InvalidRequestError(f"the body is not valid JSON ({exc.detail})"))
         body = {"description": str(exc.detail), "type": "HTTPException", "code": f"http_{exc.status_code}",
                 "status": exc.status_code}
-        return json_response(body, exc.status_code, exc.headers)
+        headers = exc.headers
+        if exc.status_code == 405:  # "/" has two routes (GET, TEI's POST): Starlette's Allow names the first's
+            methods = {m for r in app.routes if getattr(r, "path", None) == request.url.path
+                       for m in getattr(r, "methods", None) or ()}
+            headers = {**(headers or {}), "Allow": ", ".join(sorted(methods))}
+        return json_response(body, exc.status_code, headers)
 
     def has_key(request: Request) -> bool:
         if config.api_key is None:
@@ -272,17 +287,24 @@ def create_app(gateway: Gateway, config: HttpSettings) -> FastAPI:
     @app.get("/", tags=["operations"])
     async def index(request: Request) -> Response:
         """What is served here, and where (for a browser, a page of links)."""
-        routes = {"embed": ["/encode", "/v1/embeddings"], "classify": ["/encode", "/predict"],
+        embed = ["/embed_all"] if model.per_token else ["/v1/embeddings", "/embed", "/v2/embed", "/v1/embed"]
+        routes = {"embed": ["/encode", *embed], "classify": ["/encode", "/predict"],
                   "rerank": ["/encode", "/predict", "/rerank", "/v1/rerank", "/v2/rerank"]}[model.task]
         info = {"name": "bert-serving", "version": __version__, "model": model.name, "task": model.task,
                 "dim": model.dim, "prompts": dict(model.prompts), "default_prompt_name": model.default_prompt_name,
                 "docs": "/docs", "openapi": "/openapi.json", "dashboard": "/dashboard",
-                "routes": [*routes, "/status/server", "/health", "/ready", "/metrics"]}
+                "routes": [*routes, "/tokenize", "/decode", "/info", "/v1/models", "/status/server", "/health",
+                           "/ready", "/metrics"]}
         return index_page(info) if wants_html(request) else json_response(info)
 
     fast = {"/encode": (EncodeBody, encode_route), **{path: (EmbeddingsBody, embeddings) for path in OPENAI_PATHS},
             **mount_tei(app, model, encode, guarded, config.max_request_texts),
-            **mount_rerank(app, model, encode, guarded, config.max_request_texts)}
+            **mount_rerank(app, model, encode, guarded, config.max_request_texts),
+            **mount_tei_embed(app, model, encode, guarded, config.max_request_texts),
+            **mount_cohere_embed(app, model, encode, guarded, config.max_request_texts)}
+    fast |= mount_natural_route(app, model, fast, guarded)
+    mount_tei_info(app, model, guarded, config.max_request_texts)
+    mount_models(app, model, guarded)
     app.user_middleware.append(Middleware(FastLane, routes=fast, authorized=has_key, refused=refused))  # innermost
     _mount_docs(app)
     mount_dashboard(app, gateway, observe, guarded, api_key_required=config.api_key is not None)

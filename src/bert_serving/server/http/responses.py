@@ -1,8 +1,9 @@
 """How the HTTP edge answers: JSON bodies, and every error in its route's shape.
 
 Every error has its kind's status (`bert_serving.errors`) and the route's error body: OpenAI's
-envelope on the OpenAI routes, text-embeddings-inference's ``{"error", "error_type"}`` on
-``/predict`` and ``/rerank``, ``{"message", "code", "type"}`` on Cohere's ``/v1|v2/rerank``,
+envelope on the OpenAI routes (embeddings, models), text-embeddings-inference's ``{"error",
+"error_type"}`` on TEI's routes (``/embed``, ``/predict``, ``/tokenize``, ``POST /``...),
+``{"message", "code", "type"}`` on Cohere's ``/v1|v2/rerank`` and ``/v1|v2/embed``,
 ``{"description", "type", "code", "status"}`` elsewhere (the original's flask-json shape).
 """
 
@@ -18,12 +19,16 @@ from pydantic import BaseModel
 from ...errors import AuthenticationError, BertServingError, InvalidRequestError
 from .openai_api import openai_error_body
 
-__all__ = ["OPENAI_PATHS", "RERANK_ERROR_RESPONSES", "RERANK_PATHS", "TEI_ERROR_RESPONSES", "TEI_PATHS", "ErrorBody",
-           "client_of", "documented_errors", "error_response", "json_response", "validation_error"]
+__all__ = ["COHERE_EMBED_PATHS", "OPENAI_PATHS", "RERANK_ERROR_RESPONSES", "RERANK_PATHS", "TEI_ERROR_RESPONSES",
+           "TEI_INFO_PATHS", "TEI_PATHS", "ErrorBody", "client_of", "documented_errors", "error_response",
+           "json_response", "validation_error"]
 
 OPENAI_PATHS = ("/v1/embeddings", "/embeddings")
-TEI_PATHS = ("/predict", "/rerank")
+TEI_PATHS = ("/predict", "/rerank", "/embed", "/embed_all", "/embed_sparse", "/")  # "/": POST, the natural route
+TEI_INFO_PATHS = ("/tokenize", "/decode", "/info")  # TEI's too, but the model never runs for them
 RERANK_PATHS = ("/v1/rerank", "/v2/rerank")
+COHERE_EMBED_PATHS = ("/v2/embed", "/v1/embed")
+_OPENAI_PREFIXES = ("/v1/models", "/models")
 # text-embeddings-inference's error_type by status
 _TEI_TYPES = {413: "validation", 429: "overloaded", 500: "backend", 503: "unhealthy", 504: "backend"}
 
@@ -54,12 +59,12 @@ def json_response(content: Any, status: int = 200, headers: dict | None = None) 
 def error_response(path: str, error: BertServingError) -> Response:
     """``error`` as the route at ``path`` reports errors."""
     headers = {"WWW-Authenticate": "Bearer"} if isinstance(error, AuthenticationError) else None
-    if path in OPENAI_PATHS:
+    if path in OPENAI_PATHS or path.startswith(_OPENAI_PREFIXES):
         return json_response(openai_error_body(error), error.http_status, headers)
-    if path in TEI_PATHS:
+    if path in TEI_PATHS or path in TEI_INFO_PATHS:
         error_type = _TEI_TYPES.get(error.http_status, "validation" if error.http_status < 500 else "backend")
         return json_response({"error": error.message, "error_type": error_type}, error.http_status, headers)
-    if path in RERANK_PATHS:
+    if path in RERANK_PATHS or path in COHERE_EMBED_PATHS:
         body = {"message": error.message, "code": error.code, "type": type(error).__name__}
         return json_response(body, error.http_status, headers)
     body = {"description": error.message, "type": type(error).__name__, "code": error.code,

@@ -48,20 +48,24 @@ class ModelOrders:
     def to_json(self) -> dict:
         outputs = dataclasses.asdict(self.outputs)
         outputs["dtype"] = np.dtype(self.outputs.dtype).str
-        served = dataclasses.asdict(self.served)
+        served = {f.name: getattr(self.served, f.name) for f in dataclasses.fields(self.served) if f.name != "tokenizer"}
         served["settings"] = dict(self.served.settings)
+        served["prompts"] = dict(self.served.prompts)
         return {"served": served, "tokenizer": self.tokenizer, "outputs": outputs,
                 "prompts": {"named": [list(p) for p in self.prompts.named], "default_name": self.prompts.default_name},
                 "show_tokens": self.show_tokens}
 
     @classmethod
     def from_json(cls, value: dict) -> ModelOrders:
+        """The orders, with the served model's tokenizer built here (the edge's own)."""
         served = dict(value["served"])
         served["labels"] = tuple(served["labels"])
         outputs = dict(value["outputs"])
         outputs["dtype"] = np.dtype(outputs["dtype"])
         prompts = Prompts(tuple(tuple(p) for p in value["prompts"]["named"]), value["prompts"]["default_name"])
+        served["tokenizer"] = Tokenizer.from_recipe(value["tokenizer"])
         return cls(ServedModel(**served), value["tokenizer"], OutputLayout(**outputs), prompts, value["show_tokens"])
 
     def build_tokenizer(self) -> Tokenizer:
-        return Tokenizer.from_recipe(self.tokenizer)
+        """The edge's tokenizer: the served model's, when it has one already."""
+        return self.served.tokenizer or Tokenizer.from_recipe(self.tokenizer)

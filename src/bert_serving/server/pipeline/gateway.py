@@ -10,10 +10,13 @@ from __future__ import annotations
 from concurrent.futures import Future
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from typing import Mapping, Protocol
+from typing import TYPE_CHECKING, Mapping, Protocol
 
 from .request import ReplyFn, Ticket
 from .stats import Stats
+
+if TYPE_CHECKING:
+    from ...model.tokenization import Tokenizer
 
 __all__ = ["Gateway", "Observation", "ServedModel"]
 
@@ -31,6 +34,11 @@ class ServedModel:
     task: str = "embed"  # "embed", "classify" (a classifier head) or "rerank" (a one-output head)
     labels: tuple[str, ...] = ()  # a head's output names, in output order
     activation: str | None = None  # a head's (model.scores): applied unless a request wants raw scores
+    per_token: bool = False  # -pooling_strategy NONE: a vector per token ([N, T, D]), not per text
+    max_input_length: int = 0  # tokens the model sees of one input at most, special tokens included
+    max_batch_tokens: int = 0  # tokens one forward pass takes at most
+    # the pipeline's own (thread-safe): what an edge tokenizes with it (/tokenize) is what the model sees
+    tokenizer: Tokenizer | None = field(default=None, repr=False, compare=False)
 
 
 @dataclass(frozen=True)

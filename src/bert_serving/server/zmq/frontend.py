@@ -22,9 +22,11 @@ import logging
 import socket
 import threading
 from concurrent.futures import Future
+from dataclasses import replace
 
 from ... import protocol
 from ...errors import BertServingError, ForbiddenError, NotReadyError, PayloadTooLargeError, ServerError
+from ...quantization import quantize
 from ..pipeline.gateway import Gateway, Observation
 from ..pipeline.request import Outcome
 from ..processes.channel import Channel
@@ -182,7 +184,10 @@ class Frontend:
             self._stats.error(exc.code)
             reply(Outcome(error=exc))
             return
-        self._gateway.submit(request.texts, request.is_tokenized, reply, client, task=request.task,
+        task = request.task
+        if request.precision is not None:  # quantized vectors: embeddings only (a head is refused)
+            reply, task = _quantized(reply, request.precision), "embed"
+        self._gateway.submit(request.texts, request.is_tokenized, reply, client, task=task,
                              raw_scores=request.raw_scores, prompt_name=request.prompt_name, prompt=request.prompt)
 
     def _answer_status(self, identity: bytes, req_id: int, done: Future[Observation]) -> None:
@@ -193,6 +198,15 @@ class Frontend:
         except Exception as exc:
             frames = protocol.error_frames(identity, req_id, NotReadyError(f"no status from the server ({exc})"))
         self.send(frames)
+
+
+def _quantized(reply, precision: str):
+    def answer(outcome: Outcome) -> None:
+        if outcome.result is not None:
+            outcome = replace(outcome, result=quantize(outcome.result, precision))
+        reply(outcome)
+
+    return answer
 
 
 def _zmq_reply(frontend: Frontend, identity: bytes, req_id: int):
