@@ -7,7 +7,8 @@ batcher only when it has room (no random dispatch), up to ``prefetch`` of them i
 a finished batch is delivered to the sink only after the next one has gone out. Work that arrives
 for an idle replica is sent by the thread that brought it (`offer`, which the batcher calls after
 each submission): the replica's feeder thread, which waits for the replica's answers, is not woken
-for it (on the coordinator's CPU, a thread hand-off per request was a third of the work). So the model never waits for the server between two batches, but once:
+for it (on the coordinator's CPU, a thread hand-off per request was a third of the work). So the
+model never waits for the server between two batches, but once:
 after a long batch with nothing behind it, the one replica of a pool of one waits briefly for the
 clients it has just answered (`_gather_s`), so that clients which send again as soon as they
 have their answer ride in one batch instead of two half-size ones.
@@ -200,9 +201,11 @@ class _Feeder:
         return True
 
     def offer(self) -> bool:
-        """Send one batch if this replica has room for it (from any thread); True if it did."""
+        """Send one batch if this replica is idle (from any thread); True if it did. Only to an idle
+        replica: it reads its channel at once, so the caller never waits on the send (a busy one
+        reads the next batch only when it has run the one before, seconds on a CPU)."""
         with self.lock:
-            if not self.serving or self.gathering:
+            if not self.serving or self.gathering or self.in_flight:
                 return False
             try:
                 return self._send_one()

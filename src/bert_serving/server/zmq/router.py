@@ -311,9 +311,12 @@ class Router:
                 self._dispatch([b"", *frames], None, False)
 
     def _admits(self, frames: list, key: tuple[bytes, bytes]) -> bool:
-        """Let a request in, or answer it at once (over a per-request limit, or the backlog full)."""
+        """Let a request in, or answer it at once (over a per-request limit, or the backlog full).
+        A malformed one goes on: the intake answers it in its words."""
         size, declared = len(frames[1]), frames[3].bytes
-        texts = int(declared) if declared.isdigit() and len(declared) < 19 else 0
+        if not (_is_number(declared) and _is_number(key[1]) and 0 < len(key[0]) <= 256):
+            return True
+        texts = int(declared)
         if size > self._max_request_bytes:
             error: BertServingError = PayloadTooLargeError(
                 f"the payload has {size} bytes; this server takes at most {self._max_request_bytes} "
@@ -326,10 +329,9 @@ class Router:
                                     f"of {human_bytes(self._max_held_bytes)} held for requests in progress); retry later")
         else:
             return True
-        if key[1].isdigit() and len(key[1]) < 19:
-            self.stats.data_request(f"zmq:{key[0].decode('ascii', 'replace')}", texts)
-            self.stats.error(error.code)
-            self._publish(protocol.error_frames(key[0], int(key[1]), error))
+        self.stats.data_request(f"zmq:{key[0].decode('ascii', 'replace')}", texts)
+        self.stats.error(error.code)
+        self._publish(protocol.error_frames(key[0], int(key[1]), error))
         return False
 
     def _dispatch(self, message: list, key: tuple[bytes, bytes] | None, keep: bool, nbytes: int = 0) -> None:
@@ -442,6 +444,11 @@ class Router:
                 self._held[identity] = held
             else:
                 del self._held[identity]
+
+
+def _is_number(frame: bytes) -> bool:
+    """An ASCII decimal as the 1.10.0 wire writes req_id and msg_len (`protocol.parse_request`'s rule)."""
+    return frame.isdigit() and len(frame) <= 18
 
 
 def _peer_address(frame: zmq.Frame) -> str | None:
