@@ -12,8 +12,13 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from dataclasses import replace
 from pathlib import Path
+
+import numpy as np
 
 from .families import FAMILIES, MAX_SEQ_LEN, _config, _sentence_transformers_files, _tokenizer
 
@@ -80,3 +85,50 @@ def build_m3(folder: Path, *, colbert_dim: int | None = None) -> Path:
     torch.save(colbert.state_dict(), folder / "colbert_linear.pt")
     torch.save(sparse.state_dict(), folder / "sparse_linear.pt")
     return folder
+
+
+FLAG_EMBEDDING = Path(sys.prefix) / "flag-embedding"  # `make install` puts FlagEmbedding and transformers 4 there
+_REFERENCE = """
+import json, sys
+import numpy as np
+from FlagEmbedding import BGEM3FlagModel
+folder, out, max_length = sys.argv[1], sys.argv[2], int(sys.argv[3])
+texts = json.loads(sys.stdin.read())
+model = BGEM3FlagModel(folder, use_fp16=False, devices="cpu")
+found = model.encode(texts, batch_size=8, max_length=max_length, return_dense=True, return_sparse=True,
+                     return_colbert_vecs=True)
+np.savez(out, dense=found["dense_vecs"], colbert=np.concatenate(found["colbert_vecs"]),
+         colbert_lengths=[len(c) for c in found["colbert_vecs"]])
+with open(out + ".json", "w") as f:
+    json.dump([{int(k): float(v) for k, v in weights.items()} for weights in found["lexical_weights"]], f)
+"""
+
+
+def m3_reference(folder: Path, texts: list[str], work: Path, max_length: int = MAX_SEQ_LEN) -> dict:
+    """``BGEM3FlagModel.encode`` of ``texts`` (dense, sparse, ColBERT), run by FlagEmbedding in a
+    subprocess on its own transformers (`FLAG_EMBEDDING`): ``{"dense": [N, D], "sparse": [{id: weight}],
+    "colbert": [[tokens, dim], ...]}``."""
+    assert (FLAG_EMBEDDING / "FlagEmbedding").is_dir(), f"run `make install`: {FLAG_EMBEDDING} is missing"
+    out = str(work / "m3-reference.npz")
+    env = {**os.environ, "PYTHONPATH": str(FLAG_EMBEDDING), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    done = subprocess.run([sys.executable, "-c", _REFERENCE, str(folder), out, str(max_length)], input=json.dumps(texts),
+                          capture_output=True, text=True, timeout=300, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    arrays = np.load(out)
+    ends = np.cumsum(arrays["colbert_lengths"])
+    sparse = [{int(k): v for k, v in weights.items()} for weights in json.loads(Path(out + ".json").read_text())]
+    return {"dense": arrays["dense"], "sparse": sparse, "colbert": np.split(arrays["colbert"], ends[:-1])}
+
+
+def assert_same_sparse(got: list[dict[int, float]], want: list[dict[int, float]], atol: float = 1e-4) -> None:
+    """Every text has the same non-zero ids, each weight within ``atol``."""
+    assert len(got) == len(want)
+    for i, (ours, theirs) in enumerate(zip(got, want)):
+        assert set(ours) == set(theirs), f"text {i}: ids differ: {sorted(set(ours) ^ set(theirs))[:10]}"
+        worst = max((abs(ours[k] - theirs[k]) for k in theirs), default=0.0)
+        assert worst <= atol, f"text {i}: a weight differs by {worst}"
+
+
+def dicts_of(dense) -> list[dict[int, float]]:
+    """Rows of a dense ``[N, V]`` array (a SparseEncoder's, densified) as ``{id: weight}``."""
+    return [{int(i): float(row[i]) for i in np.flatnonzero(row)} for row in np.asarray(dense)]
