@@ -103,15 +103,16 @@ class MaskedLMHead(nn.Module):
 
 
 def splade(hidden: torch.Tensor, head: MaskedLMHead, packing: Packing, pool_mask: torch.Tensor,
-           options: SpladeOptions, chunk_bytes: int = SPLADE_CHUNK_BYTES) -> Ragged:
+           options: SpladeOptions, chunk_bytes: int | None = None) -> Ragged:
     """SPLADE vectors of the batch's texts from their packed last hidden states ``[tokens, H]``,
-    over the tokens of ``pool_mask``; one `Ragged` row of (id, weight) per text, ids ascending."""
+    over the tokens of ``pool_mask``; one `Ragged` row of (id, weight) per text, ids ascending.
+    ``chunk_bytes``: logits computed at once (default `SPLADE_CHUNK_BYTES`)."""
     rows = packing.row
     if not bool(pool_mask.all()):
         hidden, rows = hidden[pool_mask], rows[pool_mask]
     x = head.transform(hidden)
     pooled = torch.zeros(packing.batch_size, head.vocab_size, dtype=torch.float32, device=hidden.device)
-    step = max(1, chunk_bytes // (4 * head.vocab_size))
+    step = max(1, (chunk_bytes or SPLADE_CHUNK_BYTES) // (4 * head.vocab_size))
     for start in range(0, x.shape[0], step):
         weights = head.decoder(x[start : start + step]).float().relu_().log1p_()
         if options.activation == "log1p_relu":
@@ -120,6 +121,7 @@ def splade(hidden: torch.Tensor, head: MaskedLMHead, packing: Packing, pool_mask
             pooled.index_reduce_(0, rows[start : start + step], weights, "amax")
         else:
             pooled.index_add_(0, rows[start : start + step], weights)
+        del weights  # before the next chunk's: one chunk alive at a time
     return _sparse_rows(pooled)
 
 
