@@ -86,11 +86,11 @@ def wanted_outputs(model: ServedModel, task: str | None, outputs: Sequence[str] 
     unknown output."""
     named = outputs is not None
     if outputs is None:
-        if task is None and DENSE not in model.outputs and model.task == "embed":
-            return kind_bits([SPARSE]), True
-        outputs = (DENSE,)
-        if task != "embed":
+        if DENSE in model.outputs or model.task != "embed":  # the dense vectors (or a head's scores)
             return 1, False
+        if task is None:  # the original's request to a SPLADE model
+            return kind_bits([SPARSE]), True
+        outputs = (DENSE,)  # refused below, naming what it has
     if not outputs or not isinstance(outputs, (list, tuple)) or not all(isinstance(o, str) for o in outputs):
         raise InvalidRequestError(f"outputs must be a non-empty list of {', '.join(KINDS)}", param="outputs")
     unknown = [name for name in outputs if name not in KINDS]
