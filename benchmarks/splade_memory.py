@@ -12,7 +12,9 @@ Ways:
 - ``bert-serving, whole batch at once``: the same code with one chunk for all tokens: the
   ``[tokens, vocabulary]`` matrix of the batch, built whole;
 - ``SparseEncoder.encode``: sentence-transformers, the reference (padded ``[texts, tokens,
-  vocabulary]`` logits, then SpladePooling), its ``batch_size`` the same texts.
+  vocabulary]`` logits, then SpladePooling), its ``batch_size`` the same texts;
+- ``the backbone alone``: our network's forward pass without the head, what every way above
+  spends before it (its activations).
 
 The model: MiniLM-shaped BERT with a masked-LM head at random init over all-MiniLM-L6-v2's
 vocabulary (`synthetic`), its output bias lowered so that a text gets about as many non-zero
@@ -75,10 +77,17 @@ if way == "SparseEncoder.encode":
     run = lambda data: model.encode(data, batch_size=count, convert_to_tensor=True)
 else:
     from bert_serving.model import Encoder, lexical
+    from bert_serving.model.packing import Packing
     if way.endswith("at once"):
         lexical.SPLADE_CHUNK_BYTES = 1 << 40
     encoder = Encoder.load(folder, device="cpu", max_seq_len=tokens)
     run = lambda data: encoder.embed_outputs(encoder.tokenizer.encode(data), 2)
+    if way == "the backbone alone":
+        def run(data):
+            f = encoder.tokenizer.encode(data)
+            with torch.inference_mode():
+                return encoder.model(torch.from_numpy(f.input_ids).long(), torch.from_numpy(f.type_ids).long(),
+                                     Packing.from_lengths(f.lengths), encoder.spec.output_layers)
 run(batch[:2])  # warm-up: weights touched, allocator primed
 page = os.sysconf("SC_PAGE_SIZE")
 rss = lambda: int(open("/proc/self/statm").read().split()[1]) * page
@@ -99,7 +108,7 @@ watcher.join()
 print(json.dumps({"added_mib": (max(peak[0], rss()) - before) / 1024**2, "seconds": seconds}))
 """
 
-WAYS = ("bert-serving", "bert-serving, whole batch at once", "SparseEncoder.encode")
+WAYS = ("bert-serving", "bert-serving, whole batch at once", "SparseEncoder.encode", "the backbone alone")
 
 
 def main() -> None:
