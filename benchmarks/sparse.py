@@ -197,7 +197,7 @@ def main() -> None:
             nonzero = float(np.diff(server.client.encode_sparse(texts).offsets).mean())
         finally:
             server.close()
-        del local
+        local = None  # its memory, before the next model
 
         m3_dir = build_m3(Path(tmp) / "m3-minilm")
         reference = FlagReference(m3_dir, texts)
