@@ -56,9 +56,11 @@ mkdir -p "$out"
 set +e
 "$PY" -m pytest -q -m gpu tests/gpu -p no:cacheprovider -rs 2>&1 | tee "$out/gpu-tests.txt"
 tests=${PIPESTATUS[0]}
-"$PY" benchmarks/overhead.py --device cuda --rounds 2 --seconds 2 --singles 200 \
-    --model negligible --model minilm-shaped --model bert-base-shaped \
-    --variant prefetch1='-prefetch_size 1' --out "$out" 2>&1 | grep -v "Loading weights\|Writing model" | tee "$out/overhead.log"
+# the server before it ran on every core, beside this one in the same rounds (gpu_prepare.sh exports it)
+old=(); [ -d .gpu/old/src ] && old=(--variant "old=@$PWD/.gpu/old/src")
+"$PY" benchmarks/overhead.py --device cuda --rounds 1 --seconds 2 --singles 200 \
+    --model negligible --model minilm-shaped --model bert-base-shaped --clients 32 --clients 64 --clients 128 \
+    "${old[@]}" --out "$out" 2>&1 | grep -v "Loading weights\|Writing model" | tee "$out/overhead.log"
 bench=${PIPESTATUS[0]}
 set -e
 if [ -n "${OUT:-}" ]; then cp "$out"/* "$OUT"/; fi

@@ -1,8 +1,9 @@
 """CPU time of a server's process tree, process by process and thread by thread, from /proc (Linux).
 
 The serving path is every process of the tree that is not a model replica (the coordinator, the
-router, the intake and HTTP processes); a replica's command line names it (``bert-serving:
-replica 0 cpu``; before processes had titles, ``...replicas.worker_main...``). A CPython process
+router, the intake and HTTP processes); a process's title names its role (``bert-serving:
+replica 0 cpu``), else its command line's module (``...replicas.worker_main...``: before processes
+had titles, or where setproctitle is missing). A CPython process
 runs about one second of Python a second whatever its threads (one interpreter lock), so a
 serving process that spends C seconds of CPU per request caps the server near 1 / C requests a
 second: `Usage.cap`.
@@ -41,8 +42,10 @@ def role(pid: int) -> str:
         return "?"
     if cmdline.startswith("bert-serving: "):
         return cmdline.removeprefix("bert-serving: ")
-    if "worker_main" in cmdline:
-        return "replica"
+    for module, name in (("replicas.worker_main", "replica"), ("zmq.router_main", "router"),
+                         ("zmq.intake_main", "intake"), ("http.worker_main", "http")):  # without setproctitle
+        if module in cmdline:
+            return f"{name} {pid}"
     return "server" if "bert_serving" in cmdline or "bert-serving" in cmdline else cmdline[:40]
 
 

@@ -96,10 +96,11 @@ def run(replicas, requests_ids: list[list[int]], max_batch_size: int = 2, **pool
         request = make_request(ids, answers[i])
         request.reply = lambda outcome, box=answers[i]: (box.append(outcome), done.release())
         requests.append(request)
-    for request in requests:  # all queued at once, as a bulk request's batches are
-        sink.track(request)
-        batcher.admit(len(request))
-        batcher.submit(request)
+    with batcher.submitting():  # all queued at once (as an edge's group, or a bulk request's batches)
+        for request in requests:
+            sink.track(request)
+            batcher.admit(len(request))
+            batcher.submit(request)
     for _ in requests_ids:
         assert done.acquire(timeout=10), "a request was never answered"
     batcher.close()

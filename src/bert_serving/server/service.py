@@ -150,7 +150,9 @@ class BertServer(threading.Thread):
         edges = [EdgeSpec("router", "bert_serving.server.zmq.router_main:main", {
             "bind": config.bind, "port": config.port, "port_out": config.port_out,
             "zmq_secret_key": config.zmq_secret_key, "zmq_authorized_keys": config.zmq_authorized_keys,
-            "max_request_bytes": config.max_request_bytes, "intakes_socket": router_socket})]
+            "max_request_bytes": config.max_request_bytes, "max_request_texts": config.max_request_texts,
+            # the intakes' shares of -max_queued_bytes together: what the router lets in at most
+            "max_held_bytes": EdgeLimits(**limits).max_queued_bytes * len(intakes), "intakes_socket": router_socket})]
         for index, name in enumerate(intakes):
             edges.append(EdgeSpec(name, "bert_serving.server.zmq.intake_main:main", {
                 "index": index, "model": model, "limits": limits, "router_socket": router_socket,

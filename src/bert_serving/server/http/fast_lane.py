@@ -7,11 +7,14 @@ rather than to serving it. This ASGI middleware, inside the body limit and CORS,
 one of those routes itself when its body is JSON that the route's own request model accepts and
 its key (if the server has one) is right: it calls the very endpoint FastAPI would have called,
 with the same validated body. Everything else (a body that does not validate, a wrong key, any
-other route) goes on to FastAPI unchanged, so every error is still FastAPI's, word for word.
+other route) goes on to FastAPI unchanged, so every error is still FastAPI's, word for word. A big
+body is parsed and validated on a thread, off the event loop, so that a flood of large requests
+does not hold up the small ones of other clients.
 """
 
 from __future__ import annotations
 
+import asyncio
 from typing import Awaitable, Callable
 
 import orjson
@@ -25,6 +28,11 @@ __all__ = ["FastLane", "Route"]
 
 Route = tuple[type[BaseModel], Callable[[BaseModel, Request], Awaitable[Response]]]
 _JSON = "application/json"
+_INLINE_BYTES = 256 * 1024  # bodies up to this size are parsed on the event loop; bigger ones on a thread
+
+
+def _validate(model: type[BaseModel], body: bytes) -> BaseModel:
+    return model.model_validate(orjson.loads(body))
 
 
 class FastLane:
@@ -49,7 +57,10 @@ class FastLane:
             return await self.app(scope, replay, send)
         model, endpoint = route
         try:  # as FastAPI validates a body: the parsed JSON, in Python mode
-            parsed = model.model_validate(orjson.loads(body))
+            if len(body) > _INLINE_BYTES:  # off the event loop: other clients' requests go on meanwhile
+                parsed = await asyncio.get_running_loop().run_in_executor(None, _validate, model, body)
+            else:
+                parsed = _validate(model, body)
         except Exception:  # not JSON, not valid, a validator's own error: FastAPI answers it, in its words
             return await self.app(scope, replay, send)
         pending.clear()

@@ -2,8 +2,9 @@
 
 One body may hold at most ``-max_request_bytes`` (413 beyond); all the bodies being read and
 served at once at most ``-max_queued_bytes`` (a `MemoryBudget`: 429 ``overloaded`` beyond, at
-once, before the body is read when it announces its length). So many clients sending large
-bodies at the same time cannot make the server buffer them without bound. Each refusal is
+once, before the body is read when it announces its length, and the connection closed rather
+than the rest of the body read). So many clients sending large bodies at the same time cannot
+make the server buffer them without bound, nor spend its time reading what it refused. Each refusal is
 counted in the server's errors (``/metrics``, SHOW_STATUS), as every other refusal is.
 """
 
@@ -35,7 +36,7 @@ class BodyLimit:
         if announced is not None and announced > self.max_bytes:
             too_large = PayloadTooLargeError(f"the request body exceeds {self.max_bytes} bytes (-max_request_bytes)")
             self.stats.error(too_large.code)
-            return await error_response(scope["path"], too_large)(scope, receive, send)
+            return await _unread(error_response(scope["path"], too_large))(scope, receive, send)
         held = [0]  # bytes of the budget this request holds
         try:
             body = await self._read(receive, announced, held)
@@ -44,7 +45,7 @@ class BodyLimit:
         except BertServingError as exc:  # too large, or the budget is spent: refuse at once
             self.budget.release(held[0])
             self.stats.error(exc.code)
-            return await error_response(scope["path"], exc)(scope, receive, send)
+            return await _unread(error_response(scope["path"], exc))(scope, receive, send)
         pending = [{"type": "http.request", "body": body, "more_body": False}]
         del body
 
@@ -76,3 +77,10 @@ class BodyLimit:
                 held[0] = size
             if not message.get("more_body"):
                 return b"".join(chunks)
+
+
+def _unread(response):
+    """A refusal sent before the body was read whole: the connection closes after it, so that the
+    rest of the body is never read (a flood of large bodies costs its refusals, not its bytes)."""
+    response.headers["Connection"] = "close"
+    return response

@@ -111,6 +111,7 @@ class Hub:
         self._syncs = itertools.count(1)
         self._pending_syncs: queue.SimpleQueue[_View] = queue.SimpleQueue()  # `sync`s, for the hub's thread
         self._changed = threading.Event()  # the edges came or went since the loop looked
+        self._posted: set[_Edge] = set()  # edges the hub posted to, with bytes left waiting
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
         self._stopping = threading.Event()
@@ -191,6 +192,9 @@ class Hub:
             edge.channel.post(frames)
         except OSError:
             edge.gone = True
+            return
+        if edge.channel.waiting_bytes:
+            self._posted.add(edge)
 
     def _send(self, edge: _Edge, frames: list) -> bool:
         if edge.gone:
@@ -217,12 +221,14 @@ class Hub:
                 logger.critical("the hub's thread died: %r", exc, exc_info=exc)
                 self._on_failure("the link to the edge processes", exc)
 
-    def _flush_edge(self, edge: _Edge) -> None:
+    def _flush_edge(self, edge: _Edge) -> bool:
+        """Send more of what waits for ``edge``; True when nothing is left."""
         try:
-            edge.channel.flush()
+            return edge.channel.flush()
         except OSError:
             edge.gone = True
             self._changed.set()
+            return True
 
     def _serve(self) -> None:
         poller, registered, writing = select.poll(), {}, set()
@@ -237,14 +243,18 @@ class Hub:
                 for fd in edges:
                     poller.register(fd, select.POLLIN)
                 registered, writing = edges, set()
-            for fd, edge in registered.items():  # room wanted only while something waits to be sent
-                if (fd in writing) != (edge.channel.waiting_bytes > 0):
-                    writing ^= {fd}
-                    poller.modify(fd, select.POLLIN | (select.POLLOUT if fd in writing else 0))
+            while self._posted:  # room wanted only while something the hub posted waits to be sent
+                edge = self._posted.pop()
+                fd = edge.channel.fileno() if not edge.gone else -1
+                if fd in registered and fd not in writing and edge.channel.waiting_bytes:
+                    writing.add(fd)
+                    poller.modify(fd, select.POLLIN | select.POLLOUT)
             timeout_ms = 100 if not self._views else 10
             for fd, event in poller.poll(timeout_ms):
                 if event & select.POLLOUT and fd in registered:
-                    self._flush_edge(registered[fd])
+                    if self._flush_edge(registered[fd]):
+                        writing.discard(fd)
+                        poller.modify(fd, select.POLLIN)
                 if not event & (select.POLLIN | select.POLLHUP | select.POLLERR):
                     continue
                 if fd == self._wake_r.fileno():
@@ -296,12 +306,13 @@ class Hub:
             logger.exception("handling a %r message of %s failed", kind[:20], edge.name)
 
     def _submit(self, edge: _Edge, frames: list) -> None:
-        for rid, features, received, tokenized, outputs in read_submission(frames):
-            request = Request(features, self._replier(edge, rid), edge.name, received_at=received,
-                              tokenized_at=tokenized, outputs=outputs)
-            edge.requests[rid] = request
-            self._sink.track(request)
-            self._batcher.submit(request, admitted=False)
+        with self._batcher.submitting():  # all of them offered to the replicas together
+            for rid, features, received, tokenized, outputs in read_submission(frames):
+                request = Request(features, self._replier(edge, rid), edge.name, received_at=received,
+                                  tokenized_at=tokenized, outputs=outputs)
+                edge.requests[rid] = request
+                self._sink.track(request)
+                self._batcher.submit(request, admitted=False)
 
     def _replier(self, edge: _Edge, rid: int) -> Callable[[Outcome], None]:
         def reply(outcome: Outcome) -> None:

@@ -30,8 +30,9 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 
@@ -137,6 +138,8 @@ class Batcher:
         self._queued_rows = 0
         self._admitted_rows = 0  # let in by `admit`, not yet submitted (being tokenized)
         self._closed = False
+        self.on_work: Callable[[], None] | None = None  # called after work is queued (`submitting` defers it)
+        self._local = threading.local()  # .deferred: inside `submitting`; .pending: work queued meanwhile
 
     # producers ---------------------------------------------------------------------------------
 
@@ -168,6 +171,7 @@ class Batcher:
             self._lanes[lane].append(_Pending(request, order))
             self._queued_rows += rows
             self._cond.notify_all()  # a feeder in `next_batch`, and one in `gather`
+        self._queued()
 
     def retry(self, batch: Batch, count_attempt: bool = True) -> None:
         """Put a batch back at the front (its worker died, or it is retried in parts); with
@@ -177,6 +181,27 @@ class Batcher:
             self._retry.appendleft(batch)
             self._queued_rows += len(batch)
             self._cond.notify_all()
+        self._queued()
+
+    @contextmanager
+    def submitting(self) -> Iterator[None]:
+        """Requests this thread submits inside are offered to the replicas together when it ends
+        (one batch of all of them, not the first alone)."""
+        self._local.deferred = True
+        try:
+            yield
+        finally:
+            self._local.deferred = False
+            if getattr(self._local, "pending", False):
+                self._local.pending = False
+                if self.on_work is not None:
+                    self.on_work()
+
+    def _queued(self) -> None:
+        if getattr(self._local, "deferred", False):
+            self._local.pending = True
+        elif self.on_work is not None:
+            self.on_work()
 
     def close(self) -> None:
         """Refuse new admissions; queued and admitted work can still be submitted and taken."""

@@ -53,6 +53,7 @@ class Channel:
         self._writable.register(sock, select.POLLOUT)
         self._send_lock = threading.Lock()
         self._queue: deque[memoryview] = deque()  # bytes sent in part, or posted and not yet taken
+        self._queued_bytes = 0
         self._send_timeout_s = send_timeout_s
 
     def fileno(self) -> int:
@@ -63,14 +64,19 @@ class Channel:
     def send(self, frames: Sequence[Frame]) -> None:
         """Send a message, waiting while the other end has no room (after what `post` left waiting)."""
         with self._send_lock:
-            self._queue.extend(_buffers(frames))
+            self._enqueue(frames)
             self._write(wait=True)
 
     def post(self, frames: Sequence[Frame]) -> None:
         """Send a message without waiting: what the other end has no room for yet waits here."""
         with self._send_lock:
-            self._queue.extend(_buffers(frames))
+            self._enqueue(frames)
             self._write(wait=False)
+
+    def _enqueue(self, frames: Sequence[Frame]) -> None:
+        buffers = _buffers(frames)
+        self._queue.extend(buffers)
+        self._queued_bytes += sum(b.nbytes for b in buffers)
 
     def flush(self) -> bool:
         """Send what `post` left waiting, as much as the socket takes now; True when nothing is left."""
@@ -82,7 +88,7 @@ class Channel:
     @property
     def waiting_bytes(self) -> int:
         """Bytes `post` left waiting."""
-        return sum(view.nbytes for view in self._queue)
+        return self._queued_bytes
 
     def _write(self, wait: bool) -> None:
         queue, deadline = self._queue, None
@@ -100,6 +106,7 @@ class Channel:
                 self._writable.poll(None if left is None else max(1, int(left * 1000)))
                 continue
             deadline = None  # it read: the wait starts again
+            self._queued_bytes -= sent
             while queue and sent >= queue[0].nbytes:
                 sent -= queue.popleft().nbytes
             if queue and sent:

@@ -1,11 +1,14 @@
 """`WorkerPool`: model replicas fed by the batcher, one feeding thread each, supervised.
 
 A replica is one loaded model somewhere: a worker process on this machine (`local.LocalReplica`,
-the default) or, in a cluster, a Ray actor (`ray_replicas`). Each replica's feeder thread takes
-batches from the batcher only when its replica has room (no random dispatch), and keeps up to
-``prefetch`` of them in flight there (``-prefetch_size``): while the model runs one batch, the
-next already waits at the replica, and a finished batch is delivered to the sink only after the
-next one has gone out. So the model never waits for the server between two batches, but once:
+the default) or, in a cluster, a Ray actor (`ray_replicas`). A replica is sent batches from the
+batcher only when it has room (no random dispatch), up to ``prefetch`` of them in flight there
+(``-prefetch_size``): while the model runs one batch, the next already waits at the replica, and
+a finished batch is delivered to the sink only after the next one has gone out. Work that arrives
+for an idle replica is sent by the thread that brought it (`offer`, which the batcher calls after
+each submission): the replica's feeder thread, which waits for the replica's answers, is not woken
+for it (on the coordinator's CPU, a thread hand-off per request was a third of the work). So the
+model never waits for the server between two batches, but once:
 after a long batch with nothing behind it, the one replica of a pool of one waits briefly for the
 clients it has just answered (`_gather_s`), so that clients which send again as soon as they
 have their answer ride in one batch instead of two half-size ones.
@@ -89,11 +92,12 @@ class Replica(Protocol):
     """One model replica, driven by one feeder thread (only `describe` is called from others).
 
     `start` blocks until the model is loaded and warm (raising on failure); `send` hands a batch
-    over without waiting for it; `receive` returns the next finished batch, in the order they were
-    sent, or None after ``timeout_s``, and raises `ReplicaCrashed` once the replica is lost; `stop`
-    releases it (``graceful=False``: at once, it may be hung); `describe` says where it runs. A
-    batch with outputs besides dense vectors is sent with its ``kinds`` (`Batch.kinds`), and
-    its answer has them in ``ragged``."""
+    over without waiting for it (from the feeder's thread, or another one's `offer`: never both at
+    once); `receive` returns the next finished batch, in the order they were sent, or None after
+    ``timeout_s`` (with nothing in flight, it waits that long for a batch sent meanwhile), and
+    raises `ReplicaCrashed` once the replica is lost; `stop` releases it (``graceful=False``: at
+    once, it may be hung); `describe` says where it runs. A batch with outputs besides dense
+    vectors is sent with its ``kinds`` (`Batch.kinds`), and its answer has them in ``ragged``."""
 
     name: str
 
@@ -133,6 +137,9 @@ class _Feeder:
     def __init__(self, pool: WorkerPool, index: int, replica: Replica) -> None:
         self.pool, self.index, self.replica = pool, index, replica
         self.ready = threading.Event()
+        self.lock = threading.Lock()  # in_flight and sending: the feeder's and `offer`'s
+        self.serving = False  # started and not recovering: `offer` may send to it
+        self.gathering = False  # waiting for its clients (`_gather_s`): `offer` leaves it alone
         self.startup_error: str | None = None
         self.restarts = 0
         self.in_flight: deque[_InFlight] = deque()
@@ -163,6 +170,8 @@ class _Feeder:
             self.ready.set()
             return
         self._state("idle")
+        with self.lock:
+            self.serving = True
         self.ready.set()
         while not self.pool.stopping.is_set():
             try:
@@ -173,57 +182,77 @@ class _Feeder:
             except Exception as exc:  # a bug here must cost a restart, not the feeder
                 logger.exception("%s: unexpected error while feeding it", self.replica.name)
                 self._recover(f"{self.replica.name}: unexpected error in its feeder ({type(exc).__name__}: {exc})")
+        with self.lock:
+            self.serving = False
         self._state("stopped")
         self.replica.stop(graceful=not self.in_flight)
 
     def _step(self) -> bool:
-        """Send what there is room for, then wait a while for one answer. False when done."""
+        """Send what there is room for, then wait a while for an answer (work that arrives meanwhile
+        is sent by `offer`, and its answer ends the wait). False when done."""
         pool = self.pool
         self._fill()
-        if not self.in_flight:
-            return not (pool.draining and pool.batcher.queued_rows == 0)
+        if not self.in_flight and pool.draining and pool.batcher.queued_rows == 0:
+            return False
         finished = self.replica.receive(_POLL_S)
         if finished is not None:
             self._finish(finished)
-        elif time.perf_counter() - self._head_since > pool.batch_timeout_s:
+        elif self.in_flight and time.perf_counter() - self._head_since > pool.batch_timeout_s:
             head = self.in_flight[0]
             raise ReplicaCrashed(f"{self.replica.name} did not finish a batch of {len(head.batch)} texts within "
                                  f"{pool.batch_timeout_s:g} s (-batch_timeout_s); taken for hung")
         return True
 
-    def _fill(self, wait: bool = True) -> None:
-        """Send batches while there is room; with ``wait``, an idle replica waits a while for one.
-        A busy replica is only sent batches that are complete already (more of a big request):
-        small requests gather into one bigger batch meanwhile, which costs the model less."""
+    def offer(self) -> bool:
+        """Send one batch if this replica is idle (from any thread); True if it did. Only to an idle
+        replica: it reads its channel at once, so the caller never waits on the send (a busy one
+        reads the next batch only when it has run the one before, seconds on a CPU)."""
+        with self.lock:
+            if not self.serving or self.gathering or self.in_flight:
+                return False
+            try:
+                return self._send_one()
+            except ReplicaCrashed:  # its feeder finds out too, at its next wait, and recovers
+                return False
+
+    def _fill(self) -> None:
+        """Send batches while there is room. A busy replica is only sent batches that are complete
+        already (more of a big request): small requests gather into one bigger batch meanwhile,
+        which costs the model less."""
+        with self.lock:
+            while self._send_one():
+                pass
+
+    def _send_one(self) -> bool:
         pool = self.pool
-        while len(self.in_flight) < pool.prefetch:
-            if self.in_flight:
-                batch = pool.batcher.next_batch(timeout=0, ready_only=True)
-            else:
-                batch = pool.batcher.next_batch(timeout=_POLL_S if wait else 0)
-            if batch is None:
-                return
-            self._seq += 1
-            now = time.perf_counter()
-            if not self.in_flight:
-                self._head_since = now
-            self.in_flight.append(_InFlight(self._seq, batch, now))
-            self._state("busy")
-            kinds = batch.kinds
-            if kinds is None:
-                self.replica.send(self._seq, batch.features)
-            else:
-                self.replica.send(self._seq, batch.features, kinds)
+        if len(self.in_flight) >= pool.prefetch:
+            return False
+        batch = pool.batcher.next_batch(timeout=0, ready_only=bool(self.in_flight))
+        if batch is None:
+            return False
+        self._seq += 1
+        now = time.perf_counter()
+        if not self.in_flight:
+            self._head_since = now
+        self.in_flight.append(_InFlight(self._seq, batch, now))
+        self._state("busy")
+        kinds = batch.kinds
+        if kinds is None:
+            self.replica.send(self._seq, batch.features)
+        else:
+            self.replica.send(self._seq, batch.features, kinds)
+        return True
 
     def _finish(self, finished: Finished) -> None:
         pool = self.pool
-        head = self.in_flight[0]
-        if finished.seq != head.seq:
-            logger.warning("%s answered batch %d while %d was expected; ignored", self.replica.name, finished.seq,
-                           head.seq)
-            return
-        self.in_flight.popleft()
-        started, self._head_since = self._head_since, time.perf_counter()
+        with self.lock:
+            head = self.in_flight[0] if self.in_flight else None
+            if head is None or finished.seq != head.seq:
+                logger.warning("%s answered batch %d while %s was expected; ignored", self.replica.name, finished.seq,
+                               head.seq if head else "none")
+                return
+            self.in_flight.popleft()
+            started, self._head_since = self._head_since, time.perf_counter()
         if finished.error is not None:
             self._isolate(head.batch, finished)
         else:
@@ -231,8 +260,9 @@ class _Feeder:
             gather_s = _gather_s(self._head_since - started) if alone else 0.0
             if gather_s:  # the rows it answers, and those already waiting
                 expected = pool.batcher.queued_rows + len(head.batch)
+                self.gathering = True
             else:
-                self._fill(wait=False)  # the replica's next batch goes out before this one's delivery
+                self._fill()  # the replica's next batch goes out before this one's delivery
             waits = []
             for request, _ in head.batch.segments:
                 if not request.first_batch_at:
@@ -241,7 +271,10 @@ class _Feeder:
             pool.stats.batch_done(len(head.batch), head.batch.num_tokens, self._head_since - started, waits)
             pool.sink.deliver(head.batch, finished.vectors, finished.ragged)
             if gather_s:
-                pool.batcher.gather(expected, gather_s)
+                try:
+                    pool.batcher.gather(expected, gather_s)
+                finally:
+                    self.gathering = False
         if not self.in_flight:
             self._state("idle")
 
@@ -264,7 +297,9 @@ class _Feeder:
     def _recover(self, reason: str) -> None:
         """The replica is lost: retry its batches, restart it."""
         pool = self.pool
-        lost, self.in_flight = list(self.in_flight), deque()
+        with self.lock:
+            self.serving = False
+            lost, self.in_flight = list(self.in_flight), deque()
         logger.error("%s (%d batches in flight); restarting it", reason, len(lost))
         self._state("restarting")
         self.restarts += 1
@@ -287,6 +322,8 @@ class _Feeder:
                 pool.stopping.wait(1.0)
                 continue
             self._state("idle")
+            with self.lock:
+                self.serving = True
             return
 
 
@@ -310,6 +347,17 @@ class WorkerPool:
         self.draining = False
         self.feeders = [_Feeder(self, i, replica) for i, replica in enumerate(replicas)]
         self._on_close = on_close
+        self._next = 0  # the feeder `offer` asks first: each in turn
+        batcher.on_work = self.offer
+
+    def offer(self) -> None:
+        """New work is queued: replicas with room take it now, on the caller's thread."""
+        count = len(self.feeders)
+        first, self._next = self._next, (self._next + 1) % count
+        for i in range(count):
+            feeder = self.feeders[(first + i) % count]
+            while feeder.offer():
+                pass
 
     def start(self) -> None:
         for feeder in self.feeders:

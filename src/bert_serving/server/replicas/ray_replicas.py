@@ -33,6 +33,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import threading
 from collections import deque
 
 import numpy as np
@@ -97,6 +98,7 @@ class RayReplica:
         self._start_timeout_s = start_timeout_s
         self._actor = None
         self._calls: deque[tuple[int, ray.ObjectRef]] = deque()
+        self._sent = threading.Event()  # a call was sent (by any thread): the feeder's idle wait ends
         self.placement: dict[str, object] = {}
 
     def start(self) -> None:
@@ -124,8 +126,15 @@ class RayReplica:
         call = self._actor.embed.remote(features.input_ids, features.type_ids, features.pool_mask, features.offsets,
                                         kinds)
         self._calls.append((seq, call))  # an actor runs its calls one at a time, in order
+        self._sent.set()
 
     def receive(self, timeout_s: float) -> Finished | None:
+        if not self._calls:  # nothing in flight: wait for a call to be sent, then for it
+            self._sent.clear()
+            if not self._calls and not self._sent.wait(timeout_s):
+                return None
+            if not self._calls:
+                return None
         seq, call = self._calls[0]
         ready, _ = ray.wait([call], timeout=timeout_s)
         if not ready:

@@ -10,6 +10,9 @@ results the uplink delivers) go back to the router in one message per turn (`flu
 on another thread (a big request's tokenizer thread refusing it) goes at once. Every message
 gets an answer, malformed ones included, when there is an identity to answer to.
 
+A big payload (over `_INLINE_BYTES`) is decoded on a thread of its own, never on the loop: a flood
+of large requests does not keep a small one waiting behind their JSON.
+
 No message can stop the loop: an unexpected exception while handling one is logged, counted
 (``server_error``) and answered when the message names a client. Should the router go away (it
 died; the server starts another), the frontend connects to the new one, and answers meanwhile
@@ -21,7 +24,7 @@ from __future__ import annotations
 import logging
 import socket
 import threading
-from concurrent.futures import Future
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import replace
 
 import numpy as np
@@ -40,6 +43,7 @@ __all__ = ["Frontend"]
 logger = logging.getLogger(__name__)
 
 _MAX_HELD_ANSWERS = 100_000  # answers kept while no router is connected
+_INLINE_BYTES = 64 * 1024  # payloads up to this size are decoded on the loop's thread
 
 
 class Frontend:
@@ -54,6 +58,7 @@ class Frontend:
         self._loop_thread = threading.get_ident()  # the thread that pumps (set again by `connect`)
         self._outbox: list[list] = []  # answers of this turn (the loop's own)
         self._lock = threading.Lock()
+        self._decoder = ThreadPoolExecutor(1, thread_name_prefix="decode")  # big payloads, off the loop
         self.router: Channel | None = None
 
     def connect(self) -> bool:
@@ -117,6 +122,7 @@ class Frontend:
             self._router_gone()
 
     def close(self) -> None:
+        self._decoder.shutdown(wait=True)
         self.flush()
         if self.router is not None:
             self.router.close()
@@ -176,6 +182,22 @@ class Frontend:
             observed.add_done_callback(lambda done: self._answer_status(identity, req_id, done))
             return
         reply = _zmq_reply(self, message.identity, message.req_id)
+        if len(message.payload) > _INLINE_BYTES:
+            self._decoder.submit(self._decode_safely, message, client, reply)
+            return
+        self._decode(message, client, reply)
+
+    def _decode_safely(self, message: protocol.ClientMessage, client: str, reply) -> None:
+        try:
+            self._decode(message, client, reply)
+        except Exception as exc:
+            logger.exception("handling a message failed")
+            self._stats.error(ServerError.code)
+            reply(Outcome(error=ServerError(f"the server failed on this message ({type(exc).__name__}); "
+                                            "it has been logged")))
+
+    def _decode(self, message: protocol.ClientMessage, client: str, reply) -> None:
+        """Decode a data request and submit it (its refusal answered here)."""
         try:
             if len(message.payload) > self._max_request_bytes:
                 raise PayloadTooLargeError(f"the payload has {len(message.payload)} bytes; this server takes at "

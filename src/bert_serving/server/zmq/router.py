@@ -24,9 +24,19 @@ answer: every request is answered, none hangs. While no intake can take more
 (``_QUEUED_PER_INTAKE`` unanswered each), the router stops reading ``-port``: the clients' sends
 block (ZeroMQ's high-water marks), nothing is dropped.
 
-Memory: the PULL socket queues at most ``_QUEUED_MESSAGES_PER_PEER`` messages per connection,
-and a frame larger than ``4 x max_request_bytes`` closes its connection (ZeroMQ's MAXMSGSIZE);
-smaller oversized payloads are answered ``payload_too_large`` by the intake.
+Admission before any work, from what the frames say without decoding them: a payload over
+``-max_request_bytes`` or a declared text count (the 1.10.0 wire's ``msg_len``) over
+``-max_request_texts`` is answered ``payload_too_large``, and one that would take the payloads held
+for requests in progress (dispatched or waiting, not yet answered) past the router's share of
+``-max_queued_bytes`` is answered ``overloaded``, at once: such a request costs its refusal and
+nothing more. Small requests (a few KiB) waiting for room go before big ones, so that a new
+client's sentence is not stuck behind a flood of large requests.
+
+Memory: the PULL socket queues at most a few messages per connection (ZeroMQ's receive
+high-water mark: two at the default ``-max_request_bytes``, more for smaller limits; the rest waits
+in the client), and a frame larger than ``4 x max_request_bytes`` closes its connection (ZeroMQ's
+MAXMSGSIZE). So what the router holds is bounded by its share of ``-max_queued_bytes`` plus a few
+requests per connection, whatever is offered.
 """
 
 from __future__ import annotations
@@ -42,7 +52,8 @@ from pathlib import Path
 import zmq
 
 from ... import protocol
-from ...errors import ConfigurationError, NotReadyError
+from ...errors import BertServingError, ConfigurationError, NotReadyError, OverloadedError, PayloadTooLargeError
+from ..pipeline.budget import human_bytes
 from ..pipeline.stats import Stats
 from ..processes.channel import Channel
 from .access import CurveServer
@@ -55,7 +66,9 @@ HELLO = b"HELLO"  # an intake's first message: [HELLO, name]
 REQUESTS = b"REQUESTS"  # router -> intake: [REQUESTS, b"5,5,...": frames each, (envelope, *client frames) x n]
 ANSWERS = b"ANSWERS"  # intake -> router: [ANSWERS, b"4,3,...": frames each, frames...]
 _ANSWERS_QUEUED_PER_CLIENT = 10_000
-_QUEUED_MESSAGES_PER_PEER = 100  # the public PULL socket's receive high-water mark, per connection
+_QUEUED_BYTES_PER_PEER = 64 * 1024 * 1024  # libzmq's queue per connection: at most this many bytes of requests
+_SMALL_BYTES = 16 * 1024  # payloads up to this size go before bigger ones waiting for room
+_MAX_PENDING = 10_000  # requests waiting for an intake to have room, at most (then: overloaded)
 _QUEUED_PER_INTAKE = 1000  # unanswered requests one intake may have
 _FRAME_LIMIT_FACTOR = 4  # frames over this many times -max_request_bytes close their connection
 _RETRY_BYTES = 64 * 1024  # payloads up to this size are kept until answered, to retry on another intake
@@ -94,12 +107,15 @@ class _Intake:
 class _Request:
     intake: _Intake
     message: list | None  # kept to retry elsewhere (small payloads only)
+    nbytes: int = 0  # its payload, held against the budget until answered
 
 
 class Router:
     def __init__(self, ctx: zmq.Context, *, bind: str, port: int, port_out: int, intakes_socket: str,
                  curve: CurveServer | None = None, max_request_bytes: int = 64 * 1024 * 1024,
-                 hold_ms: int = 3000) -> None:
+                 max_request_texts: int = 100_000, max_held_bytes: int = 1 << 62, hold_ms: int = 3000) -> None:
+        """``max_held_bytes``: the payloads of requests in progress this router lets in at most (an
+        empty router takes any request within the per-request limits)."""
         self.stats = Stats()  # undelivered answers; handed to the coordinator
         self._bind, self._port, self._port_out = bind, port, port_out
         self._hold_s = hold_ms / 1000
@@ -109,13 +125,15 @@ class Router:
         self._intakes_path = intakes_socket
         self.listener: socket.socket | None = None
         self._max_request_bytes = max_request_bytes
+        self._max_request_texts = max_request_texts
+        self._max_held_bytes = max_held_bytes
+        self.held_bytes = 0  # payloads of requests dispatched or waiting, not yet answered
         self._intakes: dict[int, _Intake] = {}  # by the fd of its channel
         self._newcomers: dict[int, Channel] = {}  # connected, not yet named
         self._turn = 0  # ties are taken in turn
         self._chosen: _Intake | None = None  # the intake of this turn's requests
         self._requests: dict[tuple[bytes, bytes], deque[_Request]] = defaultdict(deque)
-        self._pending: deque[tuple] = deque()  # requests no intake had room for yet, in order
-        self._pull_paused = False
+        self._pending: deque[tuple] = deque()  # requests no intake had room for yet, in order (small ones first)
         self._subscribed: set[bytes] = set()
         self._held: dict[bytes, list[tuple[float, list]]] = {}
         self.poller = zmq.Poller()
@@ -126,7 +144,7 @@ class Router:
         self.pub.linger = 1000
         self.pub.setsockopt(zmq.SNDHWM, _ANSWERS_QUEUED_PER_CLIENT)
         self.pub.setsockopt(zmq.XPUB_NODROP, 1)
-        self.pull.setsockopt(zmq.RCVHWM, _QUEUED_MESSAGES_PER_PEER)
+        self.pull.setsockopt(zmq.RCVHWM, max(2, min(100, _QUEUED_BYTES_PER_PEER // self._max_request_bytes)))
         self.pull.setsockopt(zmq.MAXMSGSIZE, _FRAME_LIMIT_FACTOR * self._max_request_bytes)
         for sock in (self.pull, self.pub):
             protocol.keep_alive(sock)
@@ -172,13 +190,8 @@ class Router:
     # one turn of the loop -----------------------------------------------------------------------------
 
     def turn(self, timeout_ms: int, stopping: bool = False) -> None:
-        """Wait up to ``timeout_ms`` for something to do, and do it."""
-        if bool(self._pending) != self._pull_paused:  # while no intake has room, -port is not read
-            self._pull_paused = bool(self._pending)
-            if self._pull_paused:
-                self.poller.unregister(self.pull)
-            else:
-                self.poller.register(self.pull, zmq.POLLIN)
+        """Wait up to ``timeout_ms`` for something to do, and do it. ``-port`` is read even while no
+        intake has room: admission bounds what waits, and small requests go first."""
         if self._pending:
             timeout_ms = min(timeout_ms, 5)  # look again soon for room
         events = dict(self.poller.poll(timeout_ms))
@@ -197,7 +210,7 @@ class Router:
                 self._hello(fd)
         if self._pending:
             self._send_pending()
-        if self.pull in events and not self._pending:
+        if self.pull in events:
             self._read_requests()
         self._flush()
         self._expire_held(force=stopping)
@@ -243,7 +256,9 @@ class Router:
             key = (bytes(answer[0]), bytes(answer[-1]))  # [identity, ..., req_id]
             entries = self._requests.get(key)
             if entries:
-                entries.popleft().intake.outstanding -= 1
+                done = entries.popleft()
+                done.intake.outstanding -= 1
+                self.held_bytes -= done.nbytes
                 if not entries:
                     del self._requests[key]
             self._publish([bytes(f) for f in answer[:1]] + answer[1:])
@@ -262,8 +277,9 @@ class Router:
         for key, entries in list(self._requests.items()):
             for entry in [e for e in entries if e.intake is intake]:
                 entries.remove(entry)
+                self.held_bytes -= entry.nbytes
                 if entry.message is not None:
-                    self._dispatch(entry.message, key, True)
+                    self._dispatch(entry.message, key, True, entry.nbytes)
                     retried += 1
                 else:
                     failed += 1
@@ -289,17 +305,45 @@ class Router:
                 if len(frames[1]) < 1024 and frames[1].bytes.startswith(protocol.TERMINATION):
                     envelope = (_peer_address(frames[0]) or "?").encode()
                 key = (frames[0].bytes, frames[2].bytes)
-                self._dispatch([envelope, *frames], key, len(frames[1]) <= _RETRY_BYTES)
+                if self._admits(frames, key):
+                    self._dispatch([envelope, *frames], key, len(frames[1]) <= _RETRY_BYTES, len(frames[1]))
             else:  # malformed: the intake answers what it can
                 self._dispatch([b"", *frames], None, False)
-            if self._pending:
-                return
 
-    def _dispatch(self, message: list, key: tuple[bytes, bytes] | None, keep: bool) -> None:
-        if self._pending or not self._assign(message, key, keep):
-            self._pending.append((message, key, keep))
+    def _admits(self, frames: list, key: tuple[bytes, bytes]) -> bool:
+        """Let a request in, or answer it at once (over a per-request limit, or the backlog full).
+        A malformed one goes on: the intake answers it in its words."""
+        size, declared = len(frames[1]), frames[3].bytes
+        if not (_is_number(declared) and _is_number(key[1]) and 0 < len(key[0]) <= 256):
+            return True
+        texts = int(declared)
+        if size > self._max_request_bytes:
+            error: BertServingError = PayloadTooLargeError(
+                f"the payload has {size} bytes; this server takes at most {self._max_request_bytes} "
+                "(-max_request_bytes): split the list")
+        elif texts > self._max_request_texts:
+            error = PayloadTooLargeError(f"{texts} texts in one request; this server takes at most "
+                                         f"{self._max_request_texts} (-max_request_texts): split the list")
+        elif (self.held_bytes and self.held_bytes + size > self._max_held_bytes) or len(self._pending) >= _MAX_PENDING:
+            error = OverloadedError(f"the server's backlog (-max_queued_bytes) is full ({human_bytes(self.held_bytes)} "
+                                    f"of {human_bytes(self._max_held_bytes)} held for requests in progress); retry later")
+        else:
+            return True
+        self.stats.data_request(f"zmq:{key[0].decode('ascii', 'replace')}", texts)
+        self.stats.error(error.code)
+        self._publish(protocol.error_frames(key[0], int(key[1]), error))
+        return False
 
-    def _assign(self, message: list, key: tuple[bytes, bytes] | None, keep: bool) -> bool:
+    def _dispatch(self, message: list, key: tuple[bytes, bytes] | None, keep: bool, nbytes: int = 0) -> None:
+        self.held_bytes += nbytes
+        if self._pending or not self._assign(message, key, keep, nbytes):
+            if nbytes <= _SMALL_BYTES:  # before the big ones waiting, after the small ones
+                small = sum(1 for entry in self._pending if entry[3] <= _SMALL_BYTES)
+                self._pending.insert(small, (message, key, keep, nbytes))
+            else:
+                self._pending.append((message, key, keep, nbytes))
+
+    def _assign(self, message: list, key: tuple[bytes, bytes] | None, keep: bool, nbytes: int = 0) -> bool:
         """Give ``message`` to this turn's intake, or (the turn's first, or that one is full) to
         the one with the fewest unanswered that has room (ties in turn)."""
         best = self._chosen
@@ -315,7 +359,7 @@ class Router:
         best.outbox.append(message)
         if key is not None:
             best.outstanding += 1
-            self._requests[key].append(_Request(best, message if keep else None))
+            self._requests[key].append(_Request(best, message if keep else None, nbytes))
         return True
 
     def _send_pending(self) -> None:
@@ -400,6 +444,11 @@ class Router:
                 self._held[identity] = held
             else:
                 del self._held[identity]
+
+
+def _is_number(frame: bytes) -> bool:
+    """An ASCII decimal as the 1.10.0 wire writes req_id and msg_len (`protocol.parse_request`'s rule)."""
+    return frame.isdigit() and len(frame) <= 18
 
 
 def _peer_address(frame: zmq.Frame) -> str | None:

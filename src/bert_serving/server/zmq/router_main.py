@@ -2,7 +2,7 @@
 the intakes (`router.Router`), and its channel to the coordinator.
 
 Orders: ``{"bind", "port", "port_out", "zmq_secret_key", "zmq_authorized_keys",
-"max_request_bytes", "intakes_socket", "log_level", "fd"}``. It says READY once its ports are
+"max_request_bytes", "max_request_texts", "max_held_bytes", "intakes_socket", "log_level", "fd"}``. It says READY once its ports are
 bound (or why it could not bind them), hands over what it counts (answers it could not deliver)
 as the intakes do, and on STOP (after the drain) sends what is on its way and goes; it also goes
 when the coordinator does.
@@ -41,7 +41,8 @@ def main() -> None:
             curve.start()
         router = Router(ctx, bind=orders["bind"], port=orders["port"], port_out=orders["port_out"],
                         intakes_socket=orders["intakes_socket"], curve=curve,
-                        max_request_bytes=orders["max_request_bytes"])
+                        max_request_bytes=orders["max_request_bytes"], max_request_texts=orders["max_request_texts"],
+                        max_held_bytes=orders["max_held_bytes"])
         router.bind()
     except ConfigurationError as exc:
         channel.send([READY, dumps({"error": str(exc)})])
