@@ -11,6 +11,12 @@ STAMP  := $(VENV)/.installed
 # The unmodified 1.10.0 client from PyPI, kept apart (it would shadow ours): tests run it
 # in subprocesses with this folder on PYTHONPATH.
 STOCK_CLIENT := $(VENV)/stock-client
+# FlagEmbedding, BGE-M3's reference (tests/model/test_sparse.py), needs transformers 4 (the venv has 5):
+# kept apart with the transformers it runs on and what it imports, by exact version, no dependency
+# resolution (torch and numpy come from the venv); tests run it in subprocesses with this folder on PYTHONPATH.
+FLAG_EMBEDDING := $(VENV)/flag-embedding
+FLAG_EMBEDDING_PACKAGES := flagembedding==1.4.2 transformers==4.57.6 tokenizers==0.22.1 huggingface_hub==0.36.0 \
+	datasets==3.6.0 pyarrow==26.0.1 pandas==3.1.1 dill==0.4.1 multiprocess==0.70.19 peft==0.21.2 accelerate==1.15.0
 
 .PHONY: install chromium serve test clean
 
@@ -26,6 +32,7 @@ $(STAMP): pyproject.toml Makefile
 	$(PIP) install torch==2.13.0
 	$(PIP) install -e '.[server,test,ray,bench]'
 	$(PIP) install --no-deps --target $(STOCK_CLIENT) --upgrade bert-serving-client==1.10.0
+	$(PIP) install --no-deps --target $(FLAG_EMBEDDING) --upgrade $(FLAG_EMBEDDING_PACKAGES)
 	touch $(STAMP)
 
 serve: $(STAMP)

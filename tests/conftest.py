@@ -43,3 +43,28 @@ def family_model(tmp_path_factory):
         return built[name]
 
     return get
+
+
+@pytest.fixture(scope="session")
+def splade_model(tmp_path_factory) -> Path:
+    """A tiny random SPLADE model as sentence-transformers 6.x saves a SparseEncoder (`tests.sparse_models`)."""
+    from .sparse_models import build_splade
+
+    return build_splade(tmp_path_factory.mktemp("splade"))
+
+
+@pytest.fixture(scope="session")
+def m3_model(tmp_path_factory) -> Path:
+    """A tiny random BGE-M3-shaped folder: XLM-R, colbert_linear.pt, sparse_linear.pt (`tests.sparse_models`)."""
+    from .sparse_models import build_m3
+
+    return build_m3(tmp_path_factory.mktemp("bge-m3"))
+
+
+@pytest.fixture(scope="session")
+def m3_reference(m3_model, tmp_path_factory) -> dict:
+    """``BGEM3FlagModel.encode`` of `families.sample_texts` on `m3_model` (FlagEmbedding's own environment)."""
+    from .families import sample_texts
+    from .sparse_models import m3_reference
+
+    return m3_reference(m3_model, sample_texts(), tmp_path_factory.mktemp("m3-reference"))

@@ -9,8 +9,9 @@ Client -> server (PUSH -> PULL on ``port``), always 4 frames::
 Our extension, objects the stock 1.10.0 client never sends and the server never requires:
 ``{"texts": [...], "prompt_name": "query"}`` (or ``"prompt": "query: "``) asks for one of the
 model's prompts, or a prompt of its own, before each text; ``"precision": "int8"`` (or uint8,
-binary, ubinary: `quantization`) for quantized vectors instead of floats; a task object asks a
-served head for scores::
+binary, ubinary: `quantization`) for quantized vectors instead of floats; ``"outputs": ["dense",
+"sparse", "colbert"]`` (any of them the model has: `outputs`) for sparse or ColBERT vectors, all
+from one forward pass; a task object asks a served head for scores::
 
     {"task": "predict", "texts": ["text", "A ||| B", ["A", "B"], ...], "raw_scores": false}
     {"task": "rerank", "query": "text", "documents": ["text", ...], "raw_scores": false}
@@ -22,6 +23,9 @@ Server -> client (PUB -> SUB on ``port_out``, topic = identity)::
 
     config/status  [identity, json(dict), req_id]
     result         [identity, json({"dtype", "shape", "tokens"}), raw array bytes, req_id]
+    outputs        [identity, json({"dtype", "shape", "tokens", "parts", "sparse_dim"}), raw array bytes,
+                    part bytes, ..., req_id]      (a request that named outputs: the dense array, [N, 0]
+                                                  if not asked for, then each part: [name, dtype, shape])
     error          [identity, json({"dtype": "<message>", "shape": [0], "tokens": "",
                                     "error": {"code", "message", "type"}}), b"", req_id]
 
@@ -42,6 +46,7 @@ import numpy as np
 import zmq
 
 from .errors import BertServingError, InvalidRequestError, error_from_code
+from .outputs import DENSE, KINDS, Ragged, from_parts, to_parts
 from .quantization import PRECISIONS
 
 __all__ = [
@@ -172,9 +177,10 @@ class DataRequest:
     task: str | None = None  # None: the original's request; "predict" or "rerank"
     raw_scores: bool = False
     precision: str | None = None  # quantized vectors (`quantization.PRECISIONS`); None: as the model gives them
+    outputs: tuple[str, ...] | None = None  # what to answer (`outputs.KINDS`); None: the dense vectors
 
 
-_DATA_FIELDS = ("texts", "prompt_name", "prompt", "precision")
+_DATA_FIELDS = ("texts", "prompt_name", "prompt", "precision", "outputs")
 
 
 def decode_data(payload: bytes) -> DataRequest:
@@ -191,7 +197,7 @@ def decode_data(payload: bytes) -> DataRequest:
     if unknown or "texts" not in value:
         raise InvalidRequestError(
             'the payload must be a JSON list of texts, or an object {"texts": [...], "prompt_name"|"prompt": ..., '
-            '"precision": ...} (or a task object {"task": "predict"|"rerank", ...}); '
+            '"precision": ..., "outputs": [...]} (or a task object {"task": "predict"|"rerank", ...}); '
             f"got an object with {', '.join(map(str, value)) or 'no fields'}")
     texts, precision = value["texts"], value.get("precision")
     if not isinstance(texts, list):
@@ -199,7 +205,17 @@ def decode_data(payload: bytes) -> DataRequest:
     if precision is not None and precision not in PRECISIONS:
         raise InvalidRequestError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r:.40}",
                                   param="precision")
-    return DataRequest(texts, _tokenized(texts), value.get("prompt_name"), value.get("prompt"), precision=precision)
+    outputs = value.get("outputs")
+    if outputs is not None:
+        if not isinstance(outputs, list) or not outputs or not all(o in KINDS for o in outputs):
+            raise InvalidRequestError(f"outputs must be a non-empty list of {', '.join(KINDS)}, got {outputs!r:.60}",
+                                      param="outputs")
+        if precision is not None and list(outputs) != [DENSE]:
+            raise InvalidRequestError("precision quantizes dense vectors; ask for outputs [\"dense\"] with it",
+                                      param="precision")
+        outputs = tuple(outputs)
+    return DataRequest(texts, _tokenized(texts), value.get("prompt_name"), value.get("prompt"), precision=precision,
+                       outputs=outputs)
 
 
 def _decode_task(value: dict) -> DataRequest:
@@ -229,10 +245,10 @@ def _tokenized(texts: list) -> bool:
 
 
 def texts_payload(texts: list, *, prompt_name: str | None = None, prompt: str | None = None,
-                  precision: str | None = None) -> bytes:
-    """The payload of a data request: the 1.10.0 list, or with a prompt or a precision our object form."""
+                  precision: str | None = None, outputs: list[str] | None = None) -> bytes:
+    """The payload of a data request: the 1.10.0 list, or with a prompt, a precision or outputs our object form."""
     options = {key: value for key, value in (("prompt_name", prompt_name), ("prompt", prompt),
-                                             ("precision", precision)) if value is not None}
+                                             ("precision", precision), ("outputs", outputs)) if value is not None}
     return json.dumps({"texts": texts, **options} if options else texts).encode("utf-8")
 
 
@@ -256,7 +272,14 @@ def _dtype_name(dtype: np.dtype) -> str:
     return str(dtype)  # "float32": what 1.10.0 wrote; numpy builds the name in Python, each time
 
 
-def result_frames(identity: bytes, req_id: int, array: np.ndarray, tokens: list | None = None) -> list:
+def result_frames(identity: bytes, req_id: int, array: np.ndarray, tokens: list | None = None,
+                  ragged: dict[str, Ragged] | None = None, sparse_dim: int = 0) -> list:
+    if ragged is not None:  # outputs a request named: their parts after the dense array
+        parts = to_parts(ragged)
+        header = _json({"dtype": _dtype_name(array.dtype), "shape": list(array.shape), "tokens": tokens or "",
+                        "parts": [[name, a.dtype.str, list(a.shape)] for name, a in parts], "sparse_dim": sparse_dim})
+        return [identity, header, np.ascontiguousarray(array).reshape(-1),
+                *(np.ascontiguousarray(a).reshape(-1) for _, a in parts), b"%d" % req_id]
     if tokens is None:  # the usual answer: json.dumps's bytes, written directly (a few microseconds less)
         header = b'{"dtype": "%s", "shape": [%s], "tokens": ""}' % (
             _dtype_name(array.dtype).encode(), ", ".join(map(str, array.shape)).encode())
@@ -288,6 +311,8 @@ class Reply:
     tokens: Any = ""
     config: dict | None = None
     error: BertServingError | None = None
+    ragged: dict[str, Ragged] | None = None  # the sparse / ColBERT outputs a request named
+    sparse_dim: int = 0
 
 
 def parse_reply(frames: list) -> Reply:
@@ -299,4 +324,9 @@ def parse_reply(frames: list) -> Reply:
         err = header["error"]
         return Reply(req_id, error=error_from_code(err.get("code", ""), err.get("message", "server error")))
     array = np.frombuffer(frames[2], dtype=header["dtype"]).reshape(header["shape"])
-    return Reply(req_id, embedding=array, tokens=header.get("tokens", ""))
+    ragged = None
+    if "parts" in header:
+        ragged = from_parts((name, np.frombuffer(frame, dtype=dtype).reshape(shape))
+                            for (name, dtype, shape), frame in zip(header["parts"], frames[3:-1]))
+    return Reply(req_id, embedding=array, tokens=header.get("tokens", ""), ragged=ragged,
+                 sparse_dim=header.get("sparse_dim", 0))

@@ -182,7 +182,7 @@ def test_embed_options_and_tei_errors(minilm_server, openai_vectors) -> None:
             ("/embed", {"inputs": "x", "truncation_direction": "left"}, 400, "truncation_direction"),
             ("/embed", {"inputs": [[30522]]}, 400, "inputs[0][0]"),  # past the vocabulary
             ("/embed_all", {"inputs": "x"}, 404, "-pooling_strategy NONE"),
-            ("/embed_sparse", {"inputs": "x"}, 404, "no sparse (SPLADE) head"),
+            ("/embed_sparse", {"inputs": "x"}, 404, "no sparse vectors"),
             ("/tokenize", {"inputs": " "}, 400, "must not be empty or blank"),
             ("/decode", {"ids": [-1]}, 400, "ids"),
         ):

@@ -62,7 +62,8 @@ def load(tiny_bert: Path, layout: str, **settings) -> Encoder:
 STRATEGY_LAYERS = [
     (strategy, layers)
     for strategy in PoolingStrategy
-    if not strategy.is_head  # the heads (CLASSIFICATION, REGRESSION) are tested in test_heads.py
+    # the heads (CLASSIFICATION, REGRESSION) are tested in test_heads.py, SPLADE in test_sparse.py
+    if not strategy.is_head and not strategy.is_sparse
     for layers in (LAYERS[:1] if strategy is PoolingStrategy.CLS_POOLED else LAYERS)
 ]
 

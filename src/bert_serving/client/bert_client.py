@@ -17,6 +17,7 @@ import zmq
 
 from .. import protocol
 from ..errors import ServerTimeoutError
+from ..outputs import COLBERT, DENSE, KINDS, SPARSE, Embeddings, Ragged, SparseVectors, colbert_rows
 from ..quantization import check_precision
 from .curve import secure
 from .inputs import check_pairs, check_texts, check_token_lists, within_length
@@ -286,6 +287,21 @@ class BertClient:
         return vectors
 
     def _encode_chunks(self, texts: list, show_progress: bool, payload=protocol.texts_payload):
+        replies = self._ask(texts, show_progress, payload)
+        arrays = [r.embedding for r in replies]
+        if len(arrays) == 1:
+            array = arrays[0]
+        elif arrays[0].ndim == 3:  # per-token output: chunks may differ in T; pad to the widest
+            width = max(a.shape[1] for a in arrays)
+            array = np.concatenate([np.pad(a, ((0, 0), (0, width - a.shape[1]), (0, 0))) for a in arrays])
+        else:
+            array = np.concatenate(arrays)
+        tokens = [t for r in replies for t in (r.tokens or [])] or ""
+        return self.formatter(array), tokens
+
+    def _ask(self, texts: list, show_progress: bool, payload) -> list[protocol.Reply]:
+        """Each chunk of ``texts`` as a request (``payload(chunk)``), up to ``max_in_flight`` at
+        once; their replies in order, or the first error raised."""
         chunks = [texts[i : i + self.chunk_size] for i in range(0, len(texts), self.chunk_size)]
         progress = _progress_bar(len(texts)) if show_progress else None
         results: dict[int, protocol.Reply] = {}
@@ -308,16 +324,46 @@ class BertClient:
         for reply in replies:
             if reply.error is not None:
                 raise reply.error
-        arrays = [r.embedding for r in replies]
-        if len(arrays) == 1:
-            array = arrays[0]
-        elif arrays[0].ndim == 3:  # per-token output: chunks may differ in T; pad to the widest
-            width = max(a.shape[1] for a in arrays)
-            array = np.concatenate([np.pad(a, ((0, 0), (0, width - a.shape[1]), (0, 0))) for a in arrays])
-        else:
-            array = np.concatenate(arrays)
-        tokens = [t for r in replies for t in (r.tokens or [])] or ""
-        return self.formatter(array), tokens
+        return replies
+
+    # sparse and multi-vector outputs (SPLADE, BGE-M3) -----------------------------------------
+
+    @_timeout
+    def encode_sparse(self, texts: list[str], *, prompt_name: str | None = None, prompt: str | None = None,
+                      show_progress: bool = False) -> SparseVectors:
+        """Sparse vectors of ``texts`` from a server that has them (a SPLADE model, BGE-M3):
+        `SparseVectors`, per text its vocabulary ids and weights (``to_scipy()`` for a
+        ``scipy.sparse.csr_matrix``, ``to_dicts()``). Else raises `UnsupportedTaskError`."""
+        return self.encode_outputs(texts, (SPARSE,), prompt_name=prompt_name, prompt=prompt,
+                                   show_progress=show_progress).sparse
+
+    @_timeout
+    def encode_colbert(self, texts: list[str], *, prompt_name: str | None = None, prompt: str | None = None,
+                       show_progress: bool = False) -> list[np.ndarray]:
+        """ColBERT multi-vectors of ``texts`` from a server that has them (BGE-M3): per text a
+        ``[tokens, dim]`` array, a unit vector per token but [CLS]. Else raises `UnsupportedTaskError`."""
+        return self.encode_outputs(texts, (COLBERT,), prompt_name=prompt_name, prompt=prompt,
+                                   show_progress=show_progress).colbert
+
+    @_timeout
+    def encode_outputs(self, texts: list[str], outputs=(DENSE, SPARSE, COLBERT), *, prompt_name: str | None = None,
+                       prompt: str | None = None, show_progress: bool = False) -> Embeddings:
+        """Several outputs of ``texts`` (``dense``, ``sparse``, ``colbert``: those the served model
+        has), all from one forward pass on the server: `Embeddings` with each asked for."""
+        outputs = list(outputs)
+        if not outputs or any(o not in KINDS for o in outputs):
+            raise ValueError(f"outputs must name one or more of {', '.join(KINDS)}, got {outputs!r}")
+        self._check_input_lst_str(texts)
+        self._warn_length(texts, False)
+        replies = self._ask(texts, show_progress, functools.partial(
+            protocol.texts_payload, prompt_name=prompt_name, prompt=prompt, outputs=outputs))
+        ragged = {kind: Ragged.concat([r.ragged[kind] for r in replies]) for kind in (SPARSE, COLBERT)
+                  if kind in outputs}
+        return Embeddings(
+            dense=np.concatenate([r.embedding for r in replies]) if DENSE in outputs else None,
+            sparse=SparseVectors.of(ragged[SPARSE], replies[0].sparse_dim) if SPARSE in ragged else None,
+            colbert=colbert_rows(ragged[COLBERT]) if COLBERT in ragged else None,
+        )
 
     # a served head: classifier, regressor, reranker -----------------------------------------
 
@@ -375,7 +421,7 @@ class BertClient:
                 results[req_id] = self.pending_response.pop(req_id)
                 self.pending_request.discard(req_id)
         if progress is not None:
-            progress.n = sum(len(r.embedding) if r.embedding is not None else 0 for r in results.values())
+            progress.n = sum(_rows(r) for r in results.values())
             progress.refresh()
 
     def fetch(self, delay: float = 0.0):
@@ -435,6 +481,12 @@ class BertClient:
             print(title)
         for key, value in values.items():
             print(f"{key:>30}\t=\t{value!s:<30}")
+
+
+def _rows(reply: protocol.Reply) -> int:
+    if reply.ragged:
+        return len(next(iter(reply.ragged.values())))
+    return len(reply.embedding) if reply.embedding is not None else 0
 
 
 def _progress_bar(total: int):

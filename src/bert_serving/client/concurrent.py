@@ -45,6 +45,18 @@ class ConcurrentBertClient:
         with self._borrow() as client:
             return client.rerank(*args, **kwargs)
 
+    def encode_sparse(self, *args, **kwargs):
+        with self._borrow() as client:
+            return client.encode_sparse(*args, **kwargs)
+
+    def encode_colbert(self, *args, **kwargs):
+        with self._borrow() as client:
+            return client.encode_colbert(*args, **kwargs)
+
+    def encode_outputs(self, *args, **kwargs):
+        with self._borrow() as client:
+            return client.encode_outputs(*args, **kwargs)
+
     @property
     def server_config(self) -> dict:
         with self._borrow() as client:

@@ -12,6 +12,11 @@ kin, generic transformers for the rest); `Encoder` loads the weights and runs `e
 A model with a fine-tuned head (`heads`: the original's CLASSIFICATION / REGRESSION, a Hugging
 Face sequence classifier, a CrossEncoder) answers scores instead of vectors: `embed` gives its
 logits, `encode` / `predict` / `rerank` its scores (`scores.activate`).
+
+Sparse and multi-vector models (`lexical`): a SPLADE model's `encode_sparse` gives its sparse
+vectors (`encode`: the same as dense ``[N, vocabulary]`` arrays); BGE-M3's `encode` its dense
+vectors, `encode_sparse` its lexical weights, `encode_colbert` its ColBERT vectors, and
+`encode_outputs` any of them from one forward pass (`embed_outputs` per batch).
 """
 
 from __future__ import annotations
@@ -23,10 +28,13 @@ import numpy as np
 import torch
 
 from ..errors import ConfigurationError, InvalidRequestError
+from ..outputs import COLBERT, DENSE, SPARSE, Embeddings, Ragged, SparseVectors, colbert_rows, kind_bits
 from .architectures.bert import BertModel
 from .features import Features, plan_batches
 from .heads import ClassifierHead
+from .lexical import M3Heads, MaskedLMHead, colbert_vectors, lexical_weights, splade
 from .loading import load_weights
+from .outputs import BatchOutput
 from .packing import Packing
 from .pooling import pool
 from .scores import activate
@@ -99,14 +107,24 @@ class Encoder:
         model.eval().requires_grad_(False)
         if self.compute_dtype != torch.float32:
             model.to(self.compute_dtype)
+        self.mlm = self.m3 = None
+        if spec.splade is not None:  # its matmul is most of SPLADE's cost: in the backbone's precision
+            self.mlm = MaskedLMHead(spec.config)
+            self.mlm.load(weights, str(spec.source.weights_path))
+            self.mlm.eval().requires_grad_(False).to(self.device, self.compute_dtype)
+        if spec.m3:  # small: kept in float32, as FlagEmbedding runs them on a CPU
+            self.m3 = M3Heads.load(spec.source.m3_heads, spec.config.hidden_size).to(self.device)
+            template = self.tokenizer.template.single
+            dropped = {*template.prefix, *template.suffix, self.tokenizer.unk_id, self.tokenizer.pad_id} - {None}
+            self._m3_dropped = torch.tensor(sorted(dropped), dtype=torch.long, device=self.device)
         if spec.head is not None:  # kept in float32 whatever the backbone computes in
             self.head = ClassifierHead(spec.config.hidden_size, spec.head)
             self.head.load(weights, str(spec.source.weights_path))
             self.head.eval().requires_grad_(False).to(self.device)
         logger.info("loaded %s (%s, %s on the packed path, %d of %d layers%s) on %s", spec.source.name,
                     spec.source.layout, spec.config.model_type, spec.num_layers_needed, spec.config.num_hidden_layers,
-                    f", {spec.head.origin} head: {spec.task}, {spec.head.num_labels} outputs" if spec.head else "",
-                    self.device)
+                    f", {spec.head.origin} head: {spec.task}, {spec.head.num_labels} outputs" if spec.head else
+                    f", outputs: {', '.join(spec.output_kinds)}", self.device)
         return model.to(self.device)
 
     @property
@@ -120,7 +138,12 @@ class Encoder:
 
     def embed(self, features: Features) -> np.ndarray:
         """One forward pass: ``[B, D]`` vectors, or ``[B, T, D]`` (T: longest in the batch) for NONE;
-        with a head, its logits ``[B, num_labels]``."""
+        with a head, its logits ``[B, num_labels]``; a SPLADE model's sparse vectors as ``[B, vocabulary]``."""
+        if self.spec.output_kinds != (DENSE,):
+            out = self.embed_outputs(features, self.spec.outputs.default_kinds)
+            if out.dense.shape[1]:
+                return out.dense
+            return SparseVectors.of(out.ragged[SPARSE], self.spec.dim).to_dense().astype(self.spec.output_dtype)
         device = self.device
         ids = torch.from_numpy(features.input_ids).to(device, torch.long)
         types = torch.from_numpy(features.type_ids).to(device, torch.long)
@@ -141,6 +164,83 @@ class Encoder:
             if self.spec.normalize:
                 out = torch.nn.functional.normalize(out.float(), dim=-1)
             return out.to(torch.float16 if self.spec.fp16 else torch.float32).cpu().numpy()
+
+    def embed_outputs(self, features: Features, kinds: int | np.ndarray) -> BatchOutput:
+        """One forward pass for the outputs each text asks for (``kinds``: `bert_serving.outputs`
+        bits, one for the batch or one per text): dense vectors (``[B, 0]`` if none asks), and
+        the sparse and ColBERT rows (ColBERT's empty for the texts that did not ask)."""
+        spec, device = self.spec, self.device
+        per_row = np.broadcast_to(np.asarray(kinds, dtype=np.uint8), (len(features),))
+        union = int(np.bitwise_or.reduce(per_row)) if len(per_row) else 0
+        ids = torch.from_numpy(features.input_ids).to(device, torch.long)
+        types = torch.from_numpy(features.type_ids).to(device, torch.long)
+        pool_mask = torch.from_numpy(features.pool_mask).to(device)
+        last = spec.config.num_hidden_layers
+        wanted_layers = spec.output_layers if last in spec.output_layers else (*spec.output_layers, last)
+        ragged: dict[str, Ragged] = {}
+        with torch.inference_mode():
+            packing = Packing.from_lengths(features.lengths, device)
+            layers, pooled = self.model(ids, types, packing, wanted_layers)
+            hidden = layers[wanted_layers.index(last)]
+            dense = np.zeros((len(features), 0), dtype=spec.output_dtype)
+            if union & kind_bits([DENSE]):
+                dense_layers = [layers[wanted_layers.index(n)].float() for n in spec.output_layers]
+                out = pool(dense_layers, pool_mask, packing, spec.pooling_strategy,
+                           None if pooled is None else pooled.float())
+                if spec.normalize:
+                    out = torch.nn.functional.normalize(out, dim=-1)
+                dense = out.to(torch.float16 if spec.fp16 else torch.float32).cpu().numpy()
+            if union & kind_bits([SPARSE]):
+                if self.mlm is not None:
+                    ragged[SPARSE] = splade(hidden, self.mlm, packing, pool_mask, spec.splade)
+                else:
+                    ragged[SPARSE] = lexical_weights(hidden.float(), ids, packing, self.m3, self._m3_dropped)
+            if union & kind_bits([COLBERT]):
+                wanted = torch.from_numpy(per_row & kind_bits([COLBERT]) > 0).to(device)
+                ragged[COLBERT] = colbert_vectors(hidden.float(), packing, self.m3, wanted)
+        return BatchOutput(dense, ragged)
+
+    def encode_sparse(self, texts: Sequence[str], *, prompt_name: str | None = None,
+                      prompt: str | None = None) -> SparseVectors:
+        """Sparse vectors of ``texts``, in order: SPLADE's, or BGE-M3's lexical weights
+        (`SparseVectors`: ``to_scipy()``, ``to_dicts()``, ``to_dense()``)."""
+        return self.encode_outputs(texts, (SPARSE,), prompt_name=prompt_name, prompt=prompt).sparse
+
+    def encode_colbert(self, texts: Sequence[str], *, prompt_name: str | None = None,
+                       prompt: str | None = None) -> list[np.ndarray]:
+        """BGE-M3's ColBERT vectors of ``texts``: per text ``[tokens - 1, dim]`` (every token but [CLS])."""
+        return self.encode_outputs(texts, (COLBERT,), prompt_name=prompt_name, prompt=prompt).colbert
+
+    def encode_outputs(self, texts: Sequence[str], outputs: Sequence[str] = (DENSE, SPARSE, COLBERT), *,
+                       prompt_name: str | None = None, prompt: str | None = None, max_batch_tokens: int = 16384,
+                       max_batch_size: int = 256) -> Embeddings:
+        """Several outputs of ``texts`` (any of ``spec.output_kinds``) from one forward pass per batch."""
+        _refuse_one_string(texts)
+        missing = [name for name in outputs if name not in self.spec.output_kinds]
+        if missing or not outputs:
+            raise ConfigurationError(f"{self.spec.source.name} has no {missing[0] if missing else 'output asked for'}: "
+                                     f"it gives {', '.join(self.spec.output_kinds)}")
+        kinds = kind_bits(outputs)
+        chosen = self.spec.prompts.choose(prompt_name, prompt)
+        features = self.tokenizer.encode(list(texts), False, prompt=chosen)
+        lengths = features.lengths
+        dense = np.zeros((len(features), self.spec.dim), dtype=self.spec.output_dtype) if DENSE in outputs else None
+        parts: dict[str, list[Ragged]] = {}
+        order = []
+        for rows in plan_batches(lengths, max_batch_tokens, max_batch_size):
+            out = self.embed_outputs(features.take(rows), kinds)
+            if dense is not None:
+                dense[rows] = out.dense
+            for name, ragged in out.ragged.items():
+                parts.setdefault(name, []).append(ragged)
+            order.append(rows)
+        inverse = np.argsort(np.concatenate(order)) if order else np.zeros(0, dtype=np.int64)
+        ragged = {name: Ragged.concat(pieces).take(inverse) for name, pieces in parts.items()}
+        return Embeddings(
+            dense=dense,
+            sparse=SparseVectors.of(ragged[SPARSE], self.spec.outputs.sparse_dim) if SPARSE in ragged else None,
+            colbert=colbert_rows(ragged[COLBERT]) if COLBERT in ragged else None,
+        )
 
     def encode(
         self,

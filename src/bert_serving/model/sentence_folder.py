@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import ConfigurationError
-from .strategies import PoolingStrategy
+from .strategies import PoolingStrategy, SpladeOptions
 
 __all__ = ["NO_LIMIT", "ModelDefaults", "read_json", "read_sentence_transformers"]
 
@@ -41,6 +41,8 @@ class ModelDefaults:
     # config_sentence_transformers.json: named prompts, and the one applied when a request names none
     prompts: tuple[tuple[str, str], ...] = ()
     default_prompt_name: str | None = None
+    # a SparseEncoder's SpladePooling (its strategy is then SPLADE)
+    splade: SpladeOptions | None = None
 
 
 
@@ -75,30 +77,40 @@ def read_sentence_transformers(root: Path) -> tuple[Path, ModelDefaults]:
     if not isinstance(modules, list):
         raise ConfigurationError(f"{root / 'modules.json'} is not a list of modules")
     transformer_dir, pooling, normalize = None, (PoolingStrategy.REDUCE_MEAN, True, None), False
+    splade, masked_lm = None, False
     for module in modules:
         kind = str(module.get("type", "")).rsplit(".", 1)[-1]
         path = root / module.get("path", "")
-        if kind == "Transformer":
-            transformer_dir = path
+        if kind in ("Transformer", "MLMTransformer"):  # MLMTransformer: a SparseEncoder's, before 5.4
+            transformer_dir, masked_lm = path, kind == "MLMTransformer"
         elif kind == "Pooling":
             pooling = _st_pooling(path / "config.json")
+        elif kind == "SpladePooling":
+            splade = _st_splade(path / "config.json")
+            pooling = (PoolingStrategy.SPLADE, True, None)
         elif kind == "Normalize":
             normalize = True
         else:
             raise ConfigurationError(
                 f"{root / 'modules.json'}: module {module.get('type')!r} is not supported "
-                "(bert-serving runs Transformer, Pooling and Normalize modules)"
+                "(bert-serving runs Transformer, Pooling and Normalize modules, and a SparseEncoder's "
+                "Transformer (fill-mask) or MLMTransformer with SpladePooling)"
             )
     if transformer_dir is None:
         raise ConfigurationError(f"{root / 'modules.json'} has no Transformer module")
     st_config = next((read_json(transformer_dir / name) for name in _ST_TRANSFORMER_CONFIGS
                       if (transformer_dir / name).is_file()), {})
     modalities = st_config.get("modality_config") or {"text": {}}
-    task = st_config.get("transformer_task", "feature-extraction")
-    if "text" not in modalities or task not in ("feature-extraction", "sequence-classification"):
+    task = st_config.get("transformer_task", "fill-mask" if masked_lm else "feature-extraction")
+    if "text" not in modalities or task not in ("feature-extraction", "sequence-classification", "fill-mask"):
         raise ConfigurationError(
             f"{transformer_dir}: a {task} Transformer for {', '.join(modalities)} input; bert-serving serves text "
-            "embedders (feature-extraction of text) and text classifiers (a CrossEncoder's sequence-classification)")
+            "embedders (feature-extraction of text), text classifiers (a CrossEncoder's sequence-classification) "
+            "and SPLADE models (a SparseEncoder's fill-mask)")
+    if (task == "fill-mask") != (splade is not None):
+        raise ConfigurationError(f"{root / 'modules.json'}: a fill-mask Transformer goes with SpladePooling, and "
+                                 "SpladePooling with a fill-mask Transformer (a SparseEncoder); this folder has one "
+                                 "without the other")
     tokenizer_options = st_config.get("tokenizer_args") or st_config.get("processor_kwargs") or {}
     max_len = st_config.get("max_seq_length") or tokenizer_options.get("model_max_length")
     prompts, default_prompt = _st_prompts(root / "config_sentence_transformers.json")
@@ -112,8 +124,17 @@ def read_sentence_transformers(root: Path) -> tuple[Path, ModelDefaults]:
         include_prompt=pooling[1],
         prompts=prompts,
         default_prompt_name=default_prompt,
+        splade=splade,
     )
     return transformer_dir, defaults
+
+
+def _st_splade(config_path: Path) -> SpladeOptions:
+    config = read_json(config_path)
+    try:
+        return SpladeOptions(str(config.get("pooling_strategy", "max")), str(config.get("activation_function", "relu")))
+    except ValueError as exc:
+        raise ConfigurationError(f"{config_path}: {exc}") from None
 
 
 def _st_pooling(config_path: Path) -> tuple[PoolingStrategy | None, bool, str | None]:

@@ -1,7 +1,8 @@
 """What a user chooses (`EncoderSettings`) -> a `ModelSpec`, every encoding choice fixed and
 checked without loading a weight (`resolve`): the model's folder and layout, the network path
-its ``model_type`` takes (`architectures`), length, pooling, normalisation, prompts and the task
-head (`heads`). A `ModelSpec` is cheap, and is what the server sends its workers.
+its ``model_type`` takes (`architectures`), length, pooling, normalisation, prompts, the task
+head (`heads`) and the outputs it has besides dense vectors (`lexical`: SPLADE's sparse vectors,
+BGE-M3's sparse and ColBERT ones). A `ModelSpec` is cheap, and is what the server sends its workers.
 """
 
 from __future__ import annotations
@@ -12,13 +13,15 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..errors import ConfigurationError
+from ..outputs import COLBERT, DENSE, SPARSE, kind_bits
 from .architectures import ModelConfig, read_config
 from .heads import HeadSpec, check_head_weights, choose_head
+from .lexical import M3Heads, has_mlm_head
 from .loading import ModelSource, head_shapes, locate_model, weight_names
 from .outputs import OutputLayout
 from .prompts import Prompts
 from .settings import AUTO, DTYPES, EncoderSettings
-from .strategies import PoolingStrategy
+from .strategies import PoolingStrategy, SpladeOptions
 from .tokenization import Tokenizer
 
 __all__ = ["AUTO", "DTYPES", "EncoderSettings", "ModelSpec", "resolve"]
@@ -45,11 +48,13 @@ class ModelSpec:
     dtype: str  # what the model computes in
     prompts: Prompts = Prompts()
     head: HeadSpec | None = None  # a fine-tuned head answers scores; None: an embedder
+    splade: SpladeOptions | None = None  # -pooling_strategy SPLADE: how it pools
+    colbert_dim: int = 0  # BGE-M3 (source.m3_heads): its ColBERT vectors' width; 0: not BGE-M3
     output_layers: tuple[int, ...] = field(init=False)  # 1-based hidden-state indices
 
     def __post_init__(self) -> None:
         n = self.config.num_hidden_layers
-        if self.head is not None:  # a head reads the last layer (through the pooler, or its first token)
+        if self.head is not None or self.splade is not None:  # these read the last layer
             object.__setattr__(self, "output_layers", (n,))
             return
         layers = []
@@ -65,9 +70,22 @@ class ModelSpec:
     @property
     def num_layers_needed(self) -> int:
         """Layers past the deepest pooled one are never computed."""
-        if self.pooling_strategy is PoolingStrategy.CLS_POOLED or self.head is not None:
+        if self.pooling_strategy is PoolingStrategy.CLS_POOLED or self.head is not None or self.colbert_dim:
             return self.config.num_hidden_layers
         return max(self.output_layers)
+
+    @property
+    def m3(self) -> bool:
+        """BGE-M3's heads are served: sparse and ColBERT outputs besides the dense vector."""
+        return self.colbert_dim > 0
+
+    @property
+    def output_kinds(self) -> tuple[str, ...]:
+        """What the model gives (`bert_serving.outputs`): dense vectors; a SPLADE model sparse
+        vectors alone; BGE-M3 all three."""
+        if self.splade is not None:
+            return (SPARSE,)
+        return (DENSE, SPARSE, COLBERT) if self.m3 else (DENSE,)
 
     @property
     def with_pooler(self) -> bool:
@@ -89,6 +107,8 @@ class ModelSpec:
             return self.head.num_labels
         if self.pooling_strategy is PoolingStrategy.CLS_POOLED:
             return self.config.hidden_size
+        if self.splade is not None:  # as a dense vector: a weight per vocabulary id
+            return self.config.vocab_size
         width = self.config.hidden_size * len(self.pooling_layer)
         return 2 * width if self.pooling_strategy is PoolingStrategy.REDUCE_MEAN_MAX else width
 
@@ -128,6 +148,10 @@ class ModelSpec:
             per_token=self.pooling_strategy.per_token,
             max_seq_len=self.max_seq_len,
             fixed_length=self.config.max_tokens if self.fixed_embed_length else None,
+            kinds=kind_bits(self.output_kinds),
+            sparse_dim=self.config.vocab_size if SPARSE in self.output_kinds else 0,
+            sparse_per_token=self.m3,
+            colbert_dim=self.colbert_dim,
         )
 
     def describe(self, device: str | None = None) -> dict[str, object]:
@@ -165,6 +189,11 @@ class ModelSpec:
             "labels": None if self.head is None else list(self.head.labels),
             "activation": None if self.head is None else self.head.activation,
             "head": None if self.head is None else self.head.origin,
+            "outputs": list(self.output_kinds),
+            "sparse": "splade" if self.splade is not None else "bge-m3" if self.m3 else None,
+            "splade": None if self.splade is None else {"pooling": self.splade.pooling,
+                                                        "activation": self.splade.activation},
+            "colbert_dim": self.colbert_dim or None,
         }
 
 
@@ -210,6 +239,10 @@ def resolve(settings: EncoderSettings) -> ModelSpec:
                                  "(no pooler.dense weights); use CLS_TOKEN for its first token's hidden state")
     if settings.no_position_embeddings and config.path != "packed":
         raise ConfigurationError(f"-no_position_embeddings applies to BERT and its kin, not to {config.model_type}")
+    splade = _splade(strategy, source, config, settings.normalize) if strategy.is_sparse else None
+    if splade is not None:
+        normalize = False
+    colbert_dim = _m3(source, config) if source.m3_heads is not None and head is None and splade is None else 0
     return ModelSpec(
         source=source,
         config=config,
@@ -227,7 +260,31 @@ def resolve(settings: EncoderSettings) -> ModelSpec:
         dtype=_dtype(settings),
         prompts=_prompts(defaults, settings.default_prompt_name),
         head=head,
+        splade=splade,
+        colbert_dim=colbert_dim,
     )
+
+
+def _splade(strategy: PoolingStrategy, source: ModelSource, config: ModelConfig,
+            normalize: bool | None) -> SpladeOptions:
+    """SPLADE's options, checked: a packed family with a masked-LM head; not normalised."""
+    if config.path != "packed":
+        raise ConfigurationError(f"-pooling_strategy SPLADE runs on the packed path (BERT, RoBERTa, XLM-R, DistilBERT, "
+                                 f"ELECTRA, MPNet), not on a {config.model_type!r} model")
+    if not has_mlm_head(weight_names(source)):
+        raise ConfigurationError(f"-pooling_strategy {strategy} needs a masked-LM head, and {source.weights_path} has "
+                                 "none: serve a *ForMaskedLM folder or a SparseEncoder (SPLADE) folder")
+    if normalize:
+        raise ConfigurationError("-normalize applies to dense vectors; SPLADE's sparse vectors are not normalised")
+    return source.defaults.splade or SpladeOptions()
+
+
+def _m3(source: ModelSource, config: ModelConfig) -> int:
+    """BGE-M3's ColBERT width, its heads checked against the model."""
+    if config.path != "packed":
+        raise ConfigurationError(f"{source.m3_heads}: BGE-M3's heads run on the packed path (an XLM-RoBERTa, as "
+                                 f"BGE-M3's), not on a {config.model_type!r} model")
+    return M3Heads.shapes(source.m3_heads, config.hidden_size)
 
 
 def _prompts(defaults, default_name: str | None) -> Prompts:

@@ -192,6 +192,11 @@ class Tokenizer:
     def vocab_size(self) -> int:
         return self._backend.get_vocab_size()
 
+    @property
+    def pad_id(self) -> int | None:
+        """The id of the padding token (``<pad>``, ``[PAD]``), if the vocabulary has one."""
+        return next((self._vocab[name] for name in ("<pad>", "[PAD]") if name in self._vocab), None)
+
     def encode(
         self,
         texts: Sequence[str] | Sequence[Sequence[str]],

@@ -77,7 +77,8 @@ def get_args_parser() -> argparse.ArgumentParser:
           metavar="{" + ",".join(PoolingStrategy.__members__) + "}",
           help="default: REDUCE_MEAN, or the sentence-transformers model's pooling; a fine-tuned classifier or "
                "cross-encoder folder answers its head's scores. CLASSIFICATION: softmax over a run_classifier.py "
-               "head (-num_labels outputs); REGRESSION: sigmoid of its one output")
+               "head (-num_labels outputs); REGRESSION: sigmoid of its one output; SPLADE: sparse vectors from a "
+               "masked-LM head (a SparseEncoder folder chooses it itself)")
     _flag(bert, "num_labels", type=int, default=None,
           help="outputs of the CLASSIFICATION head (default 2); a Hugging Face classifier's come from its config")
     _flag(bert, "mask_cls_sep", action="store_true", default=False, help="leave [CLS] and [SEP] out of pooling")

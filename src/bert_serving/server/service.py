@@ -26,11 +26,13 @@ import threading
 import time
 from datetime import datetime
 
+import numpy as np
 import zmq
 
 from .. import __version__, protocol
 from ..errors import NotReadyError
 from ..model.encoder import resolve
+from ..model.outputs import OutputLayout
 from .config import ServerConfig
 from .http.app import HttpSettings
 from .http.server import listen
@@ -51,6 +53,11 @@ from .replicas.pool import WorkerPool
 __all__ = ["BertServer"]
 
 logger = logging.getLogger(__name__)
+
+
+def _row_bytes(outputs: OutputLayout):
+    """What one row's outputs take at the replica (the batcher's byte budget per batch)."""
+    return lambda length, kinds: outputs.nbytes_of(kinds, 1, np.array([length]))
 
 
 class BertServer(threading.Thread):
@@ -79,7 +86,8 @@ class BertServer(threading.Thread):
             task=self.spec.task, labels=head.labels if head else (), activation=head.activation if head else None,
             per_token=self.spec.pooling_strategy.per_token, max_input_length=self.spec.max_length,
             max_batch_tokens=self.config.batch_tokens(self.devices[0], getattr(self.spec.config, "hidden_size", 384)),
-            tokenizer=self.tokenizer,
+            outputs=self.spec.output_kinds, sparse_dim=self.spec.outputs.sparse_dim,
+            colbert_dim=self.spec.colbert_dim, tokenizer=self.tokenizer,
         )
         self._log_configuration()
 
@@ -104,6 +112,7 @@ class BertServer(threading.Thread):
             max_batch_tokens=self._served.max_batch_tokens,
             priority_batch_size=config.priority_batch_size,
             max_queued_rows=config.max_queued_texts,
+            row_bytes=None if spec.output_kinds == ("dense",) else _row_bytes(spec.outputs),
         )
         self.stats.queue_rows = lambda: self.batcher.queued_rows
         self.sink = Sink(spec.outputs, self.stats, gathered=lambda: self.hub.gathered())

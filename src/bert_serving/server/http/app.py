@@ -4,7 +4,8 @@ Requests enter the same pipeline as ZeroMQ requests, through the `Gateway`; no p
 clients sits in between: the requests of one turn of the event loop go in together (`handoff`),
 and a valid request to a hot route skips FastAPI's per-request machinery (`fast_lane`). Routes:
 
-- ``POST /encode``, ``GET /status/server``, ``GET /status/client``: the original's, same bodies;
+- ``POST /encode``, ``GET /status/server``, ``GET /status/client``: the original's, same bodies
+  (``"outputs": ["dense", "sparse", "colbert"]`` asks a model that has them for several at once);
 - ``POST /v1/embeddings`` and ``/embeddings``: OpenAI's shapes (`openai_api`);
 - ``GET /v1/models``, ``/v1/models/{id}``: OpenAI's (`models_api`);
 - ``POST /predict`` and ``/rerank``: text-embeddings-inference's (`tei_api`), and ``POST
@@ -28,7 +29,7 @@ import asyncio
 import hmac
 import logging
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -79,7 +80,7 @@ from .responses import (
     validation_error,
 )
 from .tei_api import mount_tei
-from .tei_embed_api import mount_natural_route, mount_tei_embed
+from .tei_embed_api import colbert_json, mount_natural_route, mount_tei_embed, sparse_json
 from .tei_info_api import mount_tei_info
 
 __all__ = ["HttpSettings", "create_app"]
@@ -110,6 +111,10 @@ class EncodeRequest(BaseModel):
                                                         "lists of tokens are recognised by their shape")
     prompt_name: str | None = Field(None, description=PROMPT_NAME)
     prompt: str | None = Field(None, description=PROMPT)
+    outputs: list[Literal["dense", "sparse", "colbert"]] | None = Field(
+        None, min_length=1, description="Outputs of a model that has several (BGE-M3), from one forward pass: the "
+                                        "result is then an object with each (sparse: [{index, value}, ...] per text; "
+                                        "colbert: a vector per token but [CLS], per text)")
 
 
 def _texts_kind(value: object) -> str | None:
@@ -141,7 +146,8 @@ def encode_request_model(vocab_size: int, max_texts: int, prompt_names: tuple[st
 
 class EncodeResponse(BaseModel):
     id: Any = None
-    result: list = Field(description="One vector per text ([N, D]), or per token with NONE pooling ([N, T, D])")
+    result: list | dict = Field(description="One vector per text ([N, D]), or per token with NONE pooling ([N, T, D]); "
+                                            "with outputs, an object of each output asked for")
     status: int = 200
 
 
@@ -232,10 +238,15 @@ def create_app(gateway: Gateway, config: HttpSettings) -> FastAPI:
         """Vectors for ``texts``, as bert-as-service's HTTP proxy answered."""
         is_tokenized = all(isinstance(t, list) for t in body.texts)
         outcome = await encode(body.texts, is_tokenized, client_of(request), request=request,
-                               prompt_name=body.prompt_name, prompt=body.prompt)
+                               prompt_name=body.prompt_name, prompt=body.prompt, outputs=body.outputs)
         if outcome.error is not None:
             return error_response(request.url.path, outcome.error)
-        return json_response({"id": body.id, "result": outcome.result, "status": 200})
+        if body.outputs is None:
+            return json_response({"id": body.id, "result": outcome.result, "status": 200})
+        result = {"dense": outcome.result, "sparse": None if outcome.sparse is None else sparse_json(outcome.sparse),
+                  "colbert": None if outcome.colbert is None else colbert_json(outcome.colbert)}
+        return json_response({"id": body.id, "result": {k: v for k, v in result.items() if k in body.outputs},
+                              "status": 200})
 
     @app.get("/status/server", dependencies=guarded, tags=["bert-as-service"])
     async def status_server(request: Request) -> Response:
@@ -287,7 +298,9 @@ def create_app(gateway: Gateway, config: HttpSettings) -> FastAPI:
     @app.get("/", tags=["operations"])
     async def index(request: Request) -> Response:
         """What is served here, and where (for a browser, a page of links)."""
-        embed = ["/embed_all"] if model.per_token else ["/v1/embeddings", "/embed", "/v2/embed", "/v1/embed"]
+        embed = ["/embed_all"] if model.per_token else ["/v1/embeddings", "/embed", "/v2/embed", "/v1/embed"] \
+            if "dense" in model.outputs else []
+        embed += ["/embed_sparse"] * ("sparse" in model.outputs) + ["/embed_all"] * ("colbert" in model.outputs)
         routes = {"embed": ["/encode", *embed], "classify": ["/encode", "/predict"],
                   "rerank": ["/encode", "/predict", "/rerank", "/v1/rerank", "/v2/rerank"]}[model.task]
         info = {"name": "bert-serving", "version": __version__, "model": model.name, "task": model.task,

@@ -6,10 +6,14 @@ shapes, so TEI's clients (LlamaIndex's ``TextEmbeddingsInference``, ``huggingfac
   "dimensions", "prompt_name", "truncate", "truncation_direction"}`` -> ``[[float, ...], ...]``, one
   vector per input (a single input too);
 - ``/embed_all``: the same inputs -> every token's vector, ``[[[float, ...], ...], ...]``, on a
-  server that returns token vectors (``-pooling_strategy NONE``); others answer a 404 saying so;
-- ``/embed_sparse``: a 404 naming what the model has (no served model has a sparse head yet);
+  server that returns token vectors (``-pooling_strategy NONE``), or BGE-M3's ColBERT vectors (one
+  per token but [CLS]); others answer a 404 saying so;
+- ``/embed_sparse``: the same inputs -> per input its non-zero weights, ``[[{"index", "value"}, ...],
+  ...]`` (vocabulary ids ascending), on a server with sparse vectors (SPLADE, BGE-M3); others
+  answer a 404 naming what the model has;
 - ``POST /``: TEI's catch-all, the served model's natural route: ``/embed`` (``/embed_all`` with
-  token vectors), ``/predict`` for a classifier, ``/rerank`` for a cross-encoder.
+  token vectors, ``/embed_sparse`` for SPLADE), ``/predict`` for a classifier, ``/rerank`` for a
+  cross-encoder.
 
 ``normalize`` L2-normalises (after ``dimensions`` keeps the leading ones); ``false`` gives the
 server's own vectors, which are unit vectors anyway on a server that normalises (the default
@@ -31,7 +35,9 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, create_model
 from starlette.concurrency import run_in_threadpool
 
 from ...errors import UnsupportedTaskError
+from ...outputs import COLBERT, DENSE, SPARSE, Ragged
 from ..pipeline.gateway import ServedModel
+from ..pipeline.tasks import describe_outputs
 from .fast_lane import Route
 from .openai_api import Text, integer, one_of, prompt_name_field
 from .responses import TEI_ERROR_RESPONSES, client_of, error_response, json_response
@@ -118,6 +124,8 @@ def _serves(model: ServedModel) -> str:
     strategy = model.settings.get("pooling_strategy_name", "?")
     if model.per_token:
         return "token vectors (-pooling_strategy NONE)"
+    if model.outputs != (DENSE,):
+        return describe_outputs(model)
     return f"sentence vectors of {model.dim} dimensions (-pooling_strategy {strategy})"
 
 
@@ -131,8 +139,21 @@ def embed_vectors(vectors: np.ndarray, normalize: bool, dimensions: int | None) 
     return np.ascontiguousarray(vectors)
 
 
+def sparse_json(sparse: Ragged) -> list[list[dict]]:
+    """Sparse vectors as TEI answers them: per text ``[{"index", "value"}, ...]``."""
+    ids, values, offsets = sparse.columns["indices"].tolist(), sparse.columns["values"].tolist(), sparse.offsets.tolist()
+    return [[{"index": i, "value": v} for i, v in zip(ids[a:b], values[a:b])] for a, b in zip(offsets, offsets[1:])]
+
+
+def colbert_json(colbert: Ragged) -> list[np.ndarray]:
+    vectors, offsets = colbert.columns["vectors"], colbert.offsets.tolist()
+    return [vectors[a:b] for a, b in zip(offsets, offsets[1:])]
+
+
 def natural_route(model: ServedModel) -> str:
     """The route TEI's ``POST /`` stands for on this server."""
+    if model.task == "embed" and DENSE not in model.outputs:
+        return "/embed_sparse"
     if model.task == "embed":
         return "/embed_all" if model.per_token else "/embed"
     return "/predict" if model.task == "classify" else "/rerank"
@@ -142,7 +163,8 @@ def mount_tei_embed(app: FastAPI, model: ServedModel, submit: Submit, guarded: l
                     ) -> dict[str, Route]:
     """Add ``/embed``, ``/embed_all`` and ``/embed_sparse`` to ``app``; their `FastLane` routes."""
     EmbedBody, EmbedAllBody = embed_request_models(model, max_texts)  # noqa: N806
-    sentence_vectors = model.task == "embed" and not model.per_token
+    sentence_vectors = model.task == "embed" and not model.per_token and DENSE in model.outputs
+    colbert = COLBERT in model.outputs
 
     @app.post("/embed", response_model=list[list[float]], responses=TEI_ERROR_RESPONSES, dependencies=guarded,
               tags=[_TAG], include_in_schema=sentence_vectors)
@@ -160,13 +182,20 @@ def mount_tei_embed(app: FastAPI, model: ServedModel, submit: Submit, guarded: l
         return json_response(embed_vectors(outcome.result, body.normalize, body.dimensions))
 
     @app.post("/embed_all", response_model=list[list[list[float]]], responses=TEI_ERROR_RESPONSES,
-              dependencies=guarded, tags=[_TAG], include_in_schema=model.per_token)
+              dependencies=guarded, tags=[_TAG], include_in_schema=model.per_token or colbert)
     async def embed_all(body: EmbedAllBody, request: Request) -> Response:
-        """Every token's vector, per input, as TEI (needs -pooling_strategy NONE)."""
+        """Every token's vector, per input, as TEI (needs -pooling_strategy NONE); BGE-M3's ColBERT vectors."""
+        if colbert:
+            texts, is_ids = request_texts(body.inputs, model)
+            outcome = await submit(texts, is_ids, client_of(request), request=request, task="embed",
+                                   prompt_name=body.prompt_name, outputs=[COLBERT])
+            if outcome.error is not None:
+                return error_response(request.url.path, outcome.error)
+            return json_response(colbert_json(outcome.colbert))
         if not model.per_token:
             raise UnsupportedTaskError(f"this server returns {_serves(model)} with model {model.name}; /embed_all "
                                        "gives token vectors, which a server started with -pooling_strategy NONE "
-                                       "returns", param="inputs")
+                                       "returns, or the ColBERT vectors of a BGE-M3 model", param="inputs")
         texts, is_ids = request_texts(body.inputs, model)
         outcome = await submit(texts, is_ids, client_of(request), request=request, task="embed",
                                prompt_name=body.prompt_name)
@@ -176,15 +205,28 @@ def mount_tei_embed(app: FastAPI, model: ServedModel, submit: Submit, guarded: l
         vectors = outcome.result.astype(np.float32, copy=False)
         return json_response([vectors[i, :n] for i, n in enumerate(lengths)])
 
-    @app.post("/embed_sparse", responses=TEI_ERROR_RESPONSES, dependencies=guarded, tags=[_TAG],
-              include_in_schema=False)
+    @app.post("/embed_sparse", response_model=list[list[SparseValue]], responses=TEI_ERROR_RESPONSES,
+              dependencies=guarded, tags=[_TAG], include_in_schema=SPARSE in model.outputs)
     async def embed_sparse(body: EmbedAllBody, request: Request) -> Response:
-        """Sparse vectors, for a sparse (SPLADE) model: none is served yet."""
-        other = "/embed" if sentence_vectors else natural_route(model)
-        raise UnsupportedTaskError(f"{model.name} has no sparse (SPLADE) head: this server returns {_serves(model)}; "
-                                   f"POST {other} gives them", param="inputs")
+        """Sparse vectors, per input its non-zero weights by vocabulary id, as TEI (a SPLADE model, BGE-M3)."""
+        if SPARSE not in model.outputs:
+            other = "/embed" if sentence_vectors else natural_route(model)
+            raise UnsupportedTaskError(f"{model.name} has no sparse vectors (a SPLADE model or BGE-M3 has): this "
+                                       f"server returns {_serves(model)}; POST {other} gives them", param="inputs")
+        texts, is_ids = request_texts(body.inputs, model)
+        outcome = await submit(texts, is_ids, client_of(request), request=request, task="embed",
+                               prompt_name=body.prompt_name, outputs=[SPARSE])
+        if outcome.error is not None:
+            return error_response(request.url.path, outcome.error)
+        return json_response(sparse_json(outcome.sparse))
 
-    return {"/embed": (EmbedBody, embed), "/embed_all": (EmbedAllBody, embed_all)}
+    return {"/embed": (EmbedBody, embed), "/embed_all": (EmbedAllBody, embed_all),
+            "/embed_sparse": (EmbedAllBody, embed_sparse)}
+
+
+class SparseValue(BaseModel):
+    index: int
+    value: float
 
 
 def _token_counts(model: ServedModel, texts: list, is_ids: bool, prompt_name: str | None) -> list[int]:

@@ -4,16 +4,21 @@ Frames are bytes: JSON, and raw arrays sent from their own memory (never pickles
 
     edge -> coordinator
       [READY, json{pid}]                              the edge serves (after its set-up)
-      [SUBMIT, json{"r": [[id, rows, received_at, tokenized_at], ...]},
+      [SUBMIT, json{"r": [[id, rows, received_at, tokenized_at(, outputs)], ...]},
                input_ids i32, type_ids i8, pool_mask u8, offsets i64]
-                                                      requests, tokenized, their rows end to end
+                                                      requests, tokenized, their rows end to end;
+                                                      outputs: what one asks for, when not its
+                                                      dense vectors alone (`bert_serving.outputs`)
       [ABANDON, json{"ids": [...]}]                   their clients went away
       [STATS, json(Stats.take())]                     what the edge counted since it last said
       [CALL, json{"call": n, "what": ..., ...}]       a view (observe) or control (stop)
       [SYNCED, json{"sync": n}]                       stats handed over, as SYNC n asked
     coordinator -> edge
-      [ANSWERS, json[[id, dtype, shape] | [id, {code, message}], ...], array, ...]
-                                                      results (an array each) or errors, of one batch
+      [ANSWERS, json[[id, dtype, shape(, parts)] | [id, {code, message}], ...], array, ...]
+                                                      results (an array each) or errors, of one batch;
+                                                      with parts [[name, dtype, shape], ...] its ragged
+                                                      outputs follow its array (`outputs.to_parts`);
+                                                      dtype null: no dense array
       [RETURN, json{"call": n, "value": ...}]         a call's answer
       [SYNC, json{"sync": n}]                         hand over your stats now (a view is asked for)
       [CLOSE]                                         stop taking requests (the server drains)
@@ -31,6 +36,7 @@ import numpy as np
 
 from ...errors import BertServingError, error_from_code
 from ...model.features import Features
+from ...outputs import Ragged, from_parts, to_parts
 
 __all__ = ["ABANDON", "ANSWERS", "CALL", "CLOSE", "READY", "RETURN", "STATS", "STOP", "SUBMIT", "SYNC",
            "SYNCED", "answer_frames", "dumps", "read_answers", "read_submission", "submission_frames"]
@@ -43,10 +49,12 @@ def dumps(value: object) -> bytes:
     return json.dumps(value, separators=(",", ":"), default=str).encode()
 
 
-def submission_frames(requests: list[tuple[int, Features, float, float]]) -> list:
-    """One SUBMIT for ``(id, features, received_at, tokenized_at)`` of several requests."""
-    meta = [[rid, len(features), received, tokenized] for rid, features, received, tokenized in requests]
-    parts = [features for _, features, _, _ in requests]
+def submission_frames(requests: list[tuple[int, Features, float, float, int]]) -> list:
+    """One SUBMIT for ``(id, features, received_at, tokenized_at, outputs)`` of several requests."""
+    meta = [[rid, len(features), received, tokenized] if outputs == 1 else
+            [rid, len(features), received, tokenized, outputs]
+            for rid, features, received, tokenized, outputs in requests]
+    parts = [features for _, features, _, _, _ in requests]
     if len(parts) == 1:
         ids, types, mask, lengths = parts[0].input_ids, parts[0].type_ids, parts[0].pool_mask, parts[0].lengths
     else:
@@ -60,44 +68,59 @@ def submission_frames(requests: list[tuple[int, Features, float, float]]) -> lis
             np.ascontiguousarray(types, dtype=np.int8), np.ascontiguousarray(mask).view(np.uint8), offsets]
 
 
-def read_submission(frames: list) -> Iterator[tuple[int, Features, float, float]]:
-    """The requests of a SUBMIT: ``(id, features, received_at, tokenized_at)``, their features
-    views of the message's buffer."""
+def read_submission(frames: list) -> Iterator[tuple[int, Features, float, float, int]]:
+    """The requests of a SUBMIT: ``(id, features, received_at, tokenized_at, outputs)``, their
+    features views of the message's buffer."""
     meta = json.loads(bytes(frames[1]))["r"]
     whole = Features(input_ids=np.frombuffer(frames[2], dtype=np.int32), type_ids=np.frombuffer(frames[3], dtype=np.int8),
                      pool_mask=np.frombuffer(frames[4], dtype=np.uint8).view(np.bool_),
                      offsets=np.frombuffer(frames[5], dtype=np.int64))
     if len(meta) == 1:
-        rid, _, received, tokenized = meta[0]
-        yield rid, whole, received, tokenized
+        rid, _, received, tokenized, *outputs = meta[0]
+        yield rid, whole, received, tokenized, outputs[0] if outputs else 1
         return
     start = 0
-    for rid, rows, received, tokenized in meta:
-        yield rid, whole.rows(start, start + rows), received, tokenized
+    for rid, rows, received, tokenized, *outputs in meta:
+        yield rid, whole.rows(start, start + rows), received, tokenized, outputs[0] if outputs else 1
         start += rows
 
 
-def answer_frames(answers: list[tuple[int, np.ndarray | None, BertServingError | None]]) -> list:
-    """One ANSWERS message for ``(id, result, error)`` of several requests."""
+Answer = tuple[int, "np.ndarray | None", "BertServingError | None", "dict[str, Ragged] | None"]
+
+
+def answer_frames(answers: list[Answer]) -> list:
+    """One ANSWERS message for ``(id, result, error, ragged outputs)`` of several requests."""
     meta, arrays = [], []
-    for rid, result, error in answers:
+    for rid, result, error, ragged in answers:
         if error is not None:
             meta.append([rid, error.to_dict()])
-        else:
+            continue
+        entry = [rid, None, None]
+        if result is not None:
             result = np.ascontiguousarray(result)
-            meta.append([rid, result.dtype.str, result.shape])
+            entry = [rid, result.dtype.str, result.shape]
             arrays.append(result)
+        if ragged:
+            parts = to_parts(ragged)
+            entry.append([[name, array.dtype.str, array.shape] for name, array in parts])
+            arrays.extend(np.ascontiguousarray(array).reshape(-1) for _, array in parts)  # flat: some are empty
+        meta.append(entry)
     return [ANSWERS, dumps(meta), *arrays]
 
 
-def read_answers(frames: list) -> Iterator[tuple[int, np.ndarray | None, BertServingError | None]]:
+def read_answers(frames: list) -> Iterator[Answer]:
     arrays = iter(frames[2:])
     for entry in json.loads(bytes(frames[1])):
         if len(entry) == 2:
             rid, detail = entry
             error = error_from_code(detail["code"], detail["message"])
             error.param = detail.get("param")
-            yield rid, None, error
-        else:
-            rid, dtype, shape = entry
-            yield rid, np.frombuffer(next(arrays), dtype=dtype).reshape(shape), None
+            yield rid, None, error, None
+            continue
+        rid, dtype, shape, *parts = entry
+        result = None if dtype is None else np.frombuffer(next(arrays), dtype=dtype).reshape(shape)
+        ragged = None
+        if parts:
+            ragged = from_parts((name, np.frombuffer(next(arrays), dtype=kind).reshape(size))
+                                for name, kind, size in parts[0])
+        yield rid, result, None, ragged

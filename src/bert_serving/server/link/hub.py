@@ -307,9 +307,9 @@ class Hub:
 
     def _submit(self, edge: _Edge, frames: list) -> None:
         with self._batcher.submitting():  # all of them offered to the replicas together
-            for rid, features, received, tokenized in read_submission(frames):
+            for rid, features, received, tokenized, outputs in read_submission(frames):
                 request = Request(features, self._replier(edge, rid), edge.name, received_at=received,
-                                  tokenized_at=tokenized)
+                                  tokenized_at=tokenized, outputs=outputs)
                 edge.requests[rid] = request
                 self._sink.track(request)
                 self._batcher.submit(request, admitted=False)
@@ -320,9 +320,9 @@ class Hub:
                 return
             gathering = getattr(self._local, "answers", None)
             if gathering is None:
-                self._send(edge, answer_frames([(rid, outcome.result, outcome.error)]))
+                self._send(edge, answer_frames([(rid, outcome.result, outcome.error, outcome.ragged)]))
             else:
-                gathering.setdefault(edge, []).append((rid, outcome.result, outcome.error))
+                gathering.setdefault(edge, []).append((rid, outcome.result, outcome.error, outcome.ragged))
 
         return reply
 

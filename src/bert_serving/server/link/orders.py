@@ -60,6 +60,7 @@ class ModelOrders:
         """The orders, with the served model's tokenizer built here (the edge's own)."""
         served = dict(value["served"])
         served["labels"] = tuple(served["labels"])
+        served["outputs"] = tuple(served["outputs"])
         outputs = dict(value["outputs"])
         outputs["dtype"] = np.dtype(outputs["dtype"])
         prompts = Prompts(tuple(tuple(p) for p in value["prompts"]["named"]), value["prompts"]["default_name"])

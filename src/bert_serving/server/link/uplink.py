@@ -23,7 +23,7 @@ from concurrent.futures import Future
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from itertools import count
-from typing import Iterator
+from typing import Iterator, Sequence
 
 from ...errors import BertServingError, NotReadyError, OverloadedError, error_from_code
 from ..pipeline.budget import MemoryBudget
@@ -31,7 +31,7 @@ from ..pipeline.gateway import Observation, ServedModel
 from ..pipeline.intake import Intake
 from ..pipeline.request import Outcome, ReplyFn, Request, Ticket
 from ..pipeline.stats import Stats
-from ..pipeline.tasks import check_task, scored_reply
+from ..pipeline.tasks import check_task, densified_reply, scored_reply, wanted_outputs
 from ..processes.channel import Channel
 from ..processes.child import set_thread_title
 from .frames import (
@@ -94,9 +94,11 @@ class Uplink:
     # the Gateway --------------------------------------------------------------------------------------
 
     def submit(self, texts: object, is_tokenized: bool, reply: ReplyFn, client: str, *, task: str | None = None,
-               raw_scores: bool = False, prompt_name: object = None, prompt: object = None) -> Ticket:
+               raw_scores: bool = False, prompt_name: object = None, prompt: object = None,
+               outputs: Sequence[str] | None = None) -> Ticket:
         try:
             check_task(self.model, task)
+            kinds, densify = wanted_outputs(self.model, task, outputs)
         except BertServingError as exc:
             self.stats.data_request(client, len(texts) if isinstance(texts, list) else 0)
             self.stats.error(exc.code)
@@ -104,8 +106,10 @@ class Uplink:
             return Ticket()
         if self.model.task != "embed":  # a head: logits become scores, counted
             reply = scored_reply(reply, self.model, task, raw_scores, self.stats)
+        elif densify:
+            reply = densified_reply(reply, self.model.sparse_dim)
         return self._intake.submit(texts, is_tokenized, reply, client, pairs=task in ("predict", "rerank"),
-                                   prompt_name=prompt_name, prompt=prompt)
+                                   prompt_name=prompt_name, prompt=prompt, outputs=kinds)
 
     def together(self) -> AbstractContextManager[None]:
         return self._together()
@@ -174,7 +178,7 @@ class Uplink:
         return True
 
     def _submit(self, requests: list[Request]) -> None:
-        self._send(submission_frames([(r.id, r.features, r.received_at, r.tokenized_at) for r in requests]))
+        self._send(submission_frames([(r.id, r.features, r.received_at, r.tokenized_at, r.outputs) for r in requests]))
 
     def _abandon(self, request: Request) -> None:
         if self._settle(request.id) is not None:
@@ -228,15 +232,15 @@ class Uplink:
     def _read(self, frames: list) -> None:
         kind = bytes(frames[0])
         if kind == ANSWERS:
-            for rid, result, error in read_answers(frames):
+            for rid, result, error, ragged in read_answers(frames):
                 request = self._settle(rid)
                 if request is None:  # abandoned meanwhile
                     continue
                 tokens = None
-                if result is not None and self._show_tokens and request.features.tokens is not None:
+                if error is None and self._show_tokens and request.features.tokens is not None:
                     tokens = [list(t) for t in request.features.tokens]
                 try:
-                    request.reply(Outcome(result, tokens, error, request.features.num_tokens))
+                    request.reply(Outcome(result, tokens, error, request.features.num_tokens, **(ragged or {})))
                 except Exception:
                     logger.exception("replying to request %d failed", rid)
         elif kind == RETURN:

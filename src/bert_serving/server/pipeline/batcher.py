@@ -15,7 +15,9 @@ are dropped before they run.
 
 A window of rows (up to ``window_batches`` batches' worth) is taken from a lane, sorted by
 length, and cut into batches that fit ``max_batch_tokens`` padded tokens (rows x longest row)
-and ``max_batch_size`` rows. Every row of a window is batched before the next window is taken,
+and ``max_batch_size`` rows, and, for a model with sparse or ColBERT outputs, ``max_batch_bytes``
+of what its rows' outputs take at the replica (``row_bytes``: a SPLADE row's weight per
+vocabulary id, a ColBERT row's vector per token). Every row of a window is batched before the next window is taken,
 so no row waits forever behind shorter newcomers. No deliberate delay: a worker that asks for
 work gets what is waiting; under load batches grow on their own. The one wait there is, its
 feeder's to choose (`gather`): after a long batch, for the clients it has just answered.
@@ -64,6 +66,14 @@ class Batch:
     def num_tokens(self) -> int:
         return self.features.num_tokens
 
+    @property
+    def kinds(self) -> np.ndarray | None:
+        """Per row (in `features` order), the outputs its request asks for (uint8,
+        `bert_serving.outputs.kind_bits`); None when every row wants its dense vector alone."""
+        if all(request.outputs == 1 for request, _ in self.segments):
+            return None
+        return np.concatenate([np.full(len(rows), request.outputs, dtype=np.uint8) for request, rows in self.segments])
+
     def split(self) -> tuple[Batch, Batch]:
         """This batch's rows in two halves (each request's rows keep their order)."""
         rows = [(request, row) for request, picked in self.segments for row in picked]
@@ -107,13 +117,19 @@ class Batcher:
         window_batches: int = 4,
         max_queued_rows: int = 1_000_000,
         bulk_every: int = 4,
+        row_bytes: Callable[[int, int], int] | None = None,
+        max_batch_bytes: int = 64 * 1024**2,
     ) -> None:
+        """``row_bytes(length, outputs)``: what a row's outputs take at the replica, for a model with
+        sparse or ColBERT outputs (None: dense vectors, which the token budget bounds)."""
         self.max_batch_size = max_batch_size
         self.max_batch_tokens = max_batch_tokens
         self.priority_batch_size = priority_batch_size
         self.window_rows = max_batch_size * window_batches
         self.max_queued_rows = max_queued_rows
         self.bulk_every = max(1, bulk_every)
+        self._row_bytes = row_bytes
+        self.max_batch_bytes = max_batch_bytes
         self._priority_streak = 0  # priority batches taken in a row while bulk work waited
         self._cond = threading.Condition()
         self._retry: deque[Batch] = deque()
@@ -288,6 +304,8 @@ class Batcher:
         while start < len(window):
             longest = max(window[start][0], 1)
             size = max(1, min(self.max_batch_size, self.max_batch_tokens // longest))
+            if self._row_bytes is not None:
+                size = self._fit_bytes(window, start, size)
             chosen = window[start : start + size]
             start += size
             by_request: dict[int, tuple[Request, list[int]]] = {}
@@ -295,3 +313,13 @@ class Batcher:
                 by_request.setdefault(id(pending), (pending.request, []))[1].append(row)
             batches.append(Batch([(r, np.array(sorted(rows), dtype=np.int64)) for r, rows in by_request.values()]))
         return batches
+
+    def _fit_bytes(self, window: list[tuple[int, _Pending, int]], start: int, size: int) -> int:
+        """How many of the ``size`` rows from ``start`` fit ``max_batch_bytes`` of outputs (one at least)."""
+        total = 0
+        for i in range(start, min(start + size, len(window))):
+            length, pending, _ = window[i]
+            total += self._row_bytes(length, pending.request.outputs)
+            if total > self.max_batch_bytes and i > start:
+                return i - start
+        return size

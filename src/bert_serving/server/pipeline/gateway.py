@@ -10,7 +10,7 @@ from __future__ import annotations
 from concurrent.futures import Future
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Mapping, Protocol
+from typing import TYPE_CHECKING, Mapping, Protocol, Sequence
 
 from .request import ReplyFn, Ticket
 from .stats import Stats
@@ -37,6 +37,9 @@ class ServedModel:
     per_token: bool = False  # -pooling_strategy NONE: a vector per token ([N, T, D]), not per text
     max_input_length: int = 0  # tokens the model sees of one input at most, special tokens included
     max_batch_tokens: int = 0  # tokens one forward pass takes at most
+    outputs: tuple[str, ...] = ("dense",)  # what it gives (`bert_serving.outputs`): dense, sparse, colbert
+    sparse_dim: int = 0  # the vocabulary its sparse vectors index
+    colbert_dim: int = 0  # the width of its ColBERT vectors
     # the pipeline's own (thread-safe): what an edge tokenizes with it (/tokenize) is what the model sees
     tokenizer: Tokenizer | None = field(default=None, repr=False, compare=False)
 
@@ -61,7 +64,8 @@ class Gateway(Protocol):
     def model(self) -> ServedModel: ...
 
     def submit(self, texts: object, is_tokenized: bool, reply: ReplyFn, client: str, *, task: str | None = None,
-               raw_scores: bool = False, prompt_name: object = None, prompt: object = None) -> Ticket:
+               raw_scores: bool = False, prompt_name: object = None, prompt: object = None,
+               outputs: Sequence[str] | None = None) -> Ticket:
         """Queue ``texts`` for the model; exactly one `Outcome` goes to ``reply``, on another thread,
         unless the returned `Ticket` is abandoned first (the client went away).
 

@@ -16,7 +16,9 @@ exactly one answer, unless its edge abandons its `Ticket` first (the client went
 Admission, before any work is spent: the count of texts (``-max_request_texts``), the backlog
 in texts (`Downstream.admit`) and in bytes (`MemoryBudget`: the texts until tokenized, then the
 result until answered), and the result's size (``-max_result_bytes``), checked again once the
-lengths are known.
+lengths are known. The result is what the request asks for (`OutputLayout.nbytes_of`): dense
+vectors, and at most a weight per vocabulary id of a SPLADE text, one per token of a BGE-M3 text,
+a ColBERT vector per token.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from ...model.features import Features
 from ...model.outputs import OutputLayout
 from ...model.prompts import Prompts
 from ...model.tokenization import Tokenizer
+from ...outputs import kind_names
 from .batcher import Batcher
 from .budget import MemoryBudget, human_bytes, size_of_texts
 from .request import Outcome, ReplyFn, Request, Ticket
@@ -108,10 +111,11 @@ class Intake:
         self._local = threading.local()  # .group: the open `together` group of this thread
 
     def submit(self, texts: object, is_tokenized: bool, reply: ReplyFn, client: str, *,
-               pairs: bool = False, prompt_name: object = None, prompt: object = None) -> Ticket:
+               pairs: bool = False, prompt_name: object = None, prompt: object = None, outputs: int = 1) -> Ticket:
         """Tokenize and queue ``texts`` in the background; its `Outcome` goes to ``reply``.
         ``pairs``: texts are strings or explicit ``[A, B]`` pairs (`Tokenizer.encode_pairs`);
-        otherwise the prompt asked for (`Prompts.choose`) goes before each text."""
+        otherwise the prompt asked for (`Prompts.choose`) goes before each text. ``outputs``: what
+        it asks for (`bert_serving.outputs.kind_bits`; checked by the caller)."""
         ticket = Ticket()
         count = len(texts) if isinstance(texts, list) else 0
         self._stats.data_request(client, count)
@@ -127,7 +131,7 @@ class Intake:
         text_bytes = size_of_texts(texts)
         try:
             chosen = self._prompt(pairs, prompt_name, prompt)
-            self._check_result_size(count)  # as far as it is known before tokenization
+            self._check_result_size(outputs, count)  # as far as it is known before tokenization
             self._downstream.admit(count)  # a full backlog refuses here, before any work is spent
             try:
                 self._budget.reserve(text_bytes)
@@ -138,7 +142,7 @@ class Intake:
             self._refuse(reply, exc)
             return ticket
         received = time.perf_counter()
-        work = _Work(ticket, texts, is_tokenized, reply, client, received, count, text_bytes, pairs, chosen)
+        work = _Work(ticket, texts, is_tokenized, reply, client, received, count, text_bytes, pairs, chosen, outputs)
         if not _is_small(texts):
             self._pool.submit(self._tokenize, *work)
         elif (group := getattr(self._local, "group", None)) is not None and not pairs:
@@ -189,27 +193,31 @@ class Intake:
                                       param="prompt" if prompt is not None else "prompt_name")
         return None
 
-    def _check_result_size(self, count: int, longest: int = 0) -> int:
+    def _check_result_size(self, outputs: int, count: int, lengths=None) -> int:
         if self._outputs is None:
             return 0
-        nbytes = self._outputs.nbytes(count, longest)
+        nbytes = self._outputs.nbytes_of(outputs, count, lengths)
         if nbytes > self.max_result_bytes:
-            shape = list(self._outputs.shape(count, longest))
+            if outputs == 1:
+                longest = 0 if lengths is None else int(lengths.max(initial=0))
+                what = f"would be {list(self._outputs.shape(count, longest))} {self._outputs.dtype}"
+            else:
+                what = f"({', '.join(kind_names(outputs))}) could be"
             per_token = "; or a pooled -pooling_strategy" if self._outputs.per_token else ""
             raise PayloadTooLargeError(
-                f"the answer would be {shape} {self._outputs.dtype} ({human_bytes(nbytes)}); this server answers at "
+                f"the answer {what} ({human_bytes(nbytes)}); this server answers at "
                 f"most {human_bytes(self.max_result_bytes)} per request (-max_result_bytes): send fewer texts per "
                 f"request (BertClient's chunk_size){per_token}"
             )
         return nbytes
 
     def _tokenize(self, ticket: Ticket, texts, is_tokenized: bool, reply: ReplyFn, client: str, received: float,
-                  count: int, text_bytes: int, pairs: bool, prompt: str | None, *,
+                  count: int, text_bytes: int, pairs: bool, prompt: str | None, outputs: int = 1, *,
                   features: Features | None = None) -> None:
         """Tokenize (unless ``features`` are given: done together with others) and queue."""
         try:
             error = self._queue(ticket, texts, is_tokenized, reply, client, received, count, text_bytes, pairs,
-                                prompt, features)
+                                prompt, outputs, features)
         except Exception as exc:  # a bug here must still answer the client
             logger.exception("queueing a request failed")
             error = ServerError(f"the server failed to queue this request ({type(exc).__name__}); it has been logged")
@@ -217,7 +225,7 @@ class Intake:
             self._refuse(reply, error)
 
     def _queue(self, ticket: Ticket, texts, is_tokenized: bool, reply: ReplyFn, client: str, received: float,
-               count: int, text_bytes: int, pairs: bool, prompt: str | None,
+               count: int, text_bytes: int, pairs: bool, prompt: str | None, outputs: int,
                features: Features | None) -> BertServingError | None:
         """Tokenize and queue; the error to answer with instead (its admission given back)."""
         if ticket.abandoned:  # the client went away while the request waited to be tokenized
@@ -231,7 +239,7 @@ class Intake:
                 features = self._tokenizer.encode_pairs(texts, keep_tokens=self._keep_tokens)
             elif features is None:
                 features = self._tokenizer.encode(texts, is_tokenized, keep_tokens=self._keep_tokens, prompt=prompt)
-            result_bytes = self._check_result_size(len(features), int(features.lengths.max(initial=0)))
+            result_bytes = self._check_result_size(outputs, len(features), features.lengths)
         except BertServingError as exc:
             error = exc
         except Exception as exc:  # a tokenizer bug must still answer the client
@@ -248,7 +256,7 @@ class Intake:
             self._downstream.release(count)
             return error
         request = Request(features, reply, client, received_at=received, tokenized_at=time.perf_counter(),
-                          reserved_bytes=result_bytes)
+                          reserved_bytes=result_bytes, outputs=outputs)
         self._stats.tokenized(request.tokenized_at - received, features.num_tokens)
         if not self._downstream.accept(request, ticket):
             self._downstream.release(count)
@@ -280,6 +288,7 @@ class _Work(NamedTuple):
     text_bytes: int
     pairs: bool
     prompt: str | None
+    outputs: int
 
 
 class _Threads:

@@ -17,18 +17,29 @@ import numpy as np
 
 from ...errors import BertServingError
 from ...model.features import Features
+from ...outputs import Ragged
 
 __all__ = ["Outcome", "ReplyFn", "Request", "Ticket"]
 
 
 @dataclass(frozen=True)
 class Outcome:
-    """How a request ended: its vectors (and word pieces), or the error that stopped it."""
+    """How a request ended: its vectors (and word pieces), or the error that stopped it. A request
+    for other outputs (`bert_serving.outputs`) gets them beside (``result``: its dense vectors, if
+    it asked for them)."""
 
     result: np.ndarray | None = None
     tokens: list[list[str]] | None = None
     error: BertServingError | None = None
     num_tokens: int = 0  # tokens the model saw for it, [CLS]/[SEP] included
+    sparse: Ragged | None = None  # per text: "indices" and "values"
+    colbert: Ragged | None = None  # per text: "vectors", one per token but [CLS]
+
+    @property
+    def ragged(self) -> dict[str, Ragged] | None:
+        """Its ragged outputs by kind, or None."""
+        found = {kind: part for kind, part in (("sparse", self.sparse), ("colbert", self.colbert)) if part is not None}
+        return found or None
 
 
 ReplyFn = Callable[[Outcome], None]
@@ -47,8 +58,10 @@ class Request:
     tokenized_at: float = 0.0
     first_batch_at: float = 0.0
     reserved_bytes: int = 0  # held in the pipeline's memory budget until answered
+    outputs: int = 1  # what it asks for (`bert_serving.outputs.kind_bits`): dense vectors by default
     # reassembly state, owned by the sink
     result: np.ndarray | None = None
+    pieces: dict[str, list[tuple[np.ndarray, Ragged]]] | None = None  # ragged outputs: (rows, their part)
     remaining: int = -1
     done: bool = False
 

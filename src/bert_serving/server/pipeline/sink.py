@@ -1,7 +1,10 @@
 """`Sink`: writes each batch's output into its requests' results, in the requests' own row
 order, and answers every request exactly once: with its vectors when the last row is in, or
 with the first error that hit it. An abandoned request (its client went away) is answered
-never: it is only marked done, so the batcher drops its rows not yet run."""
+never: it is only marked done, so the batcher drops its rows not yet run.
+
+Ragged outputs (sparse, ColBERT: `bert_serving.outputs`) are kept as each batch's part of a
+request's rows, and put in the request's row order when its last row is in."""
 
 from __future__ import annotations
 
@@ -15,6 +18,7 @@ import numpy as np
 
 from ...errors import BertServingError
 from ...model.outputs import OutputLayout
+from ...outputs import DENSE, Ragged, kind_bits
 from .batcher import Batch
 from .budget import MemoryBudget
 from .request import Outcome, Request
@@ -23,6 +27,8 @@ from .stats import Stats
 __all__ = ["Sink"]
 
 logger = logging.getLogger(__name__)
+
+_DENSE = kind_bits([DENSE])
 
 
 class Sink:
@@ -56,20 +62,29 @@ class Sink:
             self.fail_request(request, error)
         return len(pending)
 
-    def deliver(self, batch: Batch, block: np.ndarray) -> None:
-        """Place ``block`` (the model output for ``batch``, rows in batch order)."""
+    def deliver(self, batch: Batch, block: np.ndarray, ragged: dict[str, Ragged] | None = None) -> None:
+        """Place ``block`` (the model output for ``batch``, rows in batch order) and the batch's
+        ``ragged`` outputs, each request getting what it asked for."""
         finished: list[Request] = []
         start = 0
         with self._lock:
             for request, rows in batch.segments:
-                part = block[start : start + len(rows)]
-                start += len(rows)
+                stop = start + len(rows)
+                part = block[start:stop]
                 if request.done:
+                    start = stop
                     continue
-                if request.result is None:
-                    request.result = self._outputs.buffer(request.features.lengths)
+                if request.remaining < 0:
+                    if request.outputs & _DENSE:
+                        request.result = self._outputs.buffer(request.features.lengths)
                     request.remaining = len(request)
-                self._outputs.place(request.result, rows, part, request.features.lengths[rows])
+                if request.outputs & _DENSE:
+                    self._outputs.place(request.result, rows, part, request.features.lengths[rows])
+                for kind, rows_of_batch in (ragged or {}).items():
+                    if request.outputs & kind_bits([kind]):
+                        request.pieces = request.pieces or {}
+                        request.pieces.setdefault(kind, []).append((rows, rows_of_batch.rows(start, stop)))
+                start = stop
                 request.remaining -= len(rows)
                 if request.remaining == 0:
                     self._finish(request)
@@ -88,7 +103,7 @@ class Sink:
             if request.done:
                 return
             self._finish(request)
-            request.result = None
+            request.result = request.pieces = None
         self._answer(request, None, error)
 
     def abandon(self, request: Request) -> None:
@@ -97,7 +112,7 @@ class Sink:
             if request.done:
                 return
             self._finish(request)
-            request.result = None
+            request.result = request.pieces = None
         self._stats.error("abandoned")
 
     def _finish(self, request: Request) -> None:
@@ -110,10 +125,21 @@ class Sink:
 
     def _answer(self, request: Request, result: np.ndarray | None, error: BertServingError | None) -> None:
         tokens = None
-        if result is not None and self._show_tokens and request.features.tokens is not None:
+        if error is None and self._show_tokens and request.features.tokens is not None:
             tokens = [list(t) for t in request.features.tokens]
+        ragged = _assembled(request.pieces) if error is None and request.pieces else {}
+        request.pieces = None
         self._stats.request_done(request, error, time.perf_counter())
         try:
-            request.reply(Outcome(result, tokens, error, request.features.num_tokens))
+            request.reply(Outcome(result, tokens, error, request.features.num_tokens, **ragged))
         except Exception:  # an edge's reply failing must not take the sink down
             logger.exception("replying to request %d failed", request.id)
+
+
+def _assembled(pieces: dict[str, list[tuple[np.ndarray, Ragged]]]) -> dict[str, Ragged]:
+    """Each kind's parts in the request's own row order."""
+    out = {}
+    for kind, parts in pieces.items():
+        rows = np.concatenate([r for r, _ in parts])
+        out[kind] = Ragged.concat([p for _, p in parts]).take(np.argsort(rows, kind="stable"))
+    return out

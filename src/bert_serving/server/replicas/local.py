@@ -15,7 +15,7 @@ from ...model.features import Features
 from ...model.settings import EncoderSettings
 from ..processes.channel import Channel
 from ..processes.child import log_level, spawn
-from .frames import ERR, OK, READY, STOP, pack, settings_to_json
+from .frames import ERR, OK, READY, STOP, pack, read_ok, settings_to_json
 from .pool import Finished, ReplicaCrashed, ReplicaStartError, WorkerPool
 from .runtime import OPENMP_ENV
 
@@ -54,9 +54,9 @@ class LocalReplica:
             raise ReplicaStartError(f"{self.name} sent {bytes(frames[0])!r} instead of READY")
         logger.info("%s ready (pid %d)", self.name, json.loads(bytes(frames[1]))["pid"])
 
-    def send(self, seq: int, features: Features) -> None:
+    def send(self, seq: int, features: Features, kinds: np.ndarray | None = None) -> None:
         try:
-            self._channel.send(pack(seq, features))
+            self._channel.send(pack(seq, features, kinds))
         except OSError as exc:  # the worker is gone (a broken pipe)
             raise ReplicaCrashed(f"{self.name}, pid {self.process.pid}: {exc.strerror or exc}") from None
 
@@ -67,8 +67,8 @@ class LocalReplica:
         frames = self._receive_message()
         kind, meta = bytes(frames[0]), json.loads(bytes(frames[1]))
         if kind == OK:
-            vectors = np.frombuffer(frames[2], dtype=meta["dtype"]).reshape(meta["shape"])
-            return Finished(meta["seq"], vectors)
+            vectors, ragged = read_ok(meta, frames[2:])
+            return Finished(meta["seq"], vectors, ragged=ragged)
         if kind == ERR:
             return Finished(meta["seq"], error=meta["message"], out_of_memory=meta.get("out_of_memory", False))
         raise ReplicaCrashed(f"{self.name} sent an unknown frame {kind!r}")

@@ -38,6 +38,7 @@ import numpy as np
 
 from ...errors import InferenceError, NotReadyError
 from ...model.features import Features
+from ...outputs import Ragged
 from ..pipeline.batcher import Batch, Batcher
 from ..pipeline.sink import Sink
 from ..pipeline.stats import Stats
@@ -84,6 +85,7 @@ class Finished:
     vectors: np.ndarray | None = None
     error: str | None = None
     out_of_memory: bool = False
+    ragged: dict[str, Ragged] | None = None  # sparse / ColBERT rows, for a batch that asked for them
 
 
 class Replica(Protocol):
@@ -94,13 +96,14 @@ class Replica(Protocol):
     once); `receive` returns the next finished batch, in the order they were sent, or None after
     ``timeout_s`` (with nothing in flight, it waits that long for a batch sent meanwhile), and
     raises `ReplicaCrashed` once the replica is lost; `stop` releases it (``graceful=False``: at
-    once, it may be hung); `describe` says where it runs."""
+    once, it may be hung); `describe` says where it runs. A batch with outputs besides dense
+    vectors is sent with its ``kinds`` (`Batch.kinds`), and its answer has them in ``ragged``."""
 
     name: str
 
     def start(self) -> None: ...
 
-    def send(self, seq: int, features: Features) -> None: ...
+    def send(self, seq: int, features: Features, kinds: np.ndarray | None = None) -> None: ...
 
     def receive(self, timeout_s: float) -> Finished | None: ...
 
@@ -233,7 +236,11 @@ class _Feeder:
             self._head_since = now
         self.in_flight.append(_InFlight(self._seq, batch, now))
         self._state("busy")
-        self.replica.send(self._seq, batch.features)
+        kinds = batch.kinds
+        if kinds is None:
+            self.replica.send(self._seq, batch.features)
+        else:
+            self.replica.send(self._seq, batch.features, kinds)
         return True
 
     def _finish(self, finished: Finished) -> None:
@@ -262,7 +269,7 @@ class _Feeder:
                     request.first_batch_at = head.sent_at
                     waits.append(head.sent_at - request.tokenized_at)
             pool.stats.batch_done(len(head.batch), head.batch.num_tokens, self._head_since - started, waits)
-            pool.sink.deliver(head.batch, finished.vectors)
+            pool.sink.deliver(head.batch, finished.vectors, finished.ragged)
             if gather_s:
                 try:
                     pool.batcher.gather(expected, gather_s)

@@ -45,6 +45,7 @@ from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 from ...errors import ConfigurationError
 from ...model.encoder import ModelSpec
 from ...model.features import Features
+from ...model.outputs import BatchOutput
 from .pool import Finished, ReplicaCrashed, ReplicaStartError, WorkerPool
 from .runtime import OPENMP_ENV, CpuThreads, HeapTrimmer, load_encoder
 
@@ -70,11 +71,14 @@ class _EncoderActor:
                 "pid": os.getpid()}
 
     def embed(self, input_ids: np.ndarray, type_ids: np.ndarray, pool_mask: np.ndarray,
-              offsets: np.ndarray) -> np.ndarray:
+              offsets: np.ndarray, kinds: np.ndarray | None = None) -> np.ndarray | BatchOutput:
         self._trimmer.maybe_trim()  # the previous batch's garbage, at most every ten seconds
         if self._cpu_threads is not None:
             self._cpu_threads.for_batch(int(offsets[-1]))
-        return np.ascontiguousarray(self._encoder.embed(Features(input_ids, type_ids, pool_mask, offsets)))
+        features = Features(input_ids, type_ids, pool_mask, offsets)
+        if kinds is not None:
+            return self._encoder.embed_outputs(features, kinds)
+        return np.ascontiguousarray(self._encoder.embed(features))
 
 
 class RayReplica:
@@ -118,8 +122,9 @@ class RayReplica:
             raise ReplicaStartError(f"{self.name} could not load the model: {_cause(exc)}") from None
         logger.info("%s ready on %s, pid %s", self.name, self._node(), self.placement["pid"])
 
-    def send(self, seq: int, features: Features) -> None:
-        call = self._actor.embed.remote(features.input_ids, features.type_ids, features.pool_mask, features.offsets)
+    def send(self, seq: int, features: Features, kinds: np.ndarray | None = None) -> None:
+        call = self._actor.embed.remote(features.input_ids, features.type_ids, features.pool_mask, features.offsets,
+                                        kinds)
         self._calls.append((seq, call))  # an actor runs its calls one at a time, in order
         self._sent.set()
 
@@ -136,7 +141,10 @@ class RayReplica:
             return None
         self._calls.popleft()
         try:
-            return Finished(seq, ray.get(call))
+            result = ray.get(call)
+            if isinstance(result, BatchOutput):
+                return Finished(seq, result.dense, ragged=result.ragged)
+            return Finished(seq, result)
         except RayActorError as exc:  # the actor, its process or its node is gone
             raise ReplicaCrashed(f"{self.name} on {self._node()} was lost ({_first_line(exc)})") from None
         except RayTaskError as exc:  # the model raised; the actor is fine

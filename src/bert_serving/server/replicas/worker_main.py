@@ -23,11 +23,9 @@ import logging
 import os
 import time
 
-import numpy as np
-
 from ..processes.channel import Channel
 from ..processes.child import begin
-from .frames import BATCH, OK, READY, error_frames, settings_from_json, unpack
+from .frames import BATCH, READY, error_frames, ok_frames, settings_from_json, unpack
 from .runtime import CpuThreads, HeapTrimmer, load_encoder
 
 __all__ = ["serve"]
@@ -73,17 +71,16 @@ def serve() -> None:
         while (frames := _receive(channel, parent, spin_s)) is not None and frames[0] == BATCH:
             seq = json.loads(bytes(frames[1]))["seq"]
             try:
-                features = unpack(frames[2:])
+                features, kinds = unpack(frames[2:])
                 if cpu_threads is not None:
                     cpu_threads.for_batch(features.num_tokens)
-                vectors = np.ascontiguousarray(encoder.embed(features))
+                vectors = encoder.embed(features) if kinds is None else encoder.embed_outputs(features, kinds)
             except Exception as exc:
                 logger.exception("batch %d failed", seq)
                 encoder.release_memory()
                 channel.send(error_frames(seq, exc))
                 continue
-            meta = {"seq": seq, "dtype": vectors.dtype.str, "shape": vectors.shape}
-            channel.send([OK, json.dumps(meta).encode(), vectors])
+            channel.send(ok_frames(seq, vectors))
             del vectors, frames, features  # the batch's buffers, before a trim
             trimmer.maybe_trim()
     except (BrokenPipeError, ConnectionResetError):  # the server went away mid-answer

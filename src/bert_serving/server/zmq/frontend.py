@@ -27,6 +27,8 @@ import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import replace
 
+import numpy as np
+
 from ... import protocol
 from ...errors import BertServingError, ForbiddenError, NotReadyError, PayloadTooLargeError, ServerError
 from ...quantization import quantize
@@ -207,10 +209,13 @@ class Frontend:
             reply(Outcome(error=exc))
             return
         task = request.task
+        if request.outputs is not None:  # answered with the parts of each output
+            reply = _zmq_reply(self, message.identity, message.req_id, self._gateway.model.sparse_dim)
         if request.precision is not None:  # quantized vectors: embeddings only (a head is refused)
             reply, task = _quantized(reply, request.precision), "embed"
         self._gateway.submit(request.texts, request.is_tokenized, reply, client, task=task,
-                             raw_scores=request.raw_scores, prompt_name=request.prompt_name, prompt=request.prompt)
+                             raw_scores=request.raw_scores, prompt_name=request.prompt_name, prompt=request.prompt,
+                             outputs=request.outputs)
 
     def _answer_status(self, identity: bytes, req_id: int, done: Future[Observation]) -> None:
         try:
@@ -231,11 +236,24 @@ def _quantized(reply, precision: str):
     return answer
 
 
-def _zmq_reply(frontend: Frontend, identity: bytes, req_id: int):
+def _zmq_reply(frontend: Frontend, identity: bytes, req_id: int, sparse_dim: int | None = None):
+    """``sparse_dim``: a request that named its outputs, answered with their parts (`protocol`)."""
+
     def reply(outcome: Outcome) -> None:
         if outcome.error is not None:
             frontend.send(protocol.error_frames(identity, req_id, outcome.error))
+        elif sparse_dim is not None:
+            dense = outcome.result if outcome.result is not None else _no_dense(outcome)
+            frontend.send(protocol.result_frames(identity, req_id, dense, outcome.tokens, outcome.ragged or {},
+                                                 sparse_dim))
         else:
             frontend.send(protocol.result_frames(identity, req_id, outcome.result, outcome.tokens))
 
     return reply
+
+
+def _no_dense(outcome: Outcome) -> np.ndarray:
+    """The dense array of an answer without dense vectors: ``[N, 0]``."""
+    ragged = outcome.ragged or {}
+    rows = len(next(iter(ragged.values()))) if ragged else 0
+    return np.zeros((rows, 0), dtype=np.float32)
