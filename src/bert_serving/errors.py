@@ -9,6 +9,7 @@ ZeroMQ error replies) and one HTTP status::
     │   │                            empty texts, unknown control words
     │   ├── UnsupportedTaskError     a task the served model does not do        404  unsupported_task
     │   │                            (rerank on an embedder, embeddings from a classifier)
+    │   ├── ModelNotFoundError       a model name the server does not serve     404  model_not_found
     │   ├── AuthenticationError      missing or wrong API key / token           401  unauthorized
     │   ├── ForbiddenError           operation refused for this peer            403  forbidden
     │   ├── PayloadTooLargeError     body, text count or size over a limit      413  payload_too_large
@@ -33,6 +34,7 @@ __all__ = [
     "ForbiddenError",
     "InferenceError",
     "InvalidRequestError",
+    "ModelNotFoundError",
     "NotReadyError",
     "OverloadedError",
     "PayloadTooLargeError",
@@ -80,6 +82,14 @@ class UnsupportedTaskError(RequestError):
 
     code = "unsupported_task"
     http_status = 404  # the route exists, but not for this server's model
+
+
+class ModelNotFoundError(RequestError):
+    """The request names a model (``model``) that this server does not serve; the message lists
+    the ones it does."""
+
+    code = "model_not_found"
+    http_status = 404
 
 
 class AuthenticationError(RequestError):
@@ -138,6 +148,7 @@ _BY_CODE: dict[str, type[BertServingError]] = {
         RequestError,
         InvalidRequestError,
         UnsupportedTaskError,
+        ModelNotFoundError,
         AuthenticationError,
         ForbiddenError,
         PayloadTooLargeError,

@@ -11,7 +11,8 @@ Our extension, objects the stock 1.10.0 client never sends and the server never 
 model's prompts, or a prompt of its own, before each text; ``"precision": "int8"`` (or uint8,
 binary, ubinary: `quantization`) for quantized vectors instead of floats; ``"outputs": ["dense",
 "sparse", "colbert"]`` (any of them the model has: `outputs`) for sparse or ColBERT vectors, all
-from one forward pass; a task object asks a served head for scores::
+from one forward pass; ``"model": "rerank"`` picks a model of a server that serves several (else
+its default model); a task object asks a served head for scores::
 
     {"task": "predict", "texts": ["text", "A ||| B", ["A", "B"], ...], "raw_scores": false}
     {"task": "rerank", "query": "text", "documents": ["text", ...], "raw_scores": false}
@@ -38,7 +39,7 @@ description is in ``docs/protocol.md``.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from typing import Any
 
@@ -178,9 +179,10 @@ class DataRequest:
     raw_scores: bool = False
     precision: str | None = None  # quantized vectors (`quantization.PRECISIONS`); None: as the model gives them
     outputs: tuple[str, ...] | None = None  # what to answer (`outputs.KINDS`); None: the dense vectors
+    model: str | None = None  # which served model (a server with several); None: its default model
 
 
-_DATA_FIELDS = ("texts", "prompt_name", "prompt", "precision", "outputs")
+_DATA_FIELDS = ("texts", "prompt_name", "prompt", "precision", "outputs", "model")
 
 
 def decode_data(payload: bytes) -> DataRequest:
@@ -191,8 +193,11 @@ def decode_data(payload: bytes) -> DataRequest:
         return DataRequest(value, _tokenized(value))
     if not isinstance(value, dict):
         raise InvalidRequestError(f"the payload must be a JSON list of texts, got {type(value).__name__}")
+    model = value.get("model")
+    if model is not None and (not isinstance(model, str) or not model):
+        raise InvalidRequestError(f"model must be the name of a served model, got {model!r:.60}", param="model")
     if "task" in value:
-        return _decode_task(value)
+        return replace(_decode_task(value), model=model)
     unknown = sorted(set(value) - set(_DATA_FIELDS))
     if unknown or "texts" not in value:
         raise InvalidRequestError(
@@ -215,7 +220,7 @@ def decode_data(payload: bytes) -> DataRequest:
                                       param="precision")
         outputs = tuple(outputs)
     return DataRequest(texts, _tokenized(texts), value.get("prompt_name"), value.get("prompt"), precision=precision,
-                       outputs=outputs)
+                       outputs=outputs, model=model)
 
 
 def _decode_task(value: dict) -> DataRequest:
@@ -245,22 +250,24 @@ def _tokenized(texts: list) -> bool:
 
 
 def texts_payload(texts: list, *, prompt_name: str | None = None, prompt: str | None = None,
-                  precision: str | None = None, outputs: list[str] | None = None) -> bytes:
+                  precision: str | None = None, outputs: list[str] | None = None, model: str | None = None) -> bytes:
     """The payload of a data request: the 1.10.0 list, or with a prompt, a precision or outputs our object form."""
     options = {key: value for key, value in (("prompt_name", prompt_name), ("prompt", prompt),
-                                             ("precision", precision), ("outputs", outputs)) if value is not None}
+                                             ("precision", precision), ("outputs", outputs), ("model", model))
+               if value is not None}
     return json.dumps({"texts": texts, **options} if options else texts).encode("utf-8")
 
 
-def predict_payload(texts: list, raw_scores: bool = False) -> bytes:
+def predict_payload(texts: list, raw_scores: bool = False, model: str | None = None) -> bytes:
     """The payload asking a served head for the scores of ``texts`` (strings, or [A, B] pairs)."""
-    return json.dumps({"task": "predict", "texts": texts, "raw_scores": raw_scores}).encode("utf-8")
+    return json.dumps({"task": "predict", "texts": texts, "raw_scores": raw_scores,
+                       **({"model": model} if model is not None else {})}).encode("utf-8")
 
 
-def rerank_payload(query: str, documents: list, raw_scores: bool = False) -> bytes:
+def rerank_payload(query: str, documents: list, raw_scores: bool = False, model: str | None = None) -> bytes:
     """The payload asking a served reranker for the relevance of each document to ``query``."""
-    return json.dumps({"task": "rerank", "query": query, "documents": documents,
-                       "raw_scores": raw_scores}).encode("utf-8")
+    return json.dumps({"task": "rerank", "query": query, "documents": documents, "raw_scores": raw_scores,
+                       **({"model": model} if model is not None else {})}).encode("utf-8")
 
 
 def _json(value: Any) -> bytes:

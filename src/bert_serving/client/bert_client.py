@@ -69,6 +69,7 @@ class BertClient:
         max_in_flight: int = 16,
         curve_server_key: bytes | str | None = None,
         curve_client_cert: str | None = None,
+        model: str | None = None,
     ) -> None:
         """Connect to a server. Unless ``ignore_all_checks``, ask for its configuration first, and
         raise `ServerTimeoutError` if no server answers within ``connect_timeout`` ms (by default
@@ -82,7 +83,10 @@ class BertClient:
         CurveZMQ, for a server started with ``-zmq_secret_key``: ``curve_server_key`` is the
         server's public key (z85 bytes, or its ``.key`` certificate file); ``curve_client_cert``
         this client's secret certificate file (needed when the server authorizes clients; else
-        a throw-away key pair is made)."""
+        a throw-away key pair is made).
+
+        ``model``: which model of a server that serves several (``-extra_model``) this client's
+        requests go to (each call may name another); None: the server's default model."""
         if output_fmt == "ndarray":
             self.formatter = lambda x: x
         elif output_fmt == "list":
@@ -94,6 +98,7 @@ class BertClient:
         self.identity = identity or str(uuid.uuid4()).encode("ascii")
         self.ip, self.port, self.port_out = ip, port, port_out
         self.output_fmt = output_fmt
+        self.model = model
         self.timeout = timeout
         self.chunk_size = max(1, chunk_size)
         self.max_in_flight = max(1, max_in_flight)
@@ -251,7 +256,7 @@ class BertClient:
     @_timeout
     def encode(self, texts, blocking: bool = True, is_tokenized: bool = False, show_tokens: bool = False,
                show_progress: bool = False, *, prompt_name: str | None = None, prompt: str | None = None,
-               precision: str | None = None):
+               precision: str | None = None, model: str | None = None):
         """Vectors for ``texts`` (a list of strings, or of token lists with ``is_tokenized``).
 
         Blocking calls return an ndarray (or list), or ``(vectors, tokens)`` with ``show_tokens``
@@ -265,11 +270,13 @@ class BertClient:
         ``precision`` asks the server for quantized vectors (`bert_serving.quantization`), 4 to 32
         times smaller on the wire and in a vector database: ``"int8"`` / ``"uint8"`` ``[N, D]``,
         ``"binary"`` (int8) / ``"ubinary"`` (uint8) packed sign bits ``[N, ceil(D / 8)]``;
-        ``"float"`` or None: the vectors as the server makes them."""
+        ``"float"`` or None: the vectors as the server makes them.
+
+        ``model``: another served model than the client's (`BertClient`'s ``model``)."""
         if precision is not None:
             check_precision(precision)
         payload = functools.partial(protocol.texts_payload, prompt_name=prompt_name, prompt=prompt,
-                                    precision=None if precision == "float" else precision)
+                                    precision=None if precision == "float" else precision, model=model or self.model)
         if is_tokenized:
             self._check_input_lst_lst_str(texts)
         else:
@@ -330,24 +337,25 @@ class BertClient:
 
     @_timeout
     def encode_sparse(self, texts: list[str], *, prompt_name: str | None = None, prompt: str | None = None,
-                      show_progress: bool = False) -> SparseVectors:
+                      show_progress: bool = False, model: str | None = None) -> SparseVectors:
         """Sparse vectors of ``texts`` from a server that has them (a SPLADE model, BGE-M3):
         `SparseVectors`, per text its vocabulary ids and weights (``to_scipy()`` for a
         ``scipy.sparse.csr_matrix``, ``to_dicts()``). Else raises `UnsupportedTaskError`."""
         return self.encode_outputs(texts, (SPARSE,), prompt_name=prompt_name, prompt=prompt,
-                                   show_progress=show_progress).sparse
+                                   show_progress=show_progress, model=model).sparse
 
     @_timeout
     def encode_colbert(self, texts: list[str], *, prompt_name: str | None = None, prompt: str | None = None,
-                       show_progress: bool = False) -> list[np.ndarray]:
+                       show_progress: bool = False, model: str | None = None) -> list[np.ndarray]:
         """ColBERT multi-vectors of ``texts`` from a server that has them (BGE-M3): per text a
         ``[tokens, dim]`` array, a unit vector per token but [CLS]. Else raises `UnsupportedTaskError`."""
         return self.encode_outputs(texts, (COLBERT,), prompt_name=prompt_name, prompt=prompt,
-                                   show_progress=show_progress).colbert
+                                   show_progress=show_progress, model=model).colbert
 
     @_timeout
     def encode_outputs(self, texts: list[str], outputs=(DENSE, SPARSE, COLBERT), *, prompt_name: str | None = None,
-                       prompt: str | None = None, show_progress: bool = False) -> Embeddings:
+                       prompt: str | None = None, show_progress: bool = False,
+                       model: str | None = None) -> Embeddings:
         """Several outputs of ``texts`` (``dense``, ``sparse``, ``colbert``: those the served model
         has), all from one forward pass on the server: `Embeddings` with each asked for."""
         outputs = list(outputs)
@@ -356,7 +364,7 @@ class BertClient:
         self._check_input_lst_str(texts)
         self._warn_length(texts, False)
         replies = self._ask(texts, show_progress, functools.partial(
-            protocol.texts_payload, prompt_name=prompt_name, prompt=prompt, outputs=outputs))
+            protocol.texts_payload, prompt_name=prompt_name, prompt=prompt, outputs=outputs, model=model or self.model))
         ragged = {kind: Ragged.concat([r.ragged[kind] for r in replies]) for kind in (SPARSE, COLBERT)
                   if kind in outputs}
         return Embeddings(
@@ -372,10 +380,14 @@ class BertClient:
         """The names of a served classifier's outputs, the columns of `predict` (None: it embeds)."""
         if "labels" not in self.server_info:
             self.server_info = self.server_config
+        if self.model is not None and self.model != self.server_info.get("default_model"):
+            labels = self.server_info.get("models", {}).get(self.model, {}).get("labels")
+            return labels or None
         return self.server_info.get("labels")
 
     @_timeout
-    def predict(self, texts: list, *, raw_scores: bool = False, show_progress: bool = False):
+    def predict(self, texts: list, *, raw_scores: bool = False, show_progress: bool = False,
+                model: str | None = None):
         """A served classifier's scores for ``texts``: ``[N, num_labels]``, columns named by
         `labels` (probabilities, or for a regressor/reranker its score). A text is a string
         (``"A ||| B"`` a pair, as for `encode`) or an explicit pair ``[A, B]``. ``raw_scores``:
@@ -383,12 +395,13 @@ class BertClient:
         `UnsupportedTaskError`."""
         check_pairs(texts)
         scores, _ = self._encode_chunks([list(t) if isinstance(t, tuple) else t for t in texts], show_progress,
-                                        payload=lambda chunk: protocol.predict_payload(chunk, raw_scores))
+                                        payload=lambda chunk: protocol.predict_payload(chunk, raw_scores,
+                                                                                       model or self.model))
         return scores
 
     @_timeout
     def rerank(self, query: str, documents: list[str], top_n: int | None = None, *, return_documents: bool = False,
-               raw_scores: bool = False) -> list[RerankResult]:
+               raw_scores: bool = False, model: str | None = None) -> list[RerankResult]:
         """``documents`` by relevance to ``query``, most relevant first (the first ``top_n``), as
         `RerankResult` (``index`` into ``documents``, ``relevance_score``, ``document`` if
         ``return_documents``). Needs a server that reranks (a cross-encoder), else raises
@@ -399,7 +412,8 @@ class BertClient:
         if top_n is not None and (isinstance(top_n, bool) or not isinstance(top_n, int) or top_n < 1):
             raise ValueError(f"top_n must be a positive integer or None, got {top_n!r}")
         scores, _ = self._encode_chunks(list(documents), False,
-                                        payload=lambda chunk: protocol.rerank_payload(query, chunk, raw_scores))
+                                        payload=lambda chunk: protocol.rerank_payload(query, chunk, raw_scores,
+                                                                                      model or self.model))
         scores = np.asarray(scores, dtype=np.float64).reshape(len(documents))
         order = np.argsort(-scores, kind="stable")[:top_n]
         return [RerankResult(int(i), float(scores[i]), documents[i] if return_documents else None) for i in order]

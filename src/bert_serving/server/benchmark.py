@@ -14,6 +14,10 @@ Ours: ``-test_rerank_documents 16 64 256`` on a served cross-encoder measures re
 per second through the server (each client reranks that many documents per call) beside
 sentence-transformers' ``CrossEncoder.predict(batch_size=32)`` in this process on the same
 model and pairs, in one run.
+
+``-test_model NAME`` sends every client's requests to that served model of a server started with
+``-extra_model`` (e.g. ``-extra_model rerank=DIR -test_model rerank -test_rerank_documents 16``),
+the others loaded beside it as they would be in production.
 """
 
 from __future__ import annotations
@@ -48,6 +52,8 @@ def add_benchmark_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("-test_rerank_documents", type=int, nargs="*", default=[],
                        help="documents per rerank call (a cross-encoder's -model_dir); against in-process "
                             "CrossEncoder.predict(batch_size=32) on the same pairs")
+    group.add_argument("-test_model", default=None,
+                       help="the served model the clients ask (an -extra_model's NAME); default: the default model")
 
 
 class _Client(threading.Thread):
@@ -65,7 +71,7 @@ class _Client(threading.Thread):
 
         try:
             with BertClient(port=self.args.port, port_out=self.args.port_out, check_version=False,
-                            check_length=False, timeout=600_000) as bc:
+                            check_length=False, timeout=600_000, model=self.args.test_model) as bc:
                 for _ in range(self.args.num_repeat):
                     started = time.perf_counter()
                     if self.documents:
@@ -127,7 +133,11 @@ def _in_process_rerank(args: argparse.Namespace, vocab: list[str], documents: in
     words = args.max_seq_len if isinstance(args.max_seq_len, int) else 25
     random.seed(documents)  # the pairs the server's first client reranked
     batch = [" ".join(random.choices(vocab, k=words)) for _ in range(documents + 1)]
-    model = CrossEncoder(args.model_dir, device="cpu" if args.cpu else None)
+    folder = args.model_dir
+    if args.test_model:  # the -extra_model it names
+        folder = next((e.split("=", 1)[1].split(",")[0] for e in args.extra_models or ()
+                       if e.split("=", 1)[0].strip() == args.test_model), folder)
+    model = CrossEncoder(folder, device="cpu" if args.cpu else None)
     if isinstance(args.max_seq_len, int):
         model.max_seq_length = args.max_seq_len
     pairs = [(batch[0], d) for d in batch[1:]]
@@ -142,7 +152,8 @@ def _in_process_rerank(args: argparse.Namespace, vocab: list[str], documents: in
 def run_benchmark(args: argparse.Namespace) -> dict[str, list[tuple[object, float | None]]]:
     vocab = _vocab(args.client_vocab_file)
     print(f"vocabulary size: {len(vocab)}")
-    experiments = [name[len("test_"):] for name, values in vars(args).items() if name.startswith("test_") and values]
+    experiments = [name[len("test_"):] for name, values in vars(args).items()
+                   if name.startswith("test_") and name != "test_model" and values]
     tables: dict[str, list[tuple[object, float | None]]] = {}
     result_file = Path(f"benchmark-{args.num_worker}{'-fp16' if args.fp16 else ''}.result")
     for name in experiments:

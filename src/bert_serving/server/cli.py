@@ -57,6 +57,11 @@ def get_args_parser() -> argparse.ArgumentParser:
     paths = parser.add_argument_group("File Paths", "the model to serve")
     _flag(paths, "model_dir", help="a Google BERT folder (bert_config.json, vocab.txt, bert_model.ckpt), a Hugging "
           "Face or sentence-transformers folder; default: the installed all-MiniLM-L6-v2")
+    _flag(paths, "extra_model", dest="extra_models", action="append", default=None, metavar="NAME=DIR[,key=value...]",
+          help="serve another model beside -model_dir's (repeatable), with its own replicas, picked by a request's "
+               "model field; keys: max_seq_len, dtype, pooling_strategy, pooling_layer, normalize, "
+               "default_prompt_name, num_labels, num_worker, device_map (0:1), max_batch_tokens, max_queued_texts, "
+               "max_queued_bytes (docs/configuration.md)")
     _flag(paths, "tuned_model_dir", help="folder of a fine-tuned checkpoint whose weights override -model_dir's")
     _flag(paths, "ckpt_name", default="bert_model.ckpt", help="checkpoint prefix, e.g. model.ckpt-343")
     _flag(paths, "config_name", default="bert_config.json", help="BERT config file name in -model_dir")

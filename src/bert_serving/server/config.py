@@ -9,13 +9,74 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import os
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 
 from ..errors import ConfigurationError
 from ..model.settings import AUTO, EncoderSettings
 from ..model.strategies import PoolingStrategy
 
-__all__ = ["ServerConfig"]
+__all__ = ["ModelEntry", "ServerConfig"]
+
+# the global model flags an extra model takes unless it sets its own (the rest are the folder's own)
+_INHERITED = ("max_seq_len", "dtype", "fp16", "normalize", "show_tokens", "trust_remote_code", "no_special_token",
+              "mask_cls_sep")
+# what ``-extra_model NAME=DIR,key=value,...`` may set: the model's own, then its replicas'
+_MODEL_KEYS = ("max_seq_len", "dtype", "pooling_strategy", "pooling_layer", "normalize", "default_prompt_name",
+               "num_labels")
+_SERVING_KEYS = ("num_worker", "device_map", "max_batch_tokens", "max_queued_texts", "max_queued_bytes")
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """A model served beside the default one (``-extra_model NAME=DIR[,key=value...]``): its name
+    (what a request's ``model`` field says), its settings, and its replicas' where they are its own
+    (None: the global flag's)."""
+
+    name: str
+    encoder: EncoderSettings
+    num_worker: int | None = None
+    device_map: tuple[int, ...] | None = None
+    max_batch_tokens: int | None = None
+    max_queued_texts: int | None = None  # None: its share of -max_queued_texts
+    max_queued_bytes: int | None = None  # None: its share of -max_queued_bytes
+
+    @classmethod
+    def parse(cls, text: str, defaults: EncoderSettings | None = None) -> ModelEntry:
+        """``NAME=DIR[,key=value...]``; keys: max_seq_len, dtype, pooling_strategy, pooling_layer
+        (``-1`` or ``-2:-1``), normalize (true/false), default_prompt_name, num_labels, num_worker,
+        device_map (``0:1``), max_batch_tokens, max_queued_texts, max_queued_bytes. The model takes
+        the global -max_seq_len, -dtype, -fp16, -normalize, ... unless it sets its own."""
+        name, sep, rest = text.partition("=")
+        name = name.strip()
+        folder, *pairs = rest.split(",")
+        if not sep or not name or not folder.strip():
+            raise ConfigurationError(f"-extra_model {text!r}: write NAME=DIR[,key=value...], e.g. "
+                                     "rerank=/models/ms-marco-MiniLM-L-6-v2,num_worker=1")
+        own: dict[str, object] = {"model_dir": folder.strip()}
+        serving: dict[str, object] = {}
+        for pair in pairs:
+            key, sep, value = (part.strip() for part in pair.partition("="))
+            if not sep or key not in _MODEL_KEYS + _SERVING_KEYS:
+                raise ConfigurationError(f"-extra_model {name}: {pair.strip()!r} is not key=value with a key among "
+                                         f"{', '.join(_MODEL_KEYS + _SERVING_KEYS)}")
+            try:
+                if key == "device_map":
+                    serving[key] = tuple(int(v) for v in value.split(":"))
+                elif key in _SERVING_KEYS or key == "num_labels":
+                    (serving if key in _SERVING_KEYS else own)[key] = int(value)
+                elif key == "pooling_layer":
+                    own[key] = tuple(int(v) for v in value.split(":"))
+                elif key == "normalize":
+                    if value.lower() not in ("true", "false"):
+                        raise ValueError(value)
+                    own[key] = value.lower() == "true"
+                else:
+                    own[key] = value
+            except ValueError:
+                raise ConfigurationError(f"-extra_model {name}: {key}={value!r} is not a valid value") from None
+        inherited = {k: getattr(defaults or EncoderSettings(), k) for k in _INHERITED}
+        return cls(name, EncoderSettings(**{**inherited, **own}), **serving)
+
 
 
 @dataclass(frozen=True)
@@ -65,6 +126,8 @@ class ServerConfig:
     xla: bool = False
     graph_tmp_dir: str | None = None
     verbose: bool = False
+    # models served beside -model_dir's, each with its own replicas (docs/configuration.md "Several models")
+    extra_models: tuple[ModelEntry, ...] = ()
 
     def __post_init__(self) -> None:
         for name in ("port", "port_out", "http_port"):
@@ -116,6 +179,35 @@ class ServerConfig:
         if not 0.0 < self.gpu_memory_fraction <= 1.0:
             raise ConfigurationError(f"-gpu_memory_fraction must be in (0, 1], got {self.gpu_memory_fraction}")
         self._check_ray()
+        names = [entry.name for entry in self.extra_models]
+        if len(set(names)) < len(names):
+            raise ConfigurationError(f"-extra_model names must differ, got {', '.join(names)}")
+        for entry in self.extra_models:
+            if entry.num_worker is not None and entry.num_worker < 1:
+                raise ConfigurationError(f"-extra_model {entry.name}: num_worker must be at least 1")
+            if self.ray_address and (entry.num_worker is not None or entry.device_map is not None):
+                raise ConfigurationError(f"-extra_model {entry.name}: num_worker and device_map are for local "
+                                         "workers; on a Ray cluster every model gets -num_replicas")
+
+    def models(self) -> list[ServerConfig]:
+        """One configuration per served model, the default one first: the flags, with each extra
+        model's own settings in place of the global ones. CPU workers share the cores out among
+        every model's replicas (unless -worker_threads says how many each gets); each model's
+        backlog limits are its own share of -max_queued_texts and -max_queued_bytes unless it
+        sets them, so that together they stay within the flags."""
+        if not self.extra_models:
+            return [self]
+        count = 1 + len(self.extra_models)
+        workers = self.num_worker + sum(e.num_worker or self.num_worker for e in self.extra_models)
+        threads = self.worker_threads or max(1, (os.cpu_count() or 1) // workers)
+        shared = {"extra_models": (), "worker_threads": threads,
+                  "max_queued_texts": max(1, self.max_queued_texts // count),
+                  "max_queued_bytes": max(1024, self.max_queued_bytes // count)}
+        out = [replace(self, **shared)]
+        for entry in self.extra_models:
+            own = {key: getattr(entry, key) for key in _SERVING_KEYS if getattr(entry, key) is not None}
+            out.append(replace(self, encoder=entry.encoder, **{**shared, **own}))
+        return out
 
     def _check_ray(self) -> None:
         if self.ray_address is None:
@@ -166,7 +258,11 @@ class ServerConfig:
         server = {k: v for k, v in values.items() if k in own and v is not None}
         if "device_map" in server:
             server["device_map"] = tuple(server["device_map"])
-        return cls(encoder=EncoderSettings(**encoder), **server)
+        settings = EncoderSettings(**encoder)
+        if server.get("extra_models"):
+            server["extra_models"] = tuple(entry if isinstance(entry, ModelEntry) else ModelEntry.parse(entry, settings)
+                                           for entry in server["extra_models"])
+        return cls(encoder=settings, **server)
 
     def devices(self) -> list[str]:
         """One torch device per worker: GPUs from -device_map (cycled) unless -cpu or none exist.
@@ -209,7 +305,8 @@ class ServerConfig:
         encoder = asdict(self.encoder)
         strategy = encoder.pop("pooling_strategy")
         status = {
-            **{k: v for k, v in asdict(self).items() if k not in ("encoder", "api_key", "terminate_token")},
+            **{k: v for k, v in asdict(self).items()
+               if k not in ("encoder", "api_key", "terminate_token", "extra_models")},
             "api_key_required": self.api_key is not None,
             **encoder,
             "pooling_strategy": strategy.value if isinstance(strategy, PoolingStrategy) else strategy,

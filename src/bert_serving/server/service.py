@@ -4,7 +4,8 @@
     client -> HTTP processes (http.app + pipeline.intake) ────────────────────┴-> link.hub ->
         batcher -> replicas -> sink -> link.hub -> the request's edge process -> client
 
-This process is the coordinator: it holds the batcher, the sink, the replicas' pool and the
+This process is the coordinator: it holds the batcher, the sink and the replicas' pool of each
+served model (`served_models`: the default model and every ``-extra_model``, each its own), the
 `Stats`, and supervises the edge processes (`processes.supervisor`), which tokenize and answer
 on as many cores as there are of them. It answers their views and control (`link.hub.Control`).
 
@@ -26,38 +27,31 @@ import threading
 import time
 from datetime import datetime
 
-import numpy as np
 import zmq
 
 from .. import __version__, protocol
 from ..errors import NotReadyError
-from ..model.encoder import resolve
-from ..model.outputs import OutputLayout
 from .config import ServerConfig
 from .http.app import HttpSettings
 from .http.server import listen
 from .link.frames import STOP
-from .link.hub import Hub
+from .link.hub import Hub, Lane
 from .link.orders import EdgeLimits, ModelOrders
 from .link.uplink import Uplink
 from .pipeline.batcher import Batcher
 from .pipeline.gateway import ServedModel
 from .pipeline.sink import Sink
-from .pipeline.stats import Stats
+from .pipeline.stats import ModelStats, Stats
 from .processes.channel import Channel
 from .processes.child import log_level
 from .processes.supervisor import EdgeSpec, Supervisor
 from .replicas.local import local_worker_pool
 from .replicas.pool import WorkerPool
+from .served_models import Model, resolve_models, row_bytes
 
 __all__ = ["BertServer"]
 
 logger = logging.getLogger(__name__)
-
-
-def _row_bytes(outputs: OutputLayout):
-    """What one row's outputs take at the replica (the batcher's byte budget per batch)."""
-    return lambda length, kinds: outputs.nbytes_of(kinds, 1, np.array([length]))
 
 
 class BertServer(threading.Thread):
@@ -68,8 +62,10 @@ class BertServer(threading.Thread):
         # server keeps serving until it is shut down
         super().__init__(name="bert-server")
         self.config = args if isinstance(args, ServerConfig) else ServerConfig.from_namespace(args)
-        self.spec = resolve(self.config.encoder)
-        self.devices = self.config.devices()
+        self.models: list[Model] = resolve_models(self.config)  # the default model first
+        default = self.models[0]
+        self.spec, self.devices, self.tokenizer, self._served = default.spec, default.devices, default.tokenizer, \
+            default.served
         self.is_ready = threading.Event()
         self.stats = Stats()
         self.started_at = datetime.now()
@@ -77,18 +73,6 @@ class BertServer(threading.Thread):
         self._stopped = threading.Event()
         self._startup_error: BaseException | None = None
         self._failure: str | None = None  # a serving loop that died (stage_failed)
-        self.tokenizer = self.spec.tokenizer()
-        head = self.spec.head
-        self._served = ServedModel(
-            name=self.spec.source.name, dim=self.spec.dim, vocab_size=self.tokenizer.vocab_size,
-            settings={**self.config.as_status(), **self.spec.describe(self.devices[0]), "device_map": self.devices},
-            prompts=self.spec.prompts.as_dict(), default_prompt_name=self.spec.prompts.default_name,
-            task=self.spec.task, labels=head.labels if head else (), activation=head.activation if head else None,
-            per_token=self.spec.pooling_strategy.per_token, max_input_length=self.spec.max_length,
-            max_batch_tokens=self.config.batch_tokens(self.devices[0], getattr(self.spec.config, "hidden_size", 384)),
-            outputs=self.spec.output_kinds, sparse_dim=self.spec.outputs.sparse_dim,
-            colbert_dim=self.spec.colbert_dim, tokenizer=self.tokenizer,
-        )
         self._log_configuration()
 
     def _log_configuration(self) -> None:
@@ -96,6 +80,10 @@ class BertServer(threading.Thread):
         width = max(map(len, effective))
         lines = "\n".join(f"  {k:>{width}} = {v}" for k, v in sorted(effective.items()))
         logger.info("bert-serving %s, effective configuration:\n%s", __version__, lines)
+        for model in self.models:
+            logger.info("model %r%s: %s (%s), %d worker(s) on %s", model.name, "" if model.extra else " (default)",
+                        model.spec.source.config_path.parent, model.served.task, len(model.devices),
+                        ", ".join(model.devices))
         for flag in ("xla", "graph_tmp_dir"):
             if getattr(self.config, flag):
                 logger.warning("-%s has no effect without TensorFlow; ignored", flag)
@@ -106,21 +94,23 @@ class BertServer(threading.Thread):
         """Start the replicas' pool and the edge processes (the router binds the ports); returns
         once every edge process is up (`wait_ready` waits for the replicas). A busy port raises
         `ConfigurationError` here."""
-        config, spec = self.config, self.spec
-        self.batcher = Batcher(
-            max_batch_size=config.max_batch_size,
-            max_batch_tokens=self._served.max_batch_tokens,
-            priority_batch_size=config.priority_batch_size,
-            max_queued_rows=config.max_queued_texts,
-            row_bytes=None if spec.output_kinds == ("dense",) else _row_bytes(spec.outputs),
-        )
-        self.stats.queue_rows = lambda: self.batcher.queued_rows
-        self.sink = Sink(spec.outputs, self.stats, gathered=lambda: self.hub.gathered())
-        self.workers = self._worker_pool()  # with -ray_address: joins the cluster, or ConfigurationError
+        config = self.config
+        started: list[Model] = []
+        try:
+            for model in self.models:  # with -ray_address: joins the cluster, or ConfigurationError
+                self._build_stages(model)
+                started.append(model)
+        except BaseException:
+            for model in started:
+                model.workers.close(drain=False)
+            raise
+        default = self.models[0]
+        self.batcher, self.sink, self.workers = default.batcher, default.sink, default.workers
+        self.stats.queue_rows = lambda: sum(m.batcher.queued_rows for m in self.models)
         self._run_dir = tempfile.mkdtemp(prefix="bert-serving-")  # 0700: the edge processes' private sockets
         self._listener = None
         self.supervisor: Supervisor | None = None
-        self.hub = Hub(batcher=self.batcher, sink=self.sink, stats=self.stats, control=self,
+        self.hub = Hub(lanes=[Lane(m.batcher, m.sink) for m in self.models], stats=self.stats, control=self,
                        on_hung=lambda name: self.supervisor and self.supervisor.kill(name), on_failure=self.stage_failed)
         self._gateways: list[Uplink] = []
         try:
@@ -131,13 +121,30 @@ class BertServer(threading.Thread):
             self.supervisor.start()
         except BaseException:
             self._stop_edges()
-            self.workers.close(drain=False)
+            for model in self.models:
+                model.workers.close(drain=False)
             raise
         logger.info("listening: requests on port %d, results on port %d%s (%d intake, %d HTTP processes)",
                     config.port, config.port_out, f", HTTP on port {config.http_port}" if self._listener else "",
                     config.intakes(), config.http_processes() if self._listener else 0)
-        self.workers.start()
+        for model in self.models:
+            model.workers.start()
         super().start()  # `run`: wait for the workers, serve until asked to stop, then drain
+
+    def _build_stages(self, model: Model) -> None:
+        """``model``'s own batcher (its token budget and queue), sink, counters and replicas."""
+        own, spec = model.config, model.spec
+        model.batcher = Batcher(
+            max_batch_size=own.max_batch_size,
+            max_batch_tokens=model.served.max_batch_tokens,
+            priority_batch_size=own.priority_batch_size,
+            max_queued_rows=own.max_queued_texts,
+            row_bytes=None if spec.output_kinds == ("dense",) else row_bytes(spec.outputs),
+        )
+        model.stats = self.stats.models[model.name] = ModelStats(self.stats)
+        model.stats.queue_rows = lambda: model.batcher.queued_rows
+        model.sink = Sink(spec.outputs, model.stats, gathered=lambda: self.hub.gathered())
+        model.workers = self._worker_pool(model)
 
     def _edges(self) -> list[EdgeSpec]:
         """The router, the intakes and the HTTP processes, with their orders."""
@@ -145,17 +152,18 @@ class BertServer(threading.Thread):
         intakes = [f"intake-{i}" for i in range(config.intakes())]
         https = [f"http-{i}" for i in range(config.http_processes())] if self._listener is not None else []
         router_socket = f"{self._run_dir}/intakes"
-        limits = self._limits()
-        model = ModelOrders.of(self.spec, self._served).to_json()
+        limits = [self._limits(m.config) for m in self.models]
+        models = [ModelOrders.of(m.spec, m.served).to_json() for m in self.models]
         edges = [EdgeSpec("router", "bert_serving.server.zmq.router_main:main", {
             "bind": config.bind, "port": config.port, "port_out": config.port_out,
             "zmq_secret_key": config.zmq_secret_key, "zmq_authorized_keys": config.zmq_authorized_keys,
             "max_request_bytes": config.max_request_bytes, "max_request_texts": config.max_request_texts,
             # the intakes' shares of -max_queued_bytes together: what the router lets in at most
-            "max_held_bytes": EdgeLimits(**limits).max_queued_bytes * len(intakes), "intakes_socket": router_socket})]
+            "max_held_bytes": EdgeLimits(**self._limits(config)).max_queued_bytes * len(intakes),
+            "intakes_socket": router_socket})]
         for index, name in enumerate(intakes):
             edges.append(EdgeSpec(name, "bert_serving.server.zmq.intake_main:main", {
-                "index": index, "model": model, "limits": limits, "router_socket": router_socket,
+                "index": index, "models": models, "limits": limits, "router_socket": router_socket,
                 "terminate_token": config.terminate_token}))
         if https:
             http = HttpSettings(max_request_texts=config.max_request_texts, max_request_bytes=config.max_request_bytes,
@@ -165,7 +173,7 @@ class BertServer(threading.Thread):
             per_process = -(-config.http_max_connect // len(https))  # shared out, rounded up
             for index, name in enumerate(https):
                 edges.append(EdgeSpec(name, "bert_serving.server.http.worker_main:main", {
-                    "index": index, "model": model, "limits": limits, "http": dataclasses.asdict(http),
+                    "index": index, "models": models, "limits": limits, "http": dataclasses.asdict(http),
                     "max_connections": per_process, "listen_fd": self._listener.fileno()},
                     pass_fds=(self._listener.fileno(),)))
         return edges
@@ -177,8 +185,8 @@ class BertServer(threading.Thread):
         name = f"local-{len(self._gateways)}"
         ours, theirs = socket.socketpair()
         arrival = self.hub.attach(name, Channel(ours, send_timeout_s=30.0))
-        limits = EdgeLimits(**self._limits())
-        uplink = Uplink(Channel(theirs), ModelOrders.of(self.spec, self._served), limits, name=name)
+        limits = [EdgeLimits(**self._limits(m.config)) for m in self.models]
+        uplink = Uplink(Channel(theirs), [ModelOrders.of(m.spec, m.served) for m in self.models], limits, name=name)
         uplink.start()
         uplink.run_in_thread()
         if not arrival.wait(10):
@@ -192,14 +200,15 @@ class BertServer(threading.Thread):
         self.hub.sync(timeout_s)
         return self.stats
 
-    def _limits(self) -> dict:
-        """One edge process's share of the server's limits (an empty backlog takes any request)."""
+    def _limits(self, own: ServerConfig) -> dict:
+        """One edge process's share of a model's limits (``own``: its configuration; an empty
+        backlog takes any request)."""
         config = self.config
         share = config.intakes() + (config.http_processes() if config.http_port is not None else 0)
         return dataclasses.asdict(EdgeLimits(
             max_request_texts=config.max_request_texts, max_request_bytes=config.max_request_bytes,
-            max_result_bytes=config.max_result_bytes, max_queued_texts=max(1, config.max_queued_texts // share),
-            max_queued_bytes=max(1024, config.max_queued_bytes // share)))
+            max_result_bytes=config.max_result_bytes, max_queued_texts=max(1, own.max_queued_texts // share),
+            max_queued_bytes=max(1024, own.max_queued_bytes // share)))
 
     def _stop_edges(self) -> None:
         """Stop the edge processes and the hub; remove their sockets' folder."""
@@ -212,28 +221,35 @@ class BertServer(threading.Thread):
             self._listener.close()
         shutil.rmtree(self._run_dir, ignore_errors=True)
 
-    def _worker_pool(self) -> WorkerPool:
-        config = self.config
-        stages = {"batcher": self.batcher, "sink": self.sink, "stats": self.stats, "prefetch": config.prefetch_size,
-                  "batch_timeout_s": config.batch_timeout_s}
+    def _worker_pool(self, model: Model) -> WorkerPool:
+        config = model.config
+        stages = {"batcher": model.batcher, "sink": model.sink, "stats": model.stats,
+                  "prefetch": config.prefetch_size, "batch_timeout_s": config.batch_timeout_s}
         if config.ray_address:
             from .replicas.ray_replicas import ray_worker_pool  # Ray is an optional extra: imported only here
 
-            return ray_worker_pool(self.spec, address=config.ray_address, num_replicas=config.replicas,
+            return ray_worker_pool(model.spec, address=config.ray_address, num_replicas=config.replicas,
                                    num_cpus=config.ray_num_cpus, num_gpus=config.ray_num_gpus,
                                    threads=config.threads_per_worker(),
                                    gpu_memory_fraction=config.gpu_memory_fraction, **stages)
         return local_worker_pool(
-            config.encoder, self.devices,
-            threads=config.threads_per_worker() if self.devices[0] == "cpu" else 1,
-            gpu_memory_fraction=config.gpu_memory_fraction, idle_spin_ms=config.idle_spin_ms, **stages,
+            config.encoder, model.devices,
+            threads=config.threads_per_worker() if model.devices[0] == "cpu" else 1,
+            gpu_memory_fraction=config.gpu_memory_fraction, idle_spin_ms=config.idle_spin_ms,
+            model=model.name if model.extra else None, **stages,
         )
 
     def run(self) -> None:
         """The lifecycle, on this thread: ready once the workers are, then serve until stopped."""
         try:
             try:
-                self.workers.wait_ready()
+                for model in self.models:
+                    try:
+                        model.workers.wait_ready()
+                    except NotReadyError as exc:
+                        if len(self.models) == 1:
+                            raise
+                        raise NotReadyError(f"model {model.name!r}: {exc}") from None
             except NotReadyError as exc:
                 logger.error("%s", exc)
                 self._startup_error = exc
@@ -254,9 +270,9 @@ class BertServer(threading.Thread):
         self.is_ready.clear()
         drain = self._startup_error is None
         # each step runs even if one before it failed: a shutdown never stops half-way
-        steps = [self.supervisor.close_intakes, self.batcher.close,
-                 lambda: self.workers.close(drain=drain, timeout=timeout), self.batcher.abandon,
-                 self._fail_unanswered, self._stop_edges]
+        steps = [self.supervisor.close_intakes, *(m.batcher.close for m in self.models),
+                 *((lambda m=m: m.workers.close(drain=drain, timeout=timeout)) for m in self.models),
+                 *(m.batcher.abandon for m in self.models), self._fail_unanswered, self._stop_edges]
         for step in steps:
             try:
                 step()
@@ -265,9 +281,9 @@ class BertServer(threading.Thread):
         logger.info("server stopped")
 
     def _fail_unanswered(self) -> None:
-        unanswered = self.sink.fail_outstanding(NotReadyError(
-            "the server shut down before this request could be served" +
-            ("" if self._startup_error is None else f" (it failed to start: {self._startup_error})")))
+        error = NotReadyError("the server shut down before this request could be served" +
+                              ("" if self._startup_error is None else f" (it failed to start: {self._startup_error})"))
+        unanswered = sum(m.sink.fail_outstanding(error) for m in self.models)
         if unanswered:
             logger.warning("answered %d requests with an error: not served within the drain timeout", unanswered)
 
@@ -351,9 +367,17 @@ class BertServer(threading.Thread):
     def model(self) -> ServedModel:
         return self._served
 
+    def replica_states(self) -> dict[str, str]:
+        """Every replica's state: the default model's by number, the others' as ``name/number``."""
+        states: dict[str, str] = {}
+        for model in self.models:
+            for index, state in model.workers.states().items():
+                states[f"{model.name}/{index}" if model.extra else str(index)] = state
+        return states
+
     def readiness(self) -> dict[str, object]:
         """``/ready``: ready only when loaded, warm, every worker up, and not stopping."""
-        states = self.workers.states()
+        states = self.replica_states() if len(self.models) > 1 else self.workers.states()
         processes = self.supervisor.states() if self.supervisor is not None else {}
         if self._failure is not None:
             status = "failed"
@@ -383,7 +407,7 @@ class BertServer(threading.Thread):
             **self.spec.describe(self.devices[0]),
             "model_dir": str(self.spec.source.config_path.parent),
             "client": client,
-            "num_process": 1 + len(self.devices) + len(self.supervisor.edges),
+            "num_process": 1 + sum(len(m.devices) for m in self.models) + len(self.supervisor.edges),
             "num_worker": len(self.devices),
             "num_intake": self.config.intakes(),
             "num_http": self.config.http_processes() if self.config.http_port is not None else 0,
@@ -402,6 +426,8 @@ class BertServer(threading.Thread):
             "tensorflow_version": None,
             "server_start_time": str(self.started_at),
         }
+        status["default_model"] = self._served.name
+        status["models"] = {m.name: m.describe() for m in self.models}
         if with_statistic:
             status["statistic"] = self.stats.statistic()
         return status

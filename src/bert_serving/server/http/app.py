@@ -18,6 +18,10 @@ and a valid request to a hot route skips FastAPI's per-request machinery (`fast_
 - ``GET /openapi.json`` and ``GET /docs`` (Swagger UI served from the package, not a CDN);
 - ``GET /dashboard``: a live page of the same counters (`dashboard`).
 
+A server with several models (``-extra_model``) has one such app per model, behind a
+`model_switch.ModelSwitch` that reads a request's ``model`` field; ``/v1/models`` lists them all,
+``/metrics`` labels each one's counters with its name.
+
 Errors are answered in each route's shape (`responses`). With an API key set, inference and
 status routes want ``Authorization: Bearer KEY``. A client that disconnects before its answer
 abandons its request: its texts not yet run are dropped.
@@ -29,7 +33,7 @@ import asyncio
 import hmac
 import logging
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Mapping
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -43,7 +47,7 @@ from starlette.middleware import Middleware
 from ... import __version__
 from ...errors import AuthenticationError, BertServingError, InvalidRequestError
 from ..pipeline.budget import MemoryBudget
-from ..pipeline.gateway import Gateway, Observation
+from ..pipeline.gateway import Gateway, ModelGateway, Observation, ServedModel
 from ..pipeline.request import Outcome
 from .cohere_api import mount_cohere_embed
 from .dashboard import index_page, mount_dashboard, wants_html
@@ -51,6 +55,7 @@ from .fast_lane import FastLane
 from .handoff import Handoff
 from .limits import BodyLimit
 from .metrics import CONTENT_TYPE, render_metrics
+from .model_switch import ModelSwitch
 from .models_api import mount_models
 from .openai_api import (
     PROMPT,
@@ -157,7 +162,20 @@ async def observe(gateway: Gateway, **what) -> Observation:
 
 
 def create_app(gateway: Gateway, config: HttpSettings) -> FastAPI:
-    """The ASGI app of one server: every route goes through ``gateway``."""
+    """The ASGI app of one server: every route goes through ``gateway``. With several served
+    models, each has an app of its own, reached through the default model's (`ModelSwitch`)."""
+    models: Mapping[str, ServedModel] = getattr(gateway, "models", None) or {gateway.model.name: gateway.model}
+    if len(models) == 1:
+        return _model_app(gateway, config, models)
+    default, *others = models
+    apps = {name: _model_app(ModelGateway(gateway, name), config, models, inner=True) for name in others}
+    return _model_app(ModelGateway(gateway, default), config, models, switch=apps)
+
+
+def _model_app(gateway: Gateway, config: HttpSettings, models: Mapping[str, ServedModel], *, inner: bool = False,
+               switch: Mapping[str, FastAPI] | None = None) -> FastAPI:
+    """The routes of ``gateway.model``; ``inner``: one reached through another's `ModelSwitch`
+    (``switch``: the other models' apps), which bounds the body and answers CORS."""
     model = gateway.model
     vocab_size = model.vocab_size
     names = tuple(model.prompts)
@@ -173,12 +191,13 @@ def create_app(gateway: Gateway, config: HttpSettings) -> FastAPI:
         docs_url=None,
         redoc_url=None,
     )
-    app.add_middleware(CORSMiddleware, allow_origins=[o.strip() for o in config.cors.split(",")],
-                       allow_methods=["*"], allow_headers=["*"])
-    app.add_middleware(BodyLimit, max_bytes=config.max_request_bytes,
-                       budget=MemoryBudget(config.max_buffered_bytes,
-                                           what="the request bodies being served (-max_queued_bytes)"),
-                       stats=gateway.stats)
+    if not inner:
+        app.add_middleware(CORSMiddleware, allow_origins=[o.strip() for o in config.cors.split(",")],
+                           allow_methods=["*"], allow_headers=["*"])
+        app.add_middleware(BodyLimit, max_bytes=config.max_request_bytes,
+                           budget=MemoryBudget(config.max_buffered_bytes,
+                                               what="the request bodies being served (-max_queued_bytes)"),
+                           stats=gateway.stats)
 
     # errors raised here never reached the pipeline, which counts its own: count them as the
     # ZeroMQ edge counts a request it cannot decode
@@ -292,7 +311,7 @@ def create_app(gateway: Gateway, config: HttpSettings) -> FastAPI:
     async def metrics() -> Response:
         """Prometheus metrics."""
         observed = await observe(gateway, stats=True, readiness=True)
-        return Response(render_metrics(observed.stats, lambda: observed.readiness["ready"], model),
+        return Response(render_metrics(observed.stats, lambda: observed.readiness["ready"], model, models),
                         media_type=CONTENT_TYPE)
 
     @app.get("/", tags=["operations"])
@@ -308,6 +327,8 @@ def create_app(gateway: Gateway, config: HttpSettings) -> FastAPI:
                 "docs": "/docs", "openapi": "/openapi.json", "dashboard": "/dashboard",
                 "routes": [*routes, "/tokenize", "/decode", "/info", "/v1/models", "/status/server", "/health",
                            "/ready", "/metrics"]}
+        if len(models) > 1:
+            info["models"] = {name: served.task for name, served in models.items()}
         return index_page(info) if wants_html(request) else json_response(info)
 
     fast = {"/encode": (EncodeBody, encode_route), **{path: (EmbeddingsBody, embeddings) for path in OPENAI_PATHS},
@@ -317,10 +338,14 @@ def create_app(gateway: Gateway, config: HttpSettings) -> FastAPI:
             **mount_cohere_embed(app, model, encode, guarded, config.max_request_texts)}
     fast |= mount_natural_route(app, model, fast, guarded)
     mount_tei_info(app, model, guarded, config.max_request_texts)
-    mount_models(app, model, guarded)
+    mount_models(app, list(models.values()), guarded)
+    if switch:  # outside the fast lane: a request for another model goes to that model's app
+        app.user_middleware.append(Middleware(ModelSwitch, apps=switch, models=models, default=model.name,
+                                              refused=refused))
     app.user_middleware.append(Middleware(FastLane, routes=fast, authorized=has_key, refused=refused))  # innermost
-    _mount_docs(app)
-    mount_dashboard(app, gateway, observe, guarded, api_key_required=config.api_key is not None)
+    if not inner:
+        _mount_docs(app)
+        mount_dashboard(app, gateway, observe, guarded, api_key_required=config.api_key is not None)
     return app
 
 

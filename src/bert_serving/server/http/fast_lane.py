@@ -23,6 +23,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from ...errors import BertServingError
+from .model_switch import PARSED
 
 __all__ = ["FastLane", "Route"]
 
@@ -31,8 +32,9 @@ _JSON = "application/json"
 _INLINE_BYTES = 256 * 1024  # bodies up to this size are parsed on the event loop; bigger ones on a thread
 
 
-def _validate(model: type[BaseModel], body: bytes) -> BaseModel:
-    return model.model_validate(orjson.loads(body))
+def _validate(model: type[BaseModel], body: bytes, parsed: object = None) -> BaseModel:
+    """``parsed``: the body's JSON, when a `ModelSwitch` parsed it already."""
+    return model.model_validate(orjson.loads(body) if parsed is None else parsed)
 
 
 class FastLane:
@@ -57,10 +59,11 @@ class FastLane:
             return await self.app(scope, replay, send)
         model, endpoint = route
         try:  # as FastAPI validates a body: the parsed JSON, in Python mode
+            known = scope.get(PARSED)
             if len(body) > _INLINE_BYTES:  # off the event loop: other clients' requests go on meanwhile
-                parsed = await asyncio.get_running_loop().run_in_executor(None, _validate, model, body)
+                parsed = await asyncio.get_running_loop().run_in_executor(None, _validate, model, body, known)
             else:
-                parsed = _validate(model, body)
+                parsed = _validate(model, body, known)
         except Exception:  # not JSON, not valid, a validator's own error: FastAPI answers it, in its words
             return await self.app(scope, replay, send)
         pending.clear()

@@ -1,12 +1,14 @@
 """``/metrics``: the `Stats` counters in Prometheus' text format.
 
 A collector reads `Stats` at scrape time, so ``/metrics``, SHOW_STATUS and the dashboard all
-show the same numbers; no second set of counters exists.
+show the same numbers; no second set of counters exists. The server-wide series have no
+``model`` label (as with one model); each served model's share of what its replicas did comes as
+``bert_serving_model_*{model="..."}`` series (every model, the default included).
 """
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Mapping
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, InfoMetricFamily
@@ -29,10 +31,12 @@ def _histogram(name: str, doc: str, histogram: Histogram, labels: dict[str, str]
 
 
 class _StatsCollector:
-    def __init__(self, stats: Stats, ready: Callable[[], bool], model: ServedModel | None) -> None:
+    def __init__(self, stats: Stats, ready: Callable[[], bool], model: ServedModel | None,
+                 models: Mapping[str, ServedModel] | None = None) -> None:
         self._stats = stats
         self._ready = ready
         self._model = model
+        self._models = models or {}
 
     def collect(self):
         s = self._stats.snapshot()
@@ -79,9 +83,45 @@ class _StatsCollector:
         yield CounterMetricFamily(f"{_PREFIX}_worker_restarts", "Replicas restarted after dying",
                                   value=s["worker_restarts"])
         yield GaugeMetricFamily(f"{_PREFIX}_ready", "1 when loaded, warmed up and serving", value=int(self._ready()))
+        yield from self._per_model(s["models"])
+
+    def _per_model(self, models: dict[str, dict]):
+        """Each served model's own counters, labelled with its name."""
+        if not models:
+            return
+        name = f"{_PREFIX}_model_"
+        info = InfoMetricFamily(f"{name}served", "Each served model and its task", labels=["model"])
+        completed = CounterMetricFamily(f"{name}completed_requests", "Requests answered", labels=["model"])
+        errors = CounterMetricFamily(f"{name}errors", "Requests answered with an error", labels=["model", "code"])
+        passes = CounterMetricFamily(f"{name}forward_passes", "Batches run through the model", labels=["model"])
+        rows = CounterMetricFamily(f"{name}batched_texts", "Texts run through the model", labels=["model"])
+        queue = GaugeMetricFamily(f"{name}queue_depth", "Texts waiting for the model", labels=["model"])
+        workers = GaugeMetricFamily(f"{name}workers", "The model's replicas by state", labels=["model", "state"])
+        restarts = CounterMetricFamily(f"{name}worker_restarts", "Its replicas restarted", labels=["model"])
+        latency = HistogramMetricFamily(f"{name}latency_seconds", "Time per request phase",
+                                        labels=["model", "phase"])
+        for model, s in models.items():
+            served = self._models.get(model)
+            info.add_metric([model], {"task": served.task if served else ""})
+            completed.add_metric([model], s["completed_requests"])
+            for code, count in sorted(s["errors"].items()):
+                errors.add_metric([model, code], count)
+            passes.add_metric([model], s["forward_passes"])
+            rows.add_metric([model], s["batch_size"].total)
+            queue.add_metric([model], s["queue_depth"])
+            states: dict[str, int] = {}
+            for state in s["worker_states"].values():
+                states[state] = states.get(state, 0) + 1
+            for state, count in sorted(states.items()):
+                workers.add_metric([model, state], count)
+            restarts.add_metric([model], s["worker_restarts"])
+            for phase in ("queue", "inference", "total"):
+                _histogram("", "", s["latency"][phase], {"model": model, "phase": phase}, latency)
+        yield from (info, completed, errors, passes, rows, queue, workers, restarts, latency)
 
 
-def render_metrics(stats: Stats, ready: Callable[[], bool], model: ServedModel | None = None) -> bytes:
+def render_metrics(stats: Stats, ready: Callable[[], bool], model: ServedModel | None = None,
+                   models: Mapping[str, ServedModel] | None = None) -> bytes:
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(_StatsCollector(stats, ready, model))
+    registry.register(_StatsCollector(stats, ready, model, models))
     return generate_latest(registry)

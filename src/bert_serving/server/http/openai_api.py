@@ -223,7 +223,9 @@ def embeddings_body(body: EmbeddingsRequest, vectors: np.ndarray, num_tokens: in
 def openai_error_body(error: BertServingError) -> dict:
     return {"error": {
         "message": error.message,
-        "type": _TYPES.get(error.http_status, "server_error"),
+        # OpenAI's own 404 for an unknown model says invalid_request_error
+        "type": "invalid_request_error" if error.code == "model_not_found" else _TYPES.get(error.http_status,
+                                                                                           "server_error"),
         "param": error.param,
         "code": error.code,
     }}

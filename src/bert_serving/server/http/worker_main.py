@@ -3,7 +3,7 @@ listening socket the coordinator bound (``-http_port``, shared by every HTTP pro
 pipeline behind `link.uplink.Uplink`: requests are admitted and tokenized here and sent on to the
 coordinator's batcher.
 
-Orders: ``{"index", "model", "limits", "http": {HttpSettings' fields}, "max_connections",
+Orders: ``{"index", "models" (the default first), "limits" (each model's share), "http": {HttpSettings' fields}, "max_connections",
 "listen_fd", "log_level", "fd"}`` (`link.orders`). It goes when the coordinator says STOP (after
 the drain; open connections get their answers first) or goes away, and exits non-zero when
 uvicorn stops on its own, so that the coordinator starts another.
@@ -27,8 +27,8 @@ __all__ = ["main"]
 def main() -> None:
     orders, channel = begin(lambda orders: f"http {orders['index']}")
     _open_files_to_the_hard_limit()
-    uplink = Uplink(channel, ModelOrders.from_json(orders["model"]), EdgeLimits(**orders["limits"]),
-                    name=f"http-{orders['index']}")
+    uplink = Uplink(channel, ModelOrders.many_from_json(orders["models"]),
+                    [EdgeLimits(**share) for share in orders["limits"]], name=f"http-{orders['index']}")
     app = create_app(uplink, HttpSettings(**orders["http"]))
     listener = socket.socket(fileno=orders["listen_fd"])
     server = HttpServer(app, listener, max_connections=orders["max_connections"], on_failure=uplink.stage_failed,

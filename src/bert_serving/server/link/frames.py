@@ -4,11 +4,14 @@ Frames are bytes: JSON, and raw arrays sent from their own memory (never pickles
 
     edge -> coordinator
       [READY, json{pid}]                              the edge serves (after its set-up)
-      [SUBMIT, json{"r": [[id, rows, received_at, tokenized_at(, outputs)], ...]},
+      [SUBMIT, json{"r": [[id, rows, received_at, tokenized_at(, outputs)], ...](, "m": model)},
                input_ids i32, type_ids i8, pool_mask u8, offsets i64]
                                                       requests, tokenized, their rows end to end;
                                                       outputs: what one asks for, when not its
-                                                      dense vectors alone (`bert_serving.outputs`)
+                                                      dense vectors alone (`bert_serving.outputs`);
+                                                      model: which served model they are for (its
+                                                      index in the orders' models; 0, the default,
+                                                      when absent)
       [ABANDON, json{"ids": [...]}]                   their clients went away
       [STATS, json(Stats.take())]                     what the edge counted since it last said
       [CALL, json{"call": n, "what": ..., ...}]       a view (observe) or control (stop)
@@ -39,7 +42,8 @@ from ...model.features import Features
 from ...outputs import Ragged, from_parts, to_parts
 
 __all__ = ["ABANDON", "ANSWERS", "CALL", "CLOSE", "READY", "RETURN", "STATS", "STOP", "SUBMIT", "SYNC",
-           "SYNCED", "answer_frames", "dumps", "read_answers", "read_submission", "submission_frames"]
+           "SYNCED", "answer_frames", "dumps", "read_answers", "read_submission", "submission_frames",
+           "submission_header"]
 
 READY, SUBMIT, ABANDON, STATS, CALL, SYNCED = b"READY", b"SUBMIT", b"ABANDON", b"STATS", b"CALL", b"SYNCED"
 ANSWERS, RETURN, SYNC, CLOSE, STOP = b"ANSWERS", b"RETURN", b"SYNC", b"CLOSE", b"STOP"
@@ -49,8 +53,9 @@ def dumps(value: object) -> bytes:
     return json.dumps(value, separators=(",", ":"), default=str).encode()
 
 
-def submission_frames(requests: list[tuple[int, Features, float, float, int]]) -> list:
-    """One SUBMIT for ``(id, features, received_at, tokenized_at, outputs)`` of several requests."""
+def submission_frames(requests: list[tuple[int, Features, float, float, int]], model: int = 0) -> list:
+    """One SUBMIT for ``(id, features, received_at, tokenized_at, outputs)`` of several requests
+    for the served model ``model`` (an index: 0 is the default model)."""
     meta = [[rid, len(features), received, tokenized] if outputs == 1 else
             [rid, len(features), received, tokenized, outputs]
             for rid, features, received, tokenized, outputs in requests]
@@ -64,14 +69,20 @@ def submission_frames(requests: list[tuple[int, Features, float, float, int]]) -
         lengths = np.concatenate([p.lengths for p in parts])
     offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
     np.cumsum(lengths, out=offsets[1:])
-    return [SUBMIT, dumps({"r": meta}), np.ascontiguousarray(ids, dtype=np.int32),
+    return [SUBMIT, dumps({"r": meta, "m": model} if model else {"r": meta}), np.ascontiguousarray(ids, dtype=np.int32),
             np.ascontiguousarray(types, dtype=np.int8), np.ascontiguousarray(mask).view(np.uint8), offsets]
 
 
-def read_submission(frames: list) -> Iterator[tuple[int, Features, float, float, int]]:
+def submission_header(frames: list) -> dict:
+    """A SUBMIT's JSON: its requests (``r``) and the served model they are for (``m``, an index;
+    absent: 0, the default)."""
+    return json.loads(bytes(frames[1]))
+
+
+def read_submission(frames: list, header: dict | None = None) -> Iterator[tuple[int, Features, float, float, int]]:
     """The requests of a SUBMIT: ``(id, features, received_at, tokenized_at, outputs)``, their
-    features views of the message's buffer."""
-    meta = json.loads(bytes(frames[1]))["r"]
+    features views of the message's buffer (``header``: its `submission_header`, if read)."""
+    meta = (header or submission_header(frames))["r"]
     whole = Features(input_ids=np.frombuffer(frames[2], dtype=np.int32), type_ids=np.frombuffer(frames[3], dtype=np.int8),
                      pool_mask=np.frombuffer(frames[4], dtype=np.uint8).view(np.bool_),
                      offsets=np.frombuffer(frames[5], dtype=np.int64))

@@ -1,8 +1,9 @@
 """`Hub`: the coordinator's side of every edge process's channel (the router, the intakes, the
 HTTP processes).
 
-One thread reads them all. A SUBMIT's requests go into the batcher as they are (admitted and
-tokenized by their edge); each is answered on its edge's channel, from whichever thread finishes
+One thread reads them all. A SUBMIT's requests go into their model's batcher (a `Lane` each:
+the server may serve several models, each with its own batcher, sink and replicas) as they are
+(admitted and tokenized by their edge); each is answered on its edge's channel, from whichever thread finishes
 it (a replica's feeder, the shutdown): the answers of one batch (`gathered`) in one message per
 edge. An edge that goes away (its process died: `detach`)
 abandons its requests, whose rows not yet run are dropped. Views are answered from the
@@ -22,7 +23,7 @@ import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Callable, Iterator, Protocol
+from typing import Callable, Iterator, NamedTuple, Protocol, Sequence
 
 from ...errors import BertServingError, ServerError
 from ..pipeline.batcher import Batcher
@@ -43,13 +44,21 @@ from .frames import (
     answer_frames,
     dumps,
     read_submission,
+    submission_header,
 )
 
-__all__ = ["Arrival", "Control", "Hub"]
+__all__ = ["Arrival", "Control", "Hub", "Lane"]
 
 logger = logging.getLogger(__name__)
 
 _SYNC_WAIT_S = 0.5  # a view waits at most this long for the other edges' counts
+
+
+class Lane(NamedTuple):
+    """One served model's stages in the coordinator: a SUBMIT that names its index comes here."""
+
+    batcher: Batcher
+    sink: Sink
 
 
 class Control(Protocol):
@@ -68,7 +77,7 @@ class _Edge:
     channel: Channel
     ready: threading.Event = field(default_factory=threading.Event)  # it said READY
     error: str | None = None  # what it said instead of READY: why it cannot serve
-    requests: dict[int, Request] = field(default_factory=dict)  # answered ones leave
+    requests: dict[int, tuple[Request, Sink]] = field(default_factory=dict)  # answered ones leave
     gone: bool = False
 
 
@@ -99,10 +108,10 @@ class _View:
 
 
 class Hub:
-    def __init__(self, *, batcher: Batcher, sink: Sink, stats: Stats, control: Control,
+    def __init__(self, *, lanes: Sequence[Lane], stats: Stats, control: Control,
                  on_hung: Callable[[str], None] = lambda name: None,
                  on_failure: Callable[[str, BaseException], None] = lambda stage, error: None) -> None:
-        self._batcher, self._sink, self._stats, self._control = batcher, sink, stats, control
+        self._lanes, self._stats, self._control = list(lanes), stats, control
         self._on_hung, self._on_failure = on_hung, on_failure
         self._edges: dict[str, _Edge] = {}
         self._lock = threading.Lock()
@@ -142,8 +151,8 @@ class Hub:
         self._wake()
         lost = list(edge.requests.values())
         edge.requests.clear()
-        for request in lost:
-            self._sink.abandon(request)
+        for request, sink in lost:
+            sink.abandon(request)
         return len(lost)
 
     def send(self, name: str, frames: list) -> bool:
@@ -286,9 +295,9 @@ class Hub:
                 self._submit(edge, frames)
             elif kind == ABANDON:
                 for rid in json.loads(bytes(frames[1]))["ids"]:
-                    request = edge.requests.pop(rid, None)
-                    if request is not None:
-                        self._sink.abandon(request)
+                    held = edge.requests.pop(rid, None)
+                    if held is not None:
+                        held[1].abandon(held[0])
             elif kind == STATS:
                 self._stats.merge(json.loads(bytes(frames[1])))
             elif kind == CALL:
@@ -306,13 +315,21 @@ class Hub:
             logger.exception("handling a %r message of %s failed", kind[:20], edge.name)
 
     def _submit(self, edge: _Edge, frames: list) -> None:
-        with self._batcher.submitting():  # all of them offered to the replicas together
-            for rid, features, received, tokenized, outputs in read_submission(frames):
+        header = submission_header(frames)
+        index = header.get("m", 0)
+        if not 0 <= index < len(self._lanes):  # a bug of the edge's: its requests must not hang
+            logger.error("%s sent requests for model %r; there are %d", edge.name, index, len(self._lanes))
+            error = ServerError(f"no model {index} in this server")
+            self._post(edge, answer_frames([(rid, None, error, None) for rid, *_ in read_submission(frames, header)]))
+            return
+        batcher, sink = self._lanes[index]
+        with batcher.submitting():  # all of them offered to the replicas together
+            for rid, features, received, tokenized, outputs in read_submission(frames, header):
                 request = Request(features, self._replier(edge, rid), edge.name, received_at=received,
                                   tokenized_at=tokenized, outputs=outputs)
-                edge.requests[rid] = request
-                self._sink.track(request)
-                self._batcher.submit(request, admitted=False)
+                edge.requests[rid] = (request, sink)
+                sink.track(request)
+                batcher.submit(request, admitted=False)
 
     def _replier(self, edge: _Edge, rid: int) -> Callable[[Outcome], None]:
         def reply(outcome: Outcome) -> None:

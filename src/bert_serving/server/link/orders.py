@@ -4,7 +4,11 @@ validate, tokenize and answer requests without loading the model (no torch in an
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
+import threading
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -17,7 +21,28 @@ from ..pipeline.gateway import ServedModel
 if TYPE_CHECKING:
     from ...model.spec import ModelSpec
 
-__all__ = ["EdgeLimits", "ModelOrders"]
+__all__ = ["EdgeLimits", "ModelOrders", "shared_tokenizer"]
+
+_tokenizers: dict[str, Tokenizer] = {}
+_tokenizers_lock = threading.Lock()
+
+
+def shared_tokenizer(recipe: dict) -> Tokenizer:
+    """The tokenizer ``recipe`` describes, one object per distinct tokenizer in this process: two
+    served models whose tokenizer files hold the same bytes, with the same options, share one
+    (a `Tokenizer` is thread-safe and holds no state of a request's)."""
+    options = {k: v for k, v in recipe.items() if k not in ("file", "vocab")}
+    path = recipe.get("file") or recipe.get("vocab")
+    try:
+        digest = hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    except OSError:  # from_recipe says what is wrong with it
+        return Tokenizer.from_recipe(recipe)
+    key = json.dumps([digest, "file" in recipe, options], sort_keys=True, default=str)
+    with _tokenizers_lock:
+        tokenizer = _tokenizers.get(key)
+        if tokenizer is None:
+            tokenizer = _tokenizers[key] = Tokenizer.from_recipe(recipe)
+    return tokenizer
 
 
 @dataclass(frozen=True)
@@ -64,9 +89,14 @@ class ModelOrders:
         outputs = dict(value["outputs"])
         outputs["dtype"] = np.dtype(outputs["dtype"])
         prompts = Prompts(tuple(tuple(p) for p in value["prompts"]["named"]), value["prompts"]["default_name"])
-        served["tokenizer"] = Tokenizer.from_recipe(value["tokenizer"])
+        served["tokenizer"] = shared_tokenizer(value["tokenizer"])
         return cls(ServedModel(**served), value["tokenizer"], OutputLayout(**outputs), prompts, value["show_tokens"])
+
+    @classmethod
+    def many_from_json(cls, values: list[dict]) -> list[ModelOrders]:
+        """Every served model's orders (`from_json`), the same tokenizer built once (`shared_tokenizer`)."""
+        return [cls.from_json(value) for value in values]
 
     def build_tokenizer(self) -> Tokenizer:
         """The edge's tokenizer: the served model's, when it has one already."""
-        return self.served.tokenizer or Tokenizer.from_recipe(self.tokenizer)
+        return self.served.tokenizer or shared_tokenizer(self.tokenizer)

@@ -3,7 +3,9 @@
 Requests are admitted and tokenized here (`pipeline.intake.Intake`, with this edge's share of the
 server's backlog), then sent to the coordinator's batcher over the edge's channel: the requests
 of one `together` block (one read of the router's message, one turn of the HTTP event loop) in
-one message. Their answers come back on the same channel. The uplink has no thread of its own:
+one message per model. A server with several models gives each its own lane here (its intake,
+its tokenizer, its share of the backlog): a request's ``model`` picks the lane, so a flood on one
+model fills only its own backlog. Their answers come back on the same channel. The uplink has no thread of its own:
 the process's loop calls `pump` when the channel is readable (the intake's poll loop, the HTTP
 process's event loop), which calls each answered request's reply there, and `tick` now and
 then, which hands what this edge counts (`stats`) to the coordinator's `Stats` (at least every
@@ -20,14 +22,14 @@ import os
 import threading
 import time
 from concurrent.futures import Future
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import AbstractContextManager, ExitStack, contextmanager
 from dataclasses import dataclass
 from itertools import count
-from typing import Iterator, Sequence
+from typing import Iterator, Mapping, Sequence
 
-from ...errors import BertServingError, NotReadyError, OverloadedError, error_from_code
+from ...errors import BertServingError, ModelNotFoundError, NotReadyError, OverloadedError, error_from_code
 from ..pipeline.budget import MemoryBudget
-from ..pipeline.gateway import Observation, ServedModel
+from ..pipeline.gateway import Observation, ServedModel, unknown_model
 from ..pipeline.intake import Intake
 from ..pipeline.request import Outcome, ReplyFn, Request, Ticket
 from ..pipeline.stats import Stats
@@ -59,21 +61,23 @@ _FLUSH_S = 0.2  # what this edge counted reaches the coordinator at least this o
 
 
 class Uplink:
-    def __init__(self, channel: Channel, model: ModelOrders, limits: EdgeLimits, *, name: str) -> None:
+    def __init__(self, channel: Channel, models: ModelOrders | Sequence[ModelOrders],
+                 limits: EdgeLimits | Sequence[EdgeLimits], *, name: str) -> None:
+        """``models``: the served models, the default first; ``limits``: this edge's share of each
+        one's limits (one for all, or one each)."""
+        models = [models] if isinstance(models, ModelOrders) else list(models)
+        limits = [limits] * len(models) if isinstance(limits, EdgeLimits) else list(limits)
         self.name = name
-        self.model: ServedModel = model.served
+        self.model: ServedModel = models[0].served  # the default model
         self.stats = Stats()  # what this edge counts, handed over as deltas
         self.stopped = threading.Event()  # the coordinator said STOP, or went away
         self.failure: str | None = None  # a serving loop of this process died
         self._channel = channel
-        self._show_tokens = model.show_tokens
-        self._budget = MemoryBudget(limits.max_queued_bytes, what="the server's backlog (-max_queued_bytes)")
-        self._backlog = _Backlog(limits.max_queued_texts)
-        self._intake = Intake(model.build_tokenizer(), self, self.stats, outputs=model.outputs, budget=self._budget,
-                              keep_tokens=model.show_tokens, max_request_texts=limits.max_request_texts,
-                              max_result_bytes=limits.max_result_bytes, prompts=model.prompts)
-        self._waiting: dict[int, Request] = {}  # sent to the coordinator, not answered yet
-        self._local = threading.local()  # .group: requests of this thread's open `together`
+        self._lanes = [_Lane(index, orders, share, self) for index, (orders, share) in enumerate(zip(models, limits))]
+        self._by_name = {lane.model.name: lane for lane in self._lanes}
+        self.models: Mapping[str, ServedModel] = {name: lane.model for name, lane in self._by_name.items()}
+        self._waiting: dict[int, tuple[Request, _Lane]] = {}  # sent to the coordinator, not answered yet
+        self._local = threading.local()  # .group: requests of this thread's open `together`, by lane
         self._calls: dict[int, Future[Observation]] = {}
         self._call_ids = count(1)
         self._next_flush = time.monotonic() + _FLUSH_S
@@ -93,23 +97,34 @@ class Uplink:
 
     # the Gateway --------------------------------------------------------------------------------------
 
-    def submit(self, texts: object, is_tokenized: bool, reply: ReplyFn, client: str, *, task: str | None = None,
-               raw_scores: bool = False, prompt_name: object = None, prompt: object = None,
+    def submit(self, texts: object, is_tokenized: bool, reply: ReplyFn, client: str, *, model: str | None = None,
+               task: str | None = None, raw_scores: bool = False, prompt_name: object = None, prompt: object = None,
                outputs: Sequence[str] | None = None) -> Ticket:
         try:
-            check_task(self.model, task)
-            kinds, densify = wanted_outputs(self.model, task, outputs)
+            lane = self.lane(model)
+            served = lane.model
+            check_task(served, task)
+            kinds, densify = wanted_outputs(served, task, outputs)
         except BertServingError as exc:
             self.stats.data_request(client, len(texts) if isinstance(texts, list) else 0)
             self.stats.error(exc.code)
             reply(Outcome(error=exc))
             return Ticket()
-        if self.model.task != "embed":  # a head: logits become scores, counted
-            reply = scored_reply(reply, self.model, task, raw_scores, self.stats)
+        if served.task != "embed":  # a head: logits become scores, counted
+            reply = scored_reply(reply, served, task, raw_scores, self.stats)
         elif densify:
-            reply = densified_reply(reply, self.model.sparse_dim)
-        return self._intake.submit(texts, is_tokenized, reply, client, pairs=task in ("predict", "rerank"),
-                                   prompt_name=prompt_name, prompt=prompt, outputs=kinds)
+            reply = densified_reply(reply, served.sparse_dim)
+        return lane.intake.submit(texts, is_tokenized, reply, client, pairs=task in ("predict", "rerank"),
+                                  prompt_name=prompt_name, prompt=prompt, outputs=kinds)
+
+    def lane(self, model: str | None) -> _Lane:
+        """The lane of the served model named ``model`` (None: the default model's)."""
+        if model is None:
+            return self._lanes[0]
+        lane = self._by_name.get(model)
+        if lane is None:
+            raise ModelNotFoundError(unknown_model(model, list(self._by_name)), param="model")
+        return lane
 
     def together(self) -> AbstractContextManager[None]:
         return self._together()
@@ -119,15 +134,17 @@ class Uplink:
         if getattr(self._local, "group", None) is not None:  # already inside one
             yield
             return
-        group: list[Request] = []
-        self._local.group = group
+        groups: dict[int, list[Request]] = {}
+        self._local.group = groups
         try:
-            with self._intake.together():  # tokenizes them together as it ends, and accepts each
+            with ExitStack() as intakes:  # each tokenizes its requests together as it ends, and accepts each
+                for lane in self._lanes:
+                    intakes.enter_context(lane.intake.together())
                 yield
         finally:
             self._local.group = None
-            if group:
-                self._submit(group)
+            for index, group in groups.items():
+                self._submit(group, index)
 
     def observe(self, *, stats: bool = False, status: bool = False, with_statistic: bool = False, client: str = "",
                 readiness: bool = False) -> Future[Observation]:
@@ -154,31 +171,24 @@ class Uplink:
             logger.critical("%s: %s; this process exits (the server starts another)", self.name, self.failure)
         self.stopped.set()
 
-    # the Intake's downstream ----------------------------------------------------------------------------
+    # the Intakes' downstream (each lane's) -------------------------------------------------------------
 
-    def admit(self, rows: int) -> None:
-        if self.stopped.is_set():
-            raise NotReadyError("the server is shutting down and accepts no new requests")
-        self._backlog.admit(rows)
-
-    def release(self, rows: int) -> None:
-        self._backlog.release(rows)
-
-    def accept(self, request: Request, ticket: Ticket) -> bool:
+    def _accept(self, lane: _Lane, request: Request, ticket: Ticket) -> bool:
         if not ticket.attach(request, self._abandon):
-            self._budget.release(request.reserved_bytes)
+            lane.budget.release(request.reserved_bytes)
             self.stats.error("abandoned")
             return False
-        self._waiting[request.id] = request
-        group = getattr(self._local, "group", None)
-        if group is not None:
-            group.append(request)
+        self._waiting[request.id] = (request, lane)
+        groups = getattr(self._local, "group", None)
+        if groups is not None:
+            groups.setdefault(lane.index, []).append(request)
         else:
-            self._submit([request])
+            self._submit([request], lane.index)
         return True
 
-    def _submit(self, requests: list[Request]) -> None:
-        self._send(submission_frames([(r.id, r.features, r.received_at, r.tokenized_at, r.outputs) for r in requests]))
+    def _submit(self, requests: list[Request], model: int) -> None:
+        self._send(submission_frames([(r.id, r.features, r.received_at, r.tokenized_at, r.outputs) for r in requests],
+                                     model))
 
     def _abandon(self, request: Request) -> None:
         if self._settle(request.id) is not None:
@@ -186,10 +196,12 @@ class Uplink:
 
     def _settle(self, rid: int) -> Request | None:
         """The waiting request ``rid``, no longer waiting: what it held given back."""
-        request = self._waiting.pop(rid, None)
-        if request is not None:
-            self._budget.release(request.reserved_bytes)
-            self._backlog.release(len(request))
+        held = self._waiting.pop(rid, None)
+        if held is None:
+            return None
+        request, lane = held
+        lane.budget.release(request.reserved_bytes)
+        lane.backlog.release(len(request))
         return request
 
     def _send(self, frames: list) -> None:
@@ -237,7 +249,7 @@ class Uplink:
                 if request is None:  # abandoned meanwhile
                     continue
                 tokens = None
-                if error is None and self._show_tokens and request.features.tokens is not None:
+                if error is None and request.features.tokens is not None:
                     tokens = [list(t) for t in request.features.tokens]
                 try:
                     request.reply(Outcome(result, tokens, error, request.features.num_tokens, **(ragged or {})))
@@ -259,7 +271,8 @@ class Uplink:
             self._flush()
             self._send([SYNCED, frames[1]])
         elif kind == CLOSE:
-            self._intake.close()
+            for lane in self._lanes:
+                lane.intake.close()
         elif kind == STOP:
             self.stopped.set()
         else:
@@ -285,6 +298,31 @@ class Uplink:
             future = self._calls.pop(call, None)
             if future is not None and not future.done():
                 future.set_exception(error)
+
+
+class _Lane:
+    """One served model as this edge serves it: its intake (tokenizer, prompts, outputs) and its
+    share of the backlog limits; the `Intake`'s downstream."""
+
+    def __init__(self, index: int, orders: ModelOrders, limits: EdgeLimits, uplink: Uplink) -> None:
+        self.index, self.model, self._uplink = index, orders.served, uplink
+        self.budget = MemoryBudget(limits.max_queued_bytes, what="the server's backlog (-max_queued_bytes)" if index == 0
+                                   else f"the backlog of model {orders.served.name!r}")
+        self.backlog = _Backlog(limits.max_queued_texts)
+        self.intake = Intake(orders.build_tokenizer(), self, uplink.stats, outputs=orders.outputs, budget=self.budget,
+                             keep_tokens=orders.show_tokens, max_request_texts=limits.max_request_texts,
+                             max_result_bytes=limits.max_result_bytes, prompts=orders.prompts)
+
+    def admit(self, rows: int) -> None:
+        if self._uplink.stopped.is_set():
+            raise NotReadyError("the server is shutting down and accepts no new requests")
+        self.backlog.admit(rows)
+
+    def release(self, rows: int) -> None:
+        self.backlog.release(rows)
+
+    def accept(self, request: Request, ticket: Ticket) -> bool:
+        return self._uplink._accept(self, request, ticket)
 
 
 @dataclass

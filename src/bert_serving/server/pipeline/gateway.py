@@ -18,7 +18,7 @@ from .stats import Stats
 if TYPE_CHECKING:
     from ...model.tokenization import Tokenizer
 
-__all__ = ["Gateway", "Observation", "ServedModel"]
+__all__ = ["Gateway", "ModelGateway", "Observation", "ServedModel", "unknown_model"]
 
 
 @dataclass(frozen=True)
@@ -44,6 +44,11 @@ class ServedModel:
     tokenizer: Tokenizer | None = field(default=None, repr=False, compare=False)
 
 
+def unknown_model(name: object, served: Sequence[str]) -> str:
+    """What a request naming a model this server does not serve is told."""
+    return f"The model '{name!s:.100}' does not exist: this server serves {', '.join(map(repr, served))}"
+
+
 @dataclass(frozen=True)
 class Observation:
     """The server as a view sees it at one moment; what was not asked for is None."""
@@ -61,12 +66,18 @@ class Gateway(Protocol):
         """Where this edge counts what it sees (requests, refusals); `observe` reads the server's."""
 
     @property
-    def model(self) -> ServedModel: ...
+    def model(self) -> ServedModel:
+        """The default model (the one a request that names none gets)."""
 
-    def submit(self, texts: object, is_tokenized: bool, reply: ReplyFn, client: str, *, task: str | None = None,
-               raw_scores: bool = False, prompt_name: object = None, prompt: object = None,
+    @property
+    def models(self) -> Mapping[str, ServedModel]:
+        """Every served model by name, the default first."""
+
+    def submit(self, texts: object, is_tokenized: bool, reply: ReplyFn, client: str, *, model: str | None = None,
+               task: str | None = None, raw_scores: bool = False, prompt_name: object = None, prompt: object = None,
                outputs: Sequence[str] | None = None) -> Ticket:
-        """Queue ``texts`` for the model; exactly one `Outcome` goes to ``reply``, on another thread,
+        """Queue ``texts`` for the served model named ``model`` (None: the default; one it does not
+        serve: `ModelNotFoundError`); exactly one `Outcome` goes to ``reply``, on another thread,
         unless the returned `Ticket` is abandoned first (the client went away).
 
         ``task`` (`tasks.REQUESTS`): None for the original's request (vectors, or a head's scores);
@@ -92,3 +103,35 @@ class Gateway(Protocol):
     def stage_failed(self, stage: str, error: BaseException) -> None:
         """A serving loop (``stage`` names it) of this edge died: the edge's process exits (and
         the server starts another in its place). Returns at once."""
+
+
+class ModelGateway:
+    """A `Gateway` whose requests go to one served model: what an edge built for one model (an
+    HTTP app's routes) is given, one per model of a server that serves several."""
+
+    def __init__(self, gateway: Gateway, name: str) -> None:
+        self._gateway, self._name = gateway, name
+        self.model = gateway.models[name]
+
+    @property
+    def stats(self) -> Stats:
+        return self._gateway.stats
+
+    @property
+    def models(self) -> Mapping[str, ServedModel]:
+        return self._gateway.models
+
+    def submit(self, texts: object, is_tokenized: bool, reply: ReplyFn, client: str, **options) -> Ticket:
+        return self._gateway.submit(texts, is_tokenized, reply, client, model=self._name, **options)
+
+    def together(self) -> AbstractContextManager[None]:
+        return self._gateway.together()
+
+    def observe(self, **what) -> Future[Observation]:
+        return self._gateway.observe(**what)
+
+    def request_stop(self) -> None:
+        self._gateway.request_stop()
+
+    def stage_failed(self, stage: str, error: BaseException) -> None:
+        self._gateway.stage_failed(stage, error)

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 from ...errors import BertServingError
 
-__all__ = ["Histogram", "Stats"]
+__all__ = ["Histogram", "ModelStats", "Stats"]
 
 _ACTIVE_CLIENT_SECONDS = 180  # the original's definition of an active client
 _MAX_CLIENTS = 500  # per-client history kept, least recently seen dropped first (as the original)
@@ -110,6 +110,7 @@ class Stats:
         self.worker_states: dict[int, str] = {}
         self.worker_restarts = 0
         self.queue_rows = lambda: 0  # set by the service: rows waiting in the batcher
+        self.models: dict[str, Stats] = {}  # each served model's own counts (`ModelStats`), in the coordinator
 
     # reports from the stages -------------------------------------------------------------------
 
@@ -202,6 +203,7 @@ class Stats:
             "batch_tokens": self.batch_tokens.to_json(),
             "worker_states": [[k, v] for k, v in self.worker_states.items()],
             "queue_rows": self.queue_rows(),
+            **({"models": {name: model.dump() for name, model in self.models.items()}} if self.models else {}),
         }
 
     @classmethod
@@ -215,6 +217,7 @@ class Stats:
         queue_rows = state["queue_rows"]
         stats.queue_rows = lambda: queue_rows
         stats._arrivals = deque(state["arrivals"], maxlen=stats._arrivals.maxlen)
+        stats.models = {name: cls.load(model) for name, model in state.get("models", {}).items()}
         return stats
 
     def take(self) -> dict | None:
@@ -274,9 +277,19 @@ class Stats:
                 "batch_size": self.batch_size,
                 "batch_tokens": self.batch_tokens,
                 "latency": self.latency,
-                "worker_states": dict(self.worker_states),
-                "worker_restarts": self.worker_restarts,
-            }) | {"queue_depth": self.queue_rows()}
+            }) | self._workers() | {"queue_depth": self.queue_rows(),
+                                    "models": {name: model.snapshot() for name, model in self.models.items()}}
+
+    def _workers(self) -> dict[str, object]:
+        """The replicas' states (numbered across every model's) and restarts."""
+        if not self.models:
+            return {"worker_states": dict(self.worker_states), "worker_restarts": self.worker_restarts}
+        states: dict[int, str] = {}
+        for model in self.models.values():
+            for state in list(model.worker_states.values()):
+                states[len(states)] = state
+        return {"worker_states": states,
+                "worker_restarts": self.worker_restarts + sum(m.worker_restarts for m in self.models.values())}
 
     def clients(self) -> list[dict[str, object]]:
         now = time.perf_counter()
@@ -324,10 +337,54 @@ class Stats:
                     phase: {"p50": _ms(h.percentile(0.5)), "p99": _ms(h.percentile(0.99)), "count": h.count}
                     for phase, h in self.latency.items()
                 },
+            })
+        workers = self._workers()
+        out.update({"workers": workers["worker_states"], "worker_restarts": workers["worker_restarts"]})
+        if self.models:
+            out["models"] = {name: model.model_statistic() for name, model in self.models.items()}
+        return out
+
+    def model_statistic(self) -> dict[str, object]:
+        """One model's part of SHOW_STATUS (``statistic.models``): what its replicas did."""
+        with self._lock:
+            return {
+                "num_completed_request": self.num_completed,
+                "num_failed_request": sum(self.errors.values()),
+                "errors": dict(self.errors),
+                "num_forward_passes": self.num_batches,
+                "num_batched_seq": self.num_batched_rows,
+                "avg_batch_size": self.num_batched_rows / self.num_batches if self.num_batches else 0.0,
+                "num_queued_seq": self.queue_rows(),
+                "latency_ms": {phase: {"p50": _ms(h.percentile(0.5)), "p99": _ms(h.percentile(0.99)), "count": h.count}
+                               for phase, h in self.latency.items() if phase != "tokenize"},
                 "workers": dict(self.worker_states),
                 "worker_restarts": self.worker_restarts,
-            })
-            return out
+            }
+
+
+class ModelStats(Stats):
+    """One served model's counters: what its batcher, replicas and sink count goes here and into
+    the server's `Stats` too (whose views add ``models``: each one's, by name)."""
+
+    def __init__(self, server: Stats) -> None:
+        super().__init__()
+        self._server = server
+
+    def batch_done(self, rows: int, tokens: int, seconds: float, queue_waits: list[float]) -> None:
+        super().batch_done(rows, tokens, seconds, queue_waits)
+        self._server.batch_done(rows, tokens, seconds, queue_waits)
+
+    def request_done(self, request, error: BertServingError | None, now: float) -> None:
+        super().request_done(request, error, now)
+        self._server.request_done(request, error, now)
+
+    def scored(self, task: str | None, count: int) -> None:
+        super().scored(task, count)
+        self._server.scored(task, count)
+
+    def error(self, code: str) -> None:
+        super().error(code)
+        self._server.error(code)
 
 
 def _ms(seconds: float | None) -> float | None:

@@ -32,11 +32,13 @@ class LocalReplica:
     socket pair whose other end only the worker holds."""
 
     def __init__(self, settings: EncoderSettings, device: str, *, index: int, threads: int = 1,
-                 gpu_memory_fraction: float = 0.5, log_level: int = 0, idle_spin_ms: float = 0.0) -> None:
-        self.name = f"worker {index} ({device})"
+                 gpu_memory_fraction: float = 0.5, log_level: int = 0, idle_spin_ms: float = 0.0,
+                 model: str | None = None) -> None:
+        """``model``: the served model's name, in a server with several (in its name and title)."""
+        self.name = f"worker {index} ({device})" if model is None else f"worker {index} of {model} ({device})"
         self._orders = {"settings": settings_to_json(settings), "device": device, "threads": threads,
                         "gpu_memory_fraction": gpu_memory_fraction, "log_level": log_level, "worker_id": index,
-                        "idle_spin_s": idle_spin_ms / 1000}
+                        "idle_spin_s": idle_spin_ms / 1000, "model": model}
         self._device = device
         self.process: subprocess.Popen | None = None
         self._channel: Channel | None = None
@@ -108,11 +110,12 @@ class LocalReplica:
 
 
 def local_worker_pool(settings: EncoderSettings, devices: list[str], *, threads: int = 1,
-                      gpu_memory_fraction: float = 0.5, idle_spin_ms: float = 0.0, **pool_options) -> WorkerPool:
-    """One worker process per device, on this machine."""
+                      gpu_memory_fraction: float = 0.5, idle_spin_ms: float = 0.0, model: str | None = None,
+                      **pool_options) -> WorkerPool:
+    """One worker process per device, on this machine (``model``: see `LocalReplica`)."""
     replicas = [
         LocalReplica(settings, device, index=i, threads=threads, gpu_memory_fraction=gpu_memory_fraction,
-                     log_level=log_level(), idle_spin_ms=idle_spin_ms)
+                     log_level=log_level(), idle_spin_ms=idle_spin_ms, model=model)
         for i, device in enumerate(devices)
     ]
     return WorkerPool(replicas, **pool_options)

@@ -52,7 +52,8 @@ def _receive(channel: Channel, parent: int, spin_s: float = 0.0) -> list | None:
 
 def serve() -> None:
     parent = os.getppid()
-    orders, channel = begin(lambda orders: f"replica {orders['worker_id']} {orders['device']}")
+    orders, channel = begin(lambda orders: f"replica {orders['worker_id']} {orders['device']}"
+                            + (f" {orders['model']}" if orders.get("model") else ""))
     worker_id = orders["worker_id"]
     try:
         try:

@@ -210,10 +210,11 @@ class Frontend:
             return
         task = request.task
         if request.outputs is not None:  # answered with the parts of each output
-            reply = _zmq_reply(self, message.identity, message.req_id, self._gateway.model.sparse_dim)
+            served = self._gateway.models.get(request.model, self._gateway.model)  # an unknown one: refused below
+            reply = _zmq_reply(self, message.identity, message.req_id, served.sparse_dim)
         if request.precision is not None:  # quantized vectors: embeddings only (a head is refused)
             reply, task = _quantized(reply, request.precision), "embed"
-        self._gateway.submit(request.texts, request.is_tokenized, reply, client, task=task,
+        self._gateway.submit(request.texts, request.is_tokenized, reply, client, model=request.model, task=task,
                              raw_scores=request.raw_scores, prompt_name=request.prompt_name, prompt=request.prompt,
                              outputs=request.outputs)
 

@@ -4,7 +4,7 @@ answers back through the router. One thread does it all, a turn at a time: the r
 requests, the coordinator's answers, this turn's answers to the router in one message (big
 requests are tokenized on the intake's own threads).
 
-Orders: ``{"index", "model", "limits", "router_socket", "terminate_token", "log_level", "fd"}``
+Orders: ``{"index", "models" (the default first), "limits" (each model's share), "router_socket", "terminate_token", "log_level", "fd"}``
 (`link.orders`). It goes when the coordinator says STOP (after the drain) or goes away, and
 exits non-zero when its loop fails, so that the coordinator starts another.
 """
@@ -32,11 +32,11 @@ _RECONNECT_S = 0.05
 def main() -> None:
     orders, channel = begin(lambda orders: f"intake {orders['index']}")
     name = f"intake-{orders['index']}"
-    limits = EdgeLimits(**orders["limits"])
-    uplink = Uplink(channel, ModelOrders.from_json(orders["model"]), limits, name=name)
+    limits = [EdgeLimits(**share) for share in orders["limits"]]
+    uplink = Uplink(channel, ModelOrders.many_from_json(orders["models"]), limits, name=name)
     frontend = Frontend(name, orders["router_socket"], gateway=uplink,
                         termination=TerminationPolicy(orders.get("terminate_token")),
-                        max_request_bytes=limits.max_request_bytes)
+                        max_request_bytes=limits[0].max_request_bytes)
     frontend.connect()
     uplink.start()  # READY: the coordinator counts this intake in
     try:

@@ -42,7 +42,8 @@ def mount_dashboard(app: FastAPI, gateway: Gateway, observe: Callable[..., Await
     async def dashboard_data() -> Response:
         """What the dashboard shows: model settings, readiness, raw counters, latency, clients."""
         observed = await observe(gateway, stats=True, readiness=True)
-        body = orjson.dumps(dashboard_view(observed, gateway.model, api_key_required=api_key_required),
+        body = orjson.dumps(dashboard_view(observed, gateway.model, api_key_required=api_key_required,
+                                           models=getattr(gateway, "models", None)),
                             option=orjson.OPT_NON_STR_KEYS)
         return Response(body, media_type="application/json", headers={"Cache-Control": "no-store"})
 

@@ -10,7 +10,7 @@ would from two scrapes.
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Mapping
 
 from .... import __version__
 from ...pipeline.stats import Histogram
@@ -21,8 +21,10 @@ if TYPE_CHECKING:
 __all__ = ["dashboard_view"]
 
 
-def dashboard_view(observed: Observation, model: ServedModel, *, api_key_required: bool = False) -> dict[str, object]:
-    """What the dashboard shows, as of ``observed`` (its stats and readiness)."""
+def dashboard_view(observed: Observation, model: ServedModel, *, api_key_required: bool = False,
+                   models: Mapping[str, ServedModel] | None = None) -> dict[str, object]:
+    """What the dashboard shows, as of ``observed`` (its stats and readiness); ``models``: every
+    served model, for its line in the models table."""
     stats = observed.stats
     snapshot = stats.snapshot()
     return {
@@ -46,7 +48,20 @@ def dashboard_view(observed: Observation, model: ServedModel, *, api_key_require
         "batch_tokens": _sum_count(snapshot["batch_tokens"]),
         "latency_ms": {phase: _percentiles(h) for phase, h in snapshot["latency"].items()},
         "clients": stats.clients(),
+        "models": [_model_row(name, snapshot["models"][name], served) for name, served in (models or {}).items()
+                   if name in snapshot["models"]],
     }
+
+
+def _model_row(name: str, snapshot: dict, served: ServedModel) -> dict[str, object]:
+    """One served model's line of the dashboard's models table."""
+    states: dict[str, int] = {}
+    for state in snapshot["worker_states"].values():
+        states[state] = states.get(state, 0) + 1
+    return {"name": name, "task": served.task, "completed_requests": snapshot["completed_requests"],
+            "failed_requests": sum(snapshot["errors"].values()), "forward_passes": snapshot["forward_passes"],
+            "queue_depth": snapshot["queue_depth"], "p50_ms": _percentiles(snapshot["latency"]["total"])["p50"],
+            "workers": ", ".join(f"{count} {state}" for state, count in sorted(states.items()))}
 
 
 def model_settings(model: ServedModel) -> dict[str, object]:

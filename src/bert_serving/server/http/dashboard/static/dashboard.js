@@ -208,6 +208,10 @@
   }
 
   function showTables(s) {
+    fillTable("models", (s.models || []).map((m) => [
+      m.name, m.task, integer.format(m.completed_requests), integer.format(m.failed_requests),
+      integer.format(m.forward_passes), integer.format(m.queue_depth), number(m.p50_ms), m.workers,
+    ]), "one model");
     const workers = Object.entries(s.readiness.workers);
     fillTable("workers", workers.map(([index, state]) => [
       `#${index}`, s.model.devices[index] || "", { text: state, className: `pill ${state}` },
