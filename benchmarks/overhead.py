@@ -265,10 +265,10 @@ def run_model(name: str, args, corpus: list[str], work: Path) -> dict:
     print(f"\n## {name} ({folder or 'packaged all-MiniLM-L6-v2'}) on {args.device}", flush=True)
     drivers = ["raw", *(["stock"] if stock_client_dir() else [])]
     check = {f"{d}, {p} processes": many(d, echo_ports, small, p, args.seconds)
-             for d in drivers for p in (args.procs, 2 * args.procs)}
+             for d in drivers for p in ((args.procs,) if args.quick else (args.procs, 2 * args.procs))}
     if args.http:
         check.update({f"http, {p} processes": many("http", (http_echo_port,), small, p, args.seconds)
-                      for p in (args.procs, 2 * args.procs)})
+                      for p in ((args.procs,) if args.quick else (args.procs, 2 * args.procs))})
     print("load generator check, echo requests/s: " + ", ".join(f"{k}: {v:,.0f}" for k, v in check.items()))
     try:
         for round_ in range(args.rounds):

@@ -35,7 +35,7 @@ def minilm():
 
 
 def test_worker_killed_during_load_every_request_answered_correctly(minilm) -> None:
-    jobs = [sentences(i, 250) for i in range(8)]  # 2,000 sentences from 8 clients
+    jobs = [sentences(i, 120) for i in range(8)]  # 960 sentences from 8 clients
     http_port = free_ports(1)[0]
     with running_server("-max_seq_len", "64", "-max_batch_size", "32", "-http_port", str(http_port),
                         model_dir=None) as server:
