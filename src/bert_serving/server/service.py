@@ -143,6 +143,8 @@ class BertServer(threading.Thread):
         )
         model.stats = self.stats.models[model.name] = ModelStats(self.stats)
         model.stats.queue_rows = lambda: model.batcher.queued_rows
+        if not model.extra:  # the server's own view of replicas (stats.worker_states) is the default model's
+            model.stats.worker_states = self.stats.worker_states
         model.sink = Sink(spec.outputs, model.stats, gathered=lambda: self.hub.gathered())
         model.workers = self._worker_pool(model)
 
