@@ -34,7 +34,7 @@ if [ -z "$gpu" ] || [ "$dry" = "--dry-run" ]; then
   out=${OUT:-$(mktemp -d)}
   echo "dry run (${gpu:-no CUDA device}): results in $out"
   "$PY" -m pytest -q -m gpu tests/gpu -p no:cacheprovider 2>&1 | tee "$out/gpu-tests.txt"
-  "$PY" benchmarks/overhead.py --quick --model negligible --out "$out"
+  "$PY" benchmarks/overhead.py --quick --no-http --model negligible --out "$out"
   exit 0
 fi
 
