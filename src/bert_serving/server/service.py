@@ -17,7 +17,6 @@ context manager, and ``BertServer.shutdown(port=5555)`` / ``BertServer.shutdown(
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import logging
 import shutil
 import socket
@@ -32,7 +31,7 @@ import zmq
 from .. import __version__, protocol
 from ..errors import NotReadyError
 from .config import ServerConfig
-from .http.app import HttpSettings
+from .edges import edge_limits, edge_specs
 from .http.server import listen
 from .link.frames import STOP
 from .link.hub import Hub, Lane
@@ -149,36 +148,7 @@ class BertServer(threading.Thread):
         model.workers = self._worker_pool(model)
 
     def _edges(self) -> list[EdgeSpec]:
-        """The router, the intakes and the HTTP processes, with their orders."""
-        config = self.config
-        intakes = [f"intake-{i}" for i in range(config.intakes())]
-        https = [f"http-{i}" for i in range(config.http_processes())] if self._listener is not None else []
-        router_socket = f"{self._run_dir}/intakes"
-        limits = [self._limits(m.config) for m in self.models]
-        models = [ModelOrders.of(m.spec, m.served).to_json() for m in self.models]
-        edges = [EdgeSpec("router", "bert_serving.server.zmq.router_main:main", {
-            "bind": config.bind, "port": config.port, "port_out": config.port_out,
-            "zmq_secret_key": config.zmq_secret_key, "zmq_authorized_keys": config.zmq_authorized_keys,
-            "max_request_bytes": config.max_request_bytes, "max_request_texts": config.max_request_texts,
-            # the intakes' shares of -max_queued_bytes together: what the router lets in at most
-            "max_held_bytes": EdgeLimits(**self._limits(config)).max_queued_bytes * len(intakes),
-            "intakes_socket": router_socket})]
-        for index, name in enumerate(intakes):
-            edges.append(EdgeSpec(name, "bert_serving.server.zmq.intake_main:main", {
-                "index": index, "models": models, "limits": limits, "router_socket": router_socket,
-                "terminate_token": config.terminate_token}))
-        if https:
-            http = HttpSettings(max_request_texts=config.max_request_texts, max_request_bytes=config.max_request_bytes,
-                                cors=config.cors, api_key=config.api_key,
-                                max_buffered_bytes=max(1024, config.max_queued_bytes // len(https)),
-                                token_ids=config.http_token_ids)
-            per_process = -(-config.http_max_connect // len(https))  # shared out, rounded up
-            for index, name in enumerate(https):
-                edges.append(EdgeSpec(name, "bert_serving.server.http.worker_main:main", {
-                    "index": index, "models": models, "limits": limits, "http": dataclasses.asdict(http),
-                    "max_connections": per_process, "listen_fd": self._listener.fileno()},
-                    pass_fds=(self._listener.fileno(),)))
-        return edges
+        return edge_specs(self.config, self.models, run_dir=self._run_dir, listener=self._listener)
 
     def gateway(self) -> Uplink:
         """The pipeline as an edge process has it (`Gateway`), in this process: for tests, tools and
@@ -187,7 +157,7 @@ class BertServer(threading.Thread):
         name = f"local-{len(self._gateways)}"
         ours, theirs = socket.socketpair()
         arrival = self.hub.attach(name, Channel(ours, send_timeout_s=30.0))
-        limits = [EdgeLimits(**self._limits(m.config)) for m in self.models]
+        limits = [EdgeLimits(**edge_limits(self.config, m.config)) for m in self.models]
         uplink = Uplink(Channel(theirs), [ModelOrders.of(m.spec, m.served) for m in self.models], limits, name=name)
         uplink.start()
         uplink.run_in_thread()
@@ -201,16 +171,6 @@ class BertServer(threading.Thread):
         0.2 s, and at once when asked, as now)."""
         self.hub.sync(timeout_s)
         return self.stats
-
-    def _limits(self, own: ServerConfig) -> dict:
-        """One edge process's share of a model's limits (``own``: its configuration; an empty
-        backlog takes any request)."""
-        config = self.config
-        share = config.intakes() + (config.http_processes() if config.http_port is not None else 0)
-        return dataclasses.asdict(EdgeLimits(
-            max_request_texts=config.max_request_texts, max_request_bytes=config.max_request_bytes,
-            max_result_bytes=config.max_result_bytes, max_queued_texts=max(1, own.max_queued_texts // share),
-            max_queued_bytes=max(1024, own.max_queued_bytes // share)))
 
     def _stop_edges(self) -> None:
         """Stop the edge processes and the hub; remove their sockets' folder."""
