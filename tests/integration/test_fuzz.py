@@ -78,13 +78,13 @@ def test_schemathesis_finds_nothing_in_the_http_api(tmp_path: Path) -> None:
     with running_server("-max_seq_len", "16", "-http_port", str(port), "-max_request_texts", "50") as server:
         done = subprocess.run(
             [str(Path(sys.executable).parent / "st"), "run", f"http://127.0.0.1:{port}/openapi.json",
-             "--checks", "all", "--max-examples", "150", "--workers", "1", "--seed", "1",
+             "--checks", "all", "--max-examples", "100", "--workers", "1", "--seed", "1",
              "--generation-database", "none", "--no-color", "--request-timeout", "30"],
             capture_output=True, text=True, timeout=600, cwd=tmp_path,
         )
         assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
         generated = int(next(line for line in done.stdout.splitlines() if "generated" in line).split()[0])
-        assert generated >= 500, done.stdout[-2000:]
+        assert generated >= 300, done.stdout[-2000:]
         assert httpx_ok(port)
         assert server.is_ready.is_set()
 
