@@ -5,6 +5,7 @@ client goes before the flood's."""
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 
@@ -24,6 +25,34 @@ CONNECTIONS, PER_CONNECTION = 8, 25
 WORDS = " ".join(f"word{i % 97}" for i in range(200))  # 200 words, ~1.2 KB a text
 
 
+@contextlib.contextmanager
+def flooding(pid: int, flood, peak: list[float]):
+    """``flood(i)`` on CONNECTIONS threads, the process tree's RSS peak watched meanwhile (into
+    ``peak[0]``); the body runs once the flood is on, and the flooders are joined after it."""
+    on = threading.Event()
+    on.set()
+
+    def watch() -> None:
+        while on.is_set():
+            peak[0] = max(peak[0], tree_rss_mb(pid))
+            time.sleep(0.05)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    flooders = [threading.Thread(target=flood, args=(i,)) for i in range(CONNECTIONS)]
+    for thread in flooders:
+        thread.start()
+    time.sleep(1.0)  # the flood is on
+    try:
+        yield
+    finally:
+        for thread in flooders:
+            thread.join(180)
+        on.clear()
+        watcher.join()
+    assert not any(t.is_alive() for t in flooders), "a flooding client was never answered"
+
+
 def test_a_flood_of_large_requests_is_refused_early_and_a_new_client_still_gets_through() -> None:
     port, port_out = free_ports(2)
     proc = start_cli(f"-model_dir={TINY_BERT / 'google'}", f"-port={port}", f"-port_out={port_out}", "-max_seq_len=16",
@@ -34,7 +63,7 @@ def test_a_flood_of_large_requests_is_refused_early_and_a_new_client_still_gets_
             bc.encode(["warm up"])
         baseline = tree_rss_mb(proc.pid)
         payload = protocol.texts_payload([WORDS] * 8_000)  # ~10 MB a request: 8 x 25 of them, ~2 GB offered
-        peak, outcomes, flooding = [baseline], {"ok": 0, "overloaded": 0}, threading.Event()
+        peak, outcomes = [baseline], {"ok": 0, "overloaded": 0}
         lock = threading.Lock()
 
         def flood(i: int) -> None:
@@ -60,27 +89,11 @@ def test_a_flood_of_large_requests_is_refused_early_and_a_new_client_still_gets_
             finally:
                 ctx.destroy(linger=0)
 
-        def watch() -> None:
-            while flooding.is_set():
-                peak[0] = max(peak[0], tree_rss_mb(proc.pid))
-                time.sleep(0.05)
-
-        flooding.set()
-        watcher = threading.Thread(target=watch)
-        watcher.start()
-        flooders = [threading.Thread(target=flood, args=(i,)) for i in range(CONNECTIONS)]
-        for thread in flooders:
-            thread.start()
-        time.sleep(1.0)  # the flood is on
-        started = time.monotonic()
-        with BertClient(port=port, port_out=port_out, timeout=30_000) as bc:  # a new client, one sentence
-            assert bc.encode(["a small request during the flood"]).shape == (1, 32)
-        waited = time.monotonic() - started
-        for thread in flooders:
-            thread.join(180)
-        flooding.clear()
-        watcher.join()
-        assert not any(t.is_alive() for t in flooders), "a flooding client was never answered"
+        with flooding(proc.pid, flood, peak):
+            started = time.monotonic()
+            with BertClient(port=port, port_out=port_out, timeout=30_000) as bc:  # a new client, one sentence
+                assert bc.encode(["a small request during the flood"]).shape == (1, 32)
+            waited = time.monotonic() - started
         assert waited < 5, f"the new client waited {waited:.1f} s"
         assert outcomes["ok"] + outcomes["overloaded"] == CONNECTIONS * PER_CONNECTION
         assert outcomes["overloaded"] > 0 and outcomes["ok"] > 0, outcomes
@@ -104,7 +117,7 @@ def test_a_flood_of_large_http_bodies_is_refused_early_and_a_new_client_still_ge
         assert httpx.post(f"{base}/v1/embeddings", json={"input": ["warm up"]}, timeout=30).status_code == 200
         baseline = tree_rss_mb(proc.pid)
         body = b'{"input": [' + b",".join([b'"' + WORDS.encode() + b'"'] * 8_000) + b"]}"  # ~10 MB
-        peak, codes, flooding = [baseline], [], threading.Event()
+        peak, codes = [baseline], []
         lock = threading.Lock()
 
         def flood(i: int) -> None:
@@ -116,25 +129,11 @@ def test_a_flood_of_large_http_bodies_is_refused_early_and_a_new_client_still_ge
                     if answer.status_code == 429:
                         assert answer.json()["error"]["code"] == "overloaded"
 
-        def watch() -> None:
-            while flooding.is_set():
-                peak[0] = max(peak[0], tree_rss_mb(proc.pid))
-                time.sleep(0.05)
-
-        flooding.set()
-        watcher = threading.Thread(target=watch)
-        watcher.start()
-        flooders = [threading.Thread(target=flood, args=(i,)) for i in range(CONNECTIONS)]
-        for thread in flooders:
-            thread.start()
-        time.sleep(1.0)
-        started = time.monotonic()
-        small = httpx.post(f"{base}/v1/embeddings", json={"input": ["a small request during the flood"]}, timeout=30)
-        waited = time.monotonic() - started
-        for thread in flooders:
-            thread.join(180)
-        flooding.clear()
-        watcher.join()
+        with flooding(proc.pid, flood, peak):
+            started = time.monotonic()
+            small = httpx.post(f"{base}/v1/embeddings", json={"input": ["a small request during the flood"]},
+                               timeout=30)
+            waited = time.monotonic() - started
         assert small.status_code == 200 and waited < 5, f"the new client waited {waited:.1f} s ({small.status_code})"
         assert len(codes) == CONNECTIONS * per_connection and set(codes) <= {200, 429} and 429 in codes, codes
         grown = peak[0] - baseline

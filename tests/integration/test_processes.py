@@ -89,6 +89,22 @@ def _wait_until_up(server, name: str, old_pid: int, timeout: float = 60) -> int:
     raise AssertionError(f"{name} was not replaced: {server.readiness()}")
 
 
+def _kill_under_load(server, client, name: str, outcomes: list, stop: threading.Event, count: int) -> None:
+    """8 ``client`` threads send until ``stop``; after ``count`` outcomes the process ``name`` is
+    killed, and the load goes on until it is back and ``count`` more have come."""
+    clients = Concurrently(client, 8).start()
+    while len(outcomes) < count:
+        time.sleep(0.01)
+    victim = server.supervisor.pids()[name]
+    os.kill(victim, signal.SIGKILL)
+    _wait_until_up(server, name, victim)
+    served = len(outcomes)
+    while len(outcomes) < served + count:  # and on the new process too
+        time.sleep(0.01)
+    stop.set()
+    clients.join(60)  # a request waited for forever would raise the client's timeout here
+
+
 def test_a_killed_intake_loses_no_request(reference) -> None:
     """8 clients send small requests without pause; intake 0 is killed among them. Every request is
     answered with its vectors (the router sends the dead intake's requests to the other one), none
@@ -109,17 +125,7 @@ def test_a_killed_intake_loses_no_request(reference) -> None:
                         outcomes.append((texts, outcome))
                     j += 1
 
-        clients = Concurrently(client, 8).start()
-        while len(outcomes) < 200:
-            time.sleep(0.01)
-        victim = server.supervisor.pids()["intake-0"]
-        os.kill(victim, signal.SIGKILL)
-        _wait_until_up(server, "intake-0", victim)
-        served = len(outcomes)
-        while len(outcomes) < served + 200:  # and on both intakes again
-            time.sleep(0.01)
-        stop.set()
-        clients.join(60)  # a lost request would leave its client waiting 30 s, then raise a timeout
+        _kill_under_load(server, client, "intake-0", outcomes, stop, 200)  # a lost request: a 30 s timeout
     errors = [outcome for _, outcome in outcomes if isinstance(outcome, BaseException)]
     assert errors == []
     for texts, vectors in outcomes:
@@ -147,17 +153,7 @@ def test_a_killed_http_process_fails_its_connections_loudly_and_is_replaced(refe
                     outcomes.append((texts, outcome))
                 j += 1
 
-        clients = Concurrently(client, 8).start()
-        while len(outcomes) < 100:
-            time.sleep(0.01)
-        victim = server.supervisor.pids()["http-0"]
-        os.kill(victim, signal.SIGKILL)
-        _wait_until_up(server, "http-0", victim)
-        served = len(outcomes)
-        while len(outcomes) < served + 100:
-            time.sleep(0.01)
-        stop.set()
-        clients.join(60)  # an answer waited for forever would raise httpx.ReadTimeout here
+        _kill_under_load(server, client, "http-0", outcomes, stop, 100)  # one lost: httpx.ReadTimeout
     for texts, outcome in outcomes:
         if isinstance(outcome, np.ndarray):
             np.testing.assert_allclose(outcome, reference.encode(texts), atol=1e-5)
