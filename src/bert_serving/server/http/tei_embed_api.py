@@ -37,6 +37,7 @@ from starlette.concurrency import run_in_threadpool
 from ...errors import UnsupportedTaskError
 from ...outputs import COLBERT, DENSE, SPARSE, Ragged
 from ..pipeline.gateway import ServedModel
+from ..pipeline.request import Outcome
 from ..pipeline.tasks import describe_outputs
 from .fast_lane import Route
 from .openai_api import Text, integer, one_of, prompt_name_field
@@ -166,6 +167,13 @@ def mount_tei_embed(app: FastAPI, model: ServedModel, submit: Submit, guarded: l
     sentence_vectors = model.task == "embed" and not model.per_token and DENSE in model.outputs
     colbert = COLBERT in model.outputs
 
+    async def run(body, request: Request, outputs: list[str] | None = None) -> tuple[Outcome, list, bool]:
+        """The pipeline's outcome for the body's inputs (and those inputs, as submitted)."""
+        texts, is_ids = request_texts(body.inputs, model)
+        outcome = await submit(texts, is_ids, client_of(request), request=request, task="embed",
+                               prompt_name=body.prompt_name, outputs=outputs)
+        return outcome, texts, is_ids
+
     @app.post("/embed", response_model=list[list[float]], responses=TEI_ERROR_RESPONSES, dependencies=guarded,
               tags=[_TAG], include_in_schema=sentence_vectors)
     async def embed(body: EmbedBody, request: Request) -> Response:
@@ -174,9 +182,7 @@ def mount_tei_embed(app: FastAPI, model: ServedModel, submit: Submit, guarded: l
             raise UnsupportedTaskError(f"this server returns {_serves(model)}: POST /embed_all gives them; for "
                                        "sentence vectors start it with an embedding -pooling_strategy (e.g. "
                                        "REDUCE_MEAN)", param="inputs")
-        texts, is_ids = request_texts(body.inputs, model)
-        outcome = await submit(texts, is_ids, client_of(request), request=request, task="embed",
-                               prompt_name=body.prompt_name)
+        outcome, _, _ = await run(body, request)
         if outcome.error is not None:
             return error_response(request.url.path, outcome.error)
         return json_response(embed_vectors(outcome.result, body.normalize, body.dimensions))
@@ -186,9 +192,7 @@ def mount_tei_embed(app: FastAPI, model: ServedModel, submit: Submit, guarded: l
     async def embed_all(body: EmbedAllBody, request: Request) -> Response:
         """Every token's vector, per input, as TEI (needs -pooling_strategy NONE); BGE-M3's ColBERT vectors."""
         if colbert:
-            texts, is_ids = request_texts(body.inputs, model)
-            outcome = await submit(texts, is_ids, client_of(request), request=request, task="embed",
-                                   prompt_name=body.prompt_name, outputs=[COLBERT])
+            outcome, _, _ = await run(body, request, [COLBERT])
             if outcome.error is not None:
                 return error_response(request.url.path, outcome.error)
             return json_response(colbert_json(outcome.colbert))
@@ -196,9 +200,7 @@ def mount_tei_embed(app: FastAPI, model: ServedModel, submit: Submit, guarded: l
             raise UnsupportedTaskError(f"this server returns {_serves(model)} with model {model.name}; /embed_all "
                                        "gives token vectors, which a server started with -pooling_strategy NONE "
                                        "returns, or the ColBERT vectors of a BGE-M3 model", param="inputs")
-        texts, is_ids = request_texts(body.inputs, model)
-        outcome = await submit(texts, is_ids, client_of(request), request=request, task="embed",
-                               prompt_name=body.prompt_name)
+        outcome, texts, is_ids = await run(body, request)
         if outcome.error is not None:
             return error_response(request.url.path, outcome.error)
         lengths = await run_in_threadpool(_token_counts, model, texts, is_ids, body.prompt_name)  # off the loop
@@ -213,9 +215,7 @@ def mount_tei_embed(app: FastAPI, model: ServedModel, submit: Submit, guarded: l
             other = "/embed" if sentence_vectors else natural_route(model)
             raise UnsupportedTaskError(f"{model.name} has no sparse vectors (a SPLADE model or BGE-M3 has): this "
                                        f"server returns {_serves(model)}; POST {other} gives them", param="inputs")
-        texts, is_ids = request_texts(body.inputs, model)
-        outcome = await submit(texts, is_ids, client_of(request), request=request, task="embed",
-                               prompt_name=body.prompt_name, outputs=[SPARSE])
+        outcome, _, _ = await run(body, request, [SPARSE])
         if outcome.error is not None:
             return error_response(request.url.path, outcome.error)
         return json_response(sparse_json(outcome.sparse))
